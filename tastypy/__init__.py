@@ -1,0 +1,40 @@
+"""tastypy: a dict and a progress tracker that live on disk as JSON lines.
+
+>>> import tastypy
+>>> sorted(n for n in tastypy.__all__ if n[0].isupper())[:3]
+['CorruptFileError', 'DuplicateKeyError', 'FormatVersionError']
+"""
+
+from tastypy.errors import (
+    CorruptFileError,
+    DuplicateKeyError,
+    FormatVersionError,
+    KindMismatchError,
+    LegacyFormatError,
+    LockTimeoutError,
+    NotAPODError,
+    PersistentOrderedDictException,
+    PersistentOrderedDictIntegrityError,
+    StorageError,
+    TastypyError,
+)
+from tastypy.pod import POD, PersistentOrderedDict
+
+__version__ = "1.0.0.dev0"
+
+__all__ = [
+    "POD",
+    "CorruptFileError",
+    "DuplicateKeyError",
+    "FormatVersionError",
+    "KindMismatchError",
+    "LegacyFormatError",
+    "LockTimeoutError",
+    "NotAPODError",
+    "PersistentOrderedDict",
+    "PersistentOrderedDictException",
+    "PersistentOrderedDictIntegrityError",
+    "StorageError",
+    "TastypyError",
+    "__version__",
+]

@@ -1,0 +1,74 @@
+"""One exception hierarchy, rooted at :class:`TastypyError`.
+
+Every message names the file, key or argument at fault, says what is wrong,
+and says what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TastypyError",
+    "StorageError",
+    "NotAPODError",
+    "CorruptFileError",
+    "FormatVersionError",
+    "LegacyFormatError",
+    "LockTimeoutError",
+    "KindMismatchError",
+    "DuplicateKeyError",
+    "PersistentOrderedDictException",
+    "PersistentOrderedDictIntegrityError",
+]
+
+
+class TastypyError(Exception):
+    """Base class of every error raised by tastypy on purpose."""
+
+
+class StorageError(TastypyError, OSError):
+    """Reading or writing the files of a POD failed (disk full, permission...).
+
+    The in-memory state and everything already on disk are left intact, and
+    a later ``sync()`` retries.
+    """
+
+
+class NotAPODError(TastypyError, ValueError):
+    """The path exists but does not hold a tastypy POD."""
+
+
+class CorruptFileError(TastypyError, ValueError):
+    """A file of the POD holds something that is not a valid record."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class FormatVersionError(TastypyError, ValueError):
+    """The POD was written by a newer tastypy with a format this one cannot read."""
+
+
+class LegacyFormatError(TastypyError, ValueError):
+    """The directory holds a POD written by the original tastypy 0.0.3."""
+
+
+class LockTimeoutError(TastypyError, TimeoutError):
+    """The POD's lock could not be taken in time."""
+
+
+class KindMismatchError(TastypyError, ValueError):
+    """A ProgressTracker directory opened as a plain POD, or the other way round."""
+
+
+class PersistentOrderedDictException(TastypyError):
+    """Name kept from tastypy 0.0.3; raised for misuse of a POD or tracker."""
+
+
+class PersistentOrderedDictIntegrityError(PersistentOrderedDictException, CorruptFileError):
+    """Name kept from tastypy 0.0.3; an alias of a corrupt-file problem."""
+
+
+class DuplicateKeyError(PersistentOrderedDictException, KeyError):
+    """``Tracker.add(key)`` for a key that is already there (name from 0.0.3)."""

@@ -1,0 +1,236 @@
+"""JSON-lines record files: append a batch, read back committed batches.
+
+A file is a sequence of batches. A batch is record lines followed by one
+commit line ``{"sync":N}`` where N counts the batch's records. A record is
+``[key,value]`` (set) or ``[key]`` (delete). Anything after the last commit
+line is a batch that never finished (a crash mid-write): it is ignored by
+readers and cut off by the next writer before it appends.
+
+With ``gzipped`` each batch is one gzip member, so appending stays cheap and
+a torn member is recognised as the torn tail.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Any, Callable, Final
+
+import orjson
+
+from tastypy.codec import key_from_json
+from tastypy.errors import CorruptFileError
+
+COMMIT_PREFIX: Final = b'{"sync":'
+
+#: Stand-in value of a deleted key in a list of records.
+DELETED: Final = object()
+
+
+def commit_line(count: int) -> bytes:
+    return b'{"sync":%d}\n' % count
+
+
+def frame(lines: list[bytes], gzipped: bool) -> bytes:
+    """The bytes of one batch, ready to append."""
+    body = b"".join(lines) + commit_line(len(lines))
+    if gzipped:
+        return _gzip(body)
+    return body
+
+
+def _gzip(body: bytes) -> bytes:
+    comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return comp.compress(body) + comp.flush()
+
+
+def committed_part(chunk: bytes) -> int:
+    """Length of the prefix of ``chunk`` that ends with a commit line."""
+    pos = chunk.rfind(b"\n" + COMMIT_PREFIX)
+    if pos < 0:
+        if chunk.startswith(COMMIT_PREFIX):
+            pos = -1
+        else:
+            return 0
+    end = chunk.find(b"\n", pos + 1)
+    return 0 if end < 0 else end + 1
+
+
+def gunzip_members(raw: bytes) -> tuple[bytes, int]:
+    """Decompress whole gzip members; return the text and the bytes consumed."""
+    out = []
+    consumed = 0
+    rest = raw
+    while rest:
+        d = zlib.decompressobj(31)
+        try:
+            text = d.decompress(rest)
+        except zlib.error:
+            break
+        if not d.eof:
+            break
+        out.append(text)
+        used = len(rest) - len(d.unused_data)
+        consumed += used
+        rest = d.unused_data
+    return b"".join(out), consumed
+
+
+def read_from(path: str, offset: int, gzipped: bool) -> tuple[bytes, int, int]:
+    """Read ``path`` from ``offset``.
+
+    Returns ``(text, consumed, size)``: the text of the committed batches, how
+    many file bytes they take, and the file size seen.
+    """
+    with open(path, "rb") as f:
+        f.seek(offset)
+        raw = f.read()
+    size = offset + len(raw)
+    if gzipped:
+        text, consumed = gunzip_members(raw)
+        keep = committed_part(text)
+        if keep != len(text):
+            # A member that decompressed but lacks its commit line: only its
+            # whole members before are trusted.
+            text, consumed = _trim_gz(raw, keep)
+        return text, consumed, size
+    keep = committed_part(raw)
+    return raw[:keep], keep, size
+
+
+def _trim_gz(raw: bytes, keep: int) -> tuple[bytes, int]:
+    out = []
+    consumed = 0
+    total = 0
+    rest = raw
+    while rest and total < keep:
+        d = zlib.decompressobj(31)
+        text = d.decompress(rest)
+        if total + len(text) > keep:
+            break
+        out.append(text)
+        total += len(text)
+        consumed += len(rest) - len(d.unused_data)
+        rest = d.unused_data
+    return b"".join(out), consumed
+
+
+def parse(text: bytes, path: str, first_line: Callable[[], int] = lambda: 1) -> list[Any]:
+    """Decode the committed ``text`` into a flat list of JSON records.
+
+    Commit lines are checked against the count of the records before them
+    and dropped. A line that is not a valid record raises CorruptFileError
+    naming the file and line.
+    """
+    if not text:
+        return []
+    try:
+        items = orjson.loads(b"[" + text[:-1].replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        items = None
+    if items is not None:
+        out = []
+        append = out.append
+        count = 0
+        for item in items:
+            if type(item) is list:
+                append(item)
+                count += 1
+            else:
+                if type(item) is not dict or item.get("sync") != count:
+                    return _parse_slow(text, path, first_line)
+                count = 0
+        for item in out:
+            n = len(item)
+            if n != 2 and n != 1:
+                return _parse_slow(text, path, first_line)
+        return out
+    return _parse_slow(text, path, first_line)
+
+
+def _parse_slow(text: bytes, path: str, first_line: Callable[[], int]) -> list[Any]:
+    out = []
+    count = 0
+    for number, line in enumerate(text.split(b"\n")[:-1], first_line()):
+        where = f"{path}, line {number}"
+        advice = (
+            f"Fix or delete that line by hand, or run `tastypy repair {os.path.dirname(path)}` "
+            "to salvage every readable record (the damaged file is kept aside)."
+        )
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptFileError(
+                f"{where} is not valid JSON ({exc}). {advice}", path, number
+            ) from None
+        if type(item) is list and len(item) in (1, 2):
+            out.append(item)
+            count += 1
+        elif type(item) is dict and "sync" in item:
+            if item["sync"] != count:
+                raise CorruptFileError(
+                    f"{where}: the commit line counts {item['sync']} records but the batch "
+                    f"before it has {count}; lines were lost or duplicated. {advice}",
+                    path,
+                    number,
+                )
+            count = 0
+        else:
+            raise CorruptFileError(
+                f"{where} is not a record: expected [key, value], [key] or "
+                f'{{"sync": N}}, got {line[:80]!r}. {advice}',
+                path,
+                number,
+            )
+    return out
+
+
+def apply(records: list[Any], data: dict) -> None:
+    """Replay ``records`` into ``data`` (the fast path of a full load)."""
+    pop = data.pop
+    for rec in records:
+        key = rec[0]
+        if type(key) is list:
+            key = key_from_json(key)
+        if len(rec) == 2:
+            data[key] = rec[1]
+        else:
+            pop(key, None)
+
+
+def as_changes(records: list[Any]) -> list[tuple[Any, Any]]:
+    """``records`` as ``(key, value)`` pairs, ``DELETED`` for deletions."""
+    out = []
+    for rec in records:
+        key = rec[0]
+        if type(key) is list:
+            key = key_from_json(key)
+        out.append((key, rec[1] if len(rec) == 2 else DELETED))
+    return out
+
+
+def append(path: str, committed_size: int, batch: bytes, hook: Callable[[str], None]) -> int:
+    """Append ``batch`` at ``committed_size``, cutting any torn tail first.
+
+    Returns the new committed size. The caller holds the lock.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size != committed_size:
+            hook("before-truncate")
+            os.ftruncate(fd, committed_size)
+            os.fsync(fd)
+            hook("after-truncate")
+        os.lseek(fd, committed_size, os.SEEK_SET)
+        view = memoryview(batch)
+        hook("before-write")
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        hook("after-write")
+        os.fsync(fd)
+        hook("after-fsync")
+    finally:
+        os.close(fd)
+    return committed_size + len(batch)

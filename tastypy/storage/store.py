@@ -1,0 +1,237 @@
+"""Store: open, load, append, refresh and compact one POD directory.
+
+The store knows files and records, not Python values' meaning. The caller
+(the POD) holds :meth:`Store.locked` around every sequence of calls that must
+see one consistent state of the directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from typing import Any, Callable, Final, Iterator
+
+from tastypy.codec import DUMP_OPTIONS, dumps
+from tastypy.errors import CorruptFileError, KindMismatchError, StorageError
+from tastypy.storage import journal, layout
+from tastypy.storage.journal import DELETED
+from tastypy.storage.locks import DirectoryLock
+
+__all__ = ["DELETED", "Store"]
+
+#: A journal is folded into a new snapshot only once it holds more stale
+#: records than this, so small PODs are not rewritten over and over.
+_COMPACT_MIN_STALE: Final = 10_000
+
+
+def _no_fault(point: str) -> None:
+    return None
+
+
+def _os_error(action: str, path: str, exc: OSError) -> StorageError:
+    why = exc.strerror or str(exc)
+    hint = ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = " Free some space; the next sync retries and nothing synced is lost."
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = " Check the permissions of the POD directory."
+    err = StorageError(f"cannot {action} {path}: {why}.{hint}")
+    err.errno = exc.errno
+    return err
+
+
+class Store:
+    """Files of one POD directory."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        kind: str = "pod",
+        gzipped: bool = False,
+        lock: str = "auto",
+        lock_timeout: float = 600.0,
+    ):
+        self.path = os.path.abspath(os.fspath(path))
+        self.kind = kind
+        self.gzipped = gzipped
+        self.fault: Callable[[str], None] = _no_fault
+        layout.check_directory(self.path)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as exc:
+            raise _os_error("create the directory", self.path, exc) from exc
+        if not os.access(self.path, os.W_OK):
+            raise StorageError(
+                f"the POD directory {self.path} is not writable by you. tastypy writes to it on "
+                "every sync; fix its permissions or copy it somewhere writable."
+            )
+        self._lock = DirectoryLock(os.path.join(self.path, layout.LOCK_FILE), lock, lock_timeout)
+        self.generation = -1
+        self.journal_path = ""
+        self.journal_pos = 0
+        self.journal_records = 0
+        self.snapshot_records = 0
+        with self.locked():
+            self._ensure_manifest()
+
+    # -- locking ---------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock.held():
+            yield
+
+    @property
+    def lock_path(self) -> str:
+        return self._lock.path
+
+    # -- manifest --------------------------------------------------------
+
+    def _ensure_manifest(self) -> dict:
+        manifest = layout.read_manifest(self.path)
+        if manifest is None:
+            layout.classify_foreign(self.path)
+            manifest = layout.new_manifest(self.kind, 0, self.gzipped, 0)
+            try:
+                layout.write_manifest(self.path, manifest)
+            except OSError as exc:
+                raise _os_error("write the manifest in", self.path, exc) from exc
+        if manifest["kind"] != self.kind:
+            raise KindMismatchError(
+                f"{self.path} holds a {manifest['kind']!r}, not a {self.kind!r}. Open it with "
+                + ("tastypy.Tracker" if manifest["kind"] == "tracker" else "tastypy.POD")
+                + ", or convert it by copying its items into a new one."
+            )
+        self.gzipped = bool(manifest.get("gzipped", False))
+        return manifest
+
+    def _manifest(self) -> dict:
+        manifest = layout.read_manifest(self.path)
+        if manifest is None:
+            raise CorruptFileError(
+                f"{os.path.join(self.path, layout.MANIFEST)} has disappeared. Run "
+                f"`tastypy repair {self.path}` to rebuild it from the data files.",
+                os.path.join(self.path, layout.MANIFEST),
+            )
+        return manifest
+
+    # -- reading ---------------------------------------------------------
+
+    def _read_file(self, name: str, offset: int) -> tuple[list[Any], int]:
+        path = os.path.join(self.path, name)
+        try:
+            text, consumed, _ = journal.read_from(path, offset, self.gzipped)
+        except FileNotFoundError:
+            if name.startswith("journal-"):
+                return [], 0
+            raise CorruptFileError(
+                f"{path} is listed in the manifest but missing. Run `tastypy repair "
+                f"{self.path}` to salvage what is left.",
+                path,
+            ) from None
+        except OSError as exc:
+            raise _os_error("read", path, exc) from exc
+        def first_line() -> int:
+            if not offset or self.gzipped:
+                return 1
+            with open(path, "rb") as f:
+                return f.read(offset).count(b"\n") + 1
+
+        return journal.parse(text, path, first_line), consumed
+
+    def load(self) -> dict:
+        """Read the whole POD into a new dict (under the lock)."""
+        manifest = self._manifest()
+        data: dict = {}
+        snapshot_records = 0
+        if manifest.get("snapshot"):
+            records, _ = self._read_file(manifest["snapshot"], 0)
+            journal.apply(records, data)
+            snapshot_records = len(records)
+        records, consumed = self._read_file(manifest["journal"], 0)
+        journal.apply(records, data)
+        self.generation = manifest["generation"]
+        self.journal_path = os.path.join(self.path, manifest["journal"])
+        self.journal_pos = consumed
+        self.journal_records = len(records)
+        self.snapshot_records = snapshot_records
+        return data
+
+    def read_new(self) -> list[tuple[Any, Any]] | None:
+        """Changes others synced since we last looked, or None if a compaction
+        happened since and the caller must :meth:`load` afresh."""
+        manifest = self._manifest()
+        if manifest["generation"] != self.generation:
+            return None
+        try:
+            size = os.stat(self.journal_path).st_size
+        except FileNotFoundError:
+            size = 0
+        except OSError as exc:
+            raise _os_error("read", self.journal_path, exc) from exc
+        if size <= self.journal_pos:
+            return []
+        records, consumed = self._read_file(manifest["journal"], self.journal_pos)
+        self.journal_pos += consumed
+        self.journal_records += len(records)
+        return journal.as_changes(records)
+
+    # -- writing ---------------------------------------------------------
+
+    def append(self, lines: list[bytes]) -> None:
+        """Append one batch of record lines durably (under the lock)."""
+        if not lines:
+            return
+        batch = journal.frame(lines, self.gzipped)
+        new_file = self.journal_pos == 0 and not os.path.exists(self.journal_path)
+        try:
+            self.journal_pos = journal.append(self.journal_path, self.journal_pos, batch, self.fault)
+            if new_file:
+                layout.fsync_dir(self.path)
+        except OSError as exc:
+            raise _os_error("append to", self.journal_path, exc) from exc
+        self.journal_records += len(lines)
+
+    def stale_records(self, live: int) -> int:
+        return self.snapshot_records + self.journal_records - live
+
+    def maybe_compact(self, live: int) -> bool:
+        stale = self.stale_records(live)
+        if stale > _COMPACT_MIN_STALE and stale > live:
+            self.compact()
+            return True
+        return False
+
+    def compact(self) -> None:
+        """Fold the journal into a new snapshot generation (under the lock)."""
+        data = self.load()
+        generation = self.generation + 1
+        lines = [dumps((k, v), option=DUMP_OPTIONS) + b"\n" for k, v in data.items()]
+        snap = layout.snapshot_name(generation, self.gzipped)
+        snap_path = os.path.join(self.path, snap)
+        manifest = layout.new_manifest(self.kind, generation, self.gzipped, len(lines))
+        old = [n for n in os.listdir(self.path) if n.startswith(("snapshot-", "journal-"))]
+        try:
+            self.fault("compact-before-snapshot")
+            if lines:
+                layout.write_atomic(snap_path, journal.frame(lines, self.gzipped))
+            else:
+                manifest["snapshot"] = None
+            self.fault("compact-before-manifest")
+            layout.write_manifest(self.path, manifest)
+            self.fault("compact-after-manifest")
+        except OSError as exc:
+            raise _os_error("compact into", snap_path, exc) from exc
+        for name in old:
+            if name != snap:
+                try:
+                    os.unlink(os.path.join(self.path, name))
+                except OSError:
+                    pass
+        self.generation = generation
+        self.journal_path = os.path.join(self.path, manifest["journal"])
+        self.journal_pos = 0
+        self.journal_records = 0
+        self.snapshot_records = len(lines)
