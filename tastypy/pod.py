@@ -301,7 +301,7 @@ class PersistentOrderedDict(MutableMapping):
             self._dirty[key] = _CHANGED
         self._sync([key])
 
-    def _sync(self, only: list | None) -> None:
+    def _sync(self, only: list | None, durable: bool = True) -> None:
         if self._closed:
             self._refuse_closed()
         with self._sync_lock, self._store.locked():
@@ -312,7 +312,7 @@ class PersistentOrderedDict(MutableMapping):
                     self._reload(written)
                 else:
                     self._take_in(changes, written)
-                self._store.append(lines)
+                self._store.append(lines, durable)
             except BaseException:
                 for key, marker in popped:
                     self._dirty[key] = marker

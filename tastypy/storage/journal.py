@@ -209,7 +209,13 @@ def as_changes(records: list[Any]) -> list[tuple[Any, Any]]:
     return out
 
 
-def append(path: str, committed_size: int, batch: bytes, hook: Callable[[str], None]) -> int:
+def append(
+    path: str,
+    committed_size: int,
+    batch: bytes,
+    hook: Callable[[str], None],
+    durable: bool = True,
+) -> int:
     """Append ``batch`` at ``committed_size``, cutting any torn tail first.
 
     Returns the new committed size. The caller holds the lock.
@@ -229,8 +235,9 @@ def append(path: str, committed_size: int, batch: bytes, hook: Callable[[str], N
             written = os.write(fd, view)
             view = view[written:]
         hook("after-write")
-        os.fsync(fd)
-        hook("after-fsync")
+        if durable:
+            os.fsync(fd)
+            hook("after-fsync")
     finally:
         os.close(fd)
     return committed_size + len(batch)

@@ -180,14 +180,20 @@ class Store:
 
     # -- writing ---------------------------------------------------------
 
-    def append(self, lines: list[bytes]) -> None:
-        """Append one batch of record lines durably (under the lock)."""
+    def append(self, lines: list[bytes], durable: bool = True) -> None:
+        """Append one batch of record lines (under the lock).
+
+        ``durable=False`` skips the fsync: the batch survives the death of the
+        process (it is in the page cache) but not a power loss.
+        """
         if not lines:
             return
         batch = journal.frame(lines, self.gzipped)
         new_file = self.journal_pos == 0 and not os.path.exists(self.journal_path)
         try:
-            self.journal_pos = journal.append(self.journal_path, self.journal_pos, batch, self.fault)
+            self.journal_pos = journal.append(
+                self.journal_path, self.journal_pos, batch, self.fault, durable
+            )
             if new_file:
                 layout.fsync_dir(self.path)
         except OSError as exc:

@@ -1,0 +1,5 @@
+import sys
+
+from tastypy.cli import main
+
+sys.exit(main())
