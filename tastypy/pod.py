@@ -9,6 +9,8 @@ from collections.abc import ItemsView, Iterator, KeysView, Mapping, MutableMappi
 from contextlib import contextmanager
 from typing import Any, Final
 
+import orjson
+
 from tastypy import _exit
 from tastypy.codec import DUMP_OPTIONS, _has_nonfinite, check_key, dumps, encode_value
 from tastypy.errors import PersistentOrderedDictException
@@ -29,12 +31,15 @@ class _Marker:
         return f"<{self.name}>"
 
 
-# What the dirty table holds for a key, besides the bytes of its value as on
-# disk (kept when the value may be unchanged, to skip rewriting it):
-_NEW: Final = _Marker("new")  # not on disk; written if still present at sync
-_GONE: Final = _Marker("gone")  # on disk and deleted here; re-set means re-insert
-_CHANGED: Final = _Marker("changed")  # on disk and known to differ
+# How a sync finds what to write. Assignments and deletions append their
+# record line to ``_pending`` at once (assignment has to encode the value to
+# validate it anyway), so a sync mostly joins bytes. Keys whose value may
+# have changed in place (handed out by a read) sit in ``_dirty`` with the
+# bytes of their record when handed out; the sync encodes them again and
+# writes only those whose bytes differ. ``_CHANGED`` never equals any bytes.
+_CHANGED: Final = _Marker("changed")
 _MISSING: Final = _Marker("missing")
+_LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 #: Values of these types cannot be mutated through a reference, so reading
 #: them does not need to mark the key dirty.
@@ -90,7 +95,8 @@ class PersistentOrderedDict(MutableMapping):
         self.sync_at = sync_at
         self._data: dict = {}
         self._dirty: dict = {}
-        self._staged: dict = {}
+        self._pending: list[bytes] = []
+        self._pending_keys: list = []
         self._held = False
         self._closed = True
         self._sync_lock = threading.RLock()
@@ -140,13 +146,11 @@ class PersistentOrderedDict(MutableMapping):
             dirty = self._dirty
             if key not in dirty:
                 try:
-                    dirty[key] = dumps(value, option=DUMP_OPTIONS)
+                    dirty[key] = dumps((key, value), option=_LINE_OPTIONS)
                 except TypeError:
                     dirty[key] = _CHANGED
-                if len(dirty) >= self.sync_at and not self._held:
+                if len(dirty) + len(self._pending) >= self.sync_at and not self._held:
                     self.sync()
-            elif self._staged:
-                self._staged.pop(key, None)
         return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -155,29 +159,34 @@ class PersistentOrderedDict(MutableMapping):
             check_key(key)
         if self._closed:
             self._refuse_closed()
-        encoded = encode_value(key, value)
+        try:
+            line = dumps((key, value), option=_LINE_OPTIONS)
+        except TypeError:
+            encode_value(key, value)  # raises the explanatory error
+            raise
+        if b"null" in line and _has_nonfinite(value):
+            encode_value(key, value)
         data = self._data
-        dirty = self._dirty
-        if key not in dirty:
-            old = data.get(key, _MISSING)
-            if old is _MISSING:
-                dirty[key] = _NEW
-            elif type(old) is type(value) and old == value:
-                dirty[key] = dumps(old, option=DUMP_OPTIONS)
-            else:
-                dirty[key] = _CHANGED
-        self._staged[key] = encoded
+        old = data.get(key, _MISSING)
+        if (
+            old is _MISSING
+            or old is value
+            or type(old) is not type(value)
+            or old != value
+            or dumps((key, old), option=_LINE_OPTIONS) != line
+        ):
+            self._pending.append(line)
+            self._pending_keys.append(key)
         data[key] = value
-        if len(dirty) >= self.sync_at and not self._held:
+        if len(self._pending) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
 
     def __delitem__(self, key: Any) -> None:
         del self._data[key]
-        self._staged.pop(key, None)
-        dirty = self._dirty
-        if dirty.get(key) is not _NEW:
-            dirty[key] = _GONE
-        if len(dirty) >= self.sync_at and not self._held:
+        self._dirty.pop(key, None)
+        self._pending.append(b"[%b]\n" % dumps(key))
+        self._pending_keys.append(key)
+        if len(self._pending) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
 
     def __contains__(self, key: object) -> bool:
@@ -250,16 +259,16 @@ class PersistentOrderedDict(MutableMapping):
         through a reference the POD cannot see)."""
         if key not in self._data:
             raise KeyError(key)
-        self._staged.pop(key, None)
-        marker = self._dirty.get(key)
-        if marker is None or type(marker) is bytes:
-            self._dirty[key] = _CHANGED if marker is None else marker
-        if len(self._dirty) >= self.sync_at and not self._held:
+        self._dirty[key] = _CHANGED
+        if len(self._pending) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
 
     def dirty(self) -> set:
         """The set of keys that may differ from disk."""
-        return set(self._dirty)
+        return set(self._dirty) | set(self._pending_keys)
+
+    def _num_dirty(self) -> int:
+        return len(self._dirty) + len(self._pending)
 
     # -- sync policy -----------------------------------------------------------
 
@@ -270,7 +279,7 @@ class PersistentOrderedDict(MutableMapping):
     def unhold(self) -> None:
         """Resume automatic syncing, and sync now if enough keys are dirty."""
         self._held = False
-        if len(self._dirty) >= self.sync_at:
+        if len(self._dirty) + len(self._pending) >= self.sync_at:
             self.sync()
 
     @contextmanager
@@ -282,7 +291,7 @@ class PersistentOrderedDict(MutableMapping):
             yield self
         finally:
             self._held = was_held
-            if not was_held and self._dirty:
+            if not was_held and (self._dirty or self._pending):
                 self.sync()
 
     # -- syncing -----------------------------------------------------------------
@@ -293,30 +302,59 @@ class PersistentOrderedDict(MutableMapping):
         Changes other processes synced meanwhile are taken in first; for a
         key changed on both sides, this sync wins (it is the later one).
         """
-        self._sync(None)
+        self._sync()
 
     def sync_key(self, key: Any) -> None:
-        """Write ``key`` (its value or its deletion) to disk now."""
+        """Write ``key`` (its value or its deletion) to disk now.
+
+        Other pending changes are written in the same batch: one batch is
+        as cheap as a single record, and keeps the order of changes.
+        """
         if key in self._data and key not in self._dirty:
             self._dirty[key] = _CHANGED
-        self._sync([key])
+        self._sync()
 
-    def _sync(self, only: list | None, durable: bool = True) -> None:
+    def _sync(self, durable: bool = True) -> None:
         if self._closed:
             self._refuse_closed()
         with self._sync_lock, self._store.locked():
-            lines, popped, written, bad = self._collect(only)
-            try:
-                changes = self._store.read_new()
-                if changes is None:
-                    self._reload(written)
-                else:
-                    self._take_in(changes, written)
-                self._store.append(lines, durable)
-            except BaseException:
-                for key, marker in popped:
-                    self._dirty[key] = marker
-                raise
+            data = self._data
+            dirty = self._dirty
+            n_pending = len(self._pending)
+            lines = self._pending[:n_pending]
+            keys = self._pending_keys[:n_pending]
+            handled = []
+            bad = []
+            for key, marker in list(dirty.items()):
+                value = data.get(key, _MISSING)
+                if value is _MISSING:
+                    handled.append((key, marker))
+                    continue
+                try:
+                    line = dumps((key, value), option=_LINE_OPTIONS)
+                    if b"null" in line and _has_nonfinite(value):
+                        raise ValueError("it holds NaN or infinity")
+                except (TypeError, ValueError) as exc:
+                    bad.append((key, exc))
+                    continue
+                handled.append((key, marker))
+                if line != marker:
+                    lines.append(line)
+                    keys.append(key)
+            changes = self._store.read_new()
+            if changes is None:
+                self._reload(set(keys))
+            elif changes:
+                self._take_in(changes, set(keys))
+            self._store.append(lines, durable)
+            # Written: forget what this sync covered. Threads may have added
+            # more meanwhile; that stays for the next sync.
+            del self._pending[:n_pending]
+            del self._pending_keys[:n_pending]
+            dirty = self._dirty
+            for key, marker in handled:
+                if dirty.get(key, _MISSING) is marker:
+                    del dirty[key]
             self._store.maybe_compact(len(self._data))
         if bad:
             key, exc = bad[0]
@@ -326,69 +364,23 @@ class PersistentOrderedDict(MutableMapping):
                 "was synced."
             )
 
-    def _collect(self, only: list | None) -> tuple[list, list, dict, list]:
-        """Pop the dirty keys and encode what changed, in the order dirtied."""
-        dirty = self._dirty
-        data = self._data
-        staged = self._staged
-        keys = list(dirty) if only is None else [k for k in only if k in dirty]
-        lines: list[bytes] = []
-        popped: list = []
-        written: dict = {}
-        bad: list = []
-        append = lines.append
-        for key in keys:
-            marker = dirty.pop(key, _MISSING)
-            if marker is _MISSING:
-                continue
-            value = data.get(key, _MISSING)
-            if value is _MISSING:
-                staged.pop(key, None)
-                if marker is _NEW:
-                    continue
-                append(b"[%b]\n" % dumps(key))
-                written[key] = DELETED
-            else:
-                encoded = staged.pop(key, None)
-                if encoded is None:
-                    try:
-                        encoded = dumps(value, option=DUMP_OPTIONS)
-                        if b"null" in encoded and _has_nonfinite(value):
-                            raise ValueError("it holds NaN or infinity")
-                    except (TypeError, ValueError) as exc:
-                        dirty[key] = marker
-                        bad.append((key, exc))
-                        continue
-                if encoded == marker:
-                    continue
-                kb = dumps(key)
-                if marker is _GONE:
-                    append(b"[%b]\n" % kb)
-                append(b"[%b,%b]\n" % (kb, encoded))
-                written[key] = value
-            popped.append((key, marker))
-        return lines, popped, written, bad
-
-    def _take_in(self, changes: list, written: dict) -> None:
+    def _take_in(self, changes: list, ours: set) -> None:
         """Apply other processes' synced changes, except where ours win."""
         data = self._data
         dirty = self._dirty
         for key, value in changes:
-            if key in written:
+            if key in ours:
                 continue
             marker = dirty.get(key)
             if marker is not None:
                 if type(marker) is bytes and key in data:
                     try:
-                        same = dumps(data[key], option=DUMP_OPTIONS) == marker
+                        same = dumps((key, data[key]), option=_LINE_OPTIONS) == marker
                     except TypeError:
                         same = False
                     if not same:
                         continue
                     del dirty[key]
-                elif marker is _NEW:
-                    dirty[key] = _CHANGED
-                    continue
                 else:
                     continue
             old = data.get(key, _MISSING)
@@ -401,42 +393,26 @@ class PersistentOrderedDict(MutableMapping):
                 data[key] = value
                 self._replaced(key, old, value)
 
-    def _pending(self) -> dict:
-        """Local changes not yet synced, as ``{key: value or DELETED}``."""
-        pending = {}
-        data = self._data
-        for key, marker in list(self._dirty.items()):
-            value = data.get(key, _MISSING)
-            if value is _MISSING:
-                if marker is not _NEW:
-                    pending[key] = DELETED
-                continue
-            if type(marker) is bytes:
+    def _reload(self, ours: set) -> None:
+        """Load the disk afresh (a compaction ran elsewhere), keeping local changes."""
+        local = self._data
+        data = self._store.load()
+        pending_keys = set(self._pending_keys) | ours
+        for key, marker in self._dirty.items():
+            if key in local:
                 try:
-                    if dumps(value, option=DUMP_OPTIONS) == marker:
+                    if dumps((key, local[key]), option=_LINE_OPTIONS) == marker:
                         continue
                 except TypeError:
                     pass
-            pending[key] = value
-        return pending
-
-    def _reload(self, written: dict) -> None:
-        """Load the disk afresh (a compaction ran elsewhere), keeping local changes."""
-        pending = self._pending()
-        pending.update(written)
-        data = self._store.load()
-        dirty: dict = {}
-        for key, value in pending.items():
-            if value is DELETED:
-                if data.pop(key, _MISSING) is not _MISSING and key not in written:
-                    dirty[key] = _GONE
+                pending_keys.add(key)
+        for key in pending_keys:
+            value = local.get(key, _MISSING)
+            if value is _MISSING:
+                data.pop(key, None)
             else:
-                if key not in written:
-                    dirty[key] = _CHANGED if key in data else _NEW
                 data[key] = value
         self._data = data
-        self._dirty = dirty
-        self._staged = {}
         self._loaded()
 
     def refresh(self) -> None:
@@ -448,15 +424,16 @@ class PersistentOrderedDict(MutableMapping):
         with self._sync_lock, self._store.locked():
             changes = self._store.read_new()
             if changes is None:
-                self._reload({})
-            else:
-                self._take_in(changes, {})
+                self._reload(set())
+            elif changes:
+                self._take_in(changes, set(self._pending_keys))
 
     def revert(self) -> None:
         """Drop every unsynced change: memory becomes what is on disk now."""
         with self._sync_lock, self._store.locked():
             self._dirty = {}
-            self._staged = {}
+            self._pending = []
+            self._pending_keys = []
             self._data = self._store.load()
         self._loaded()
 
@@ -485,12 +462,12 @@ class PersistentOrderedDict(MutableMapping):
         self.close()
 
     def _exit_sync(self) -> None:
-        if not self._closed and self._dirty:
+        if not self._closed and (self._dirty or self._pending):
             self.sync()
 
     def __del__(self) -> None:
         try:
-            if not getattr(self, "_closed", True) and self._dirty:
+            if not getattr(self, "_closed", True) and (self._dirty or self._pending):
                 self.sync()
         except Exception:
             log.exception("tastypy: could not sync %s when it was garbage-collected", self)

@@ -119,13 +119,13 @@ class Store:
 
     # -- reading ---------------------------------------------------------
 
-    def _read_file(self, name: str, offset: int) -> tuple[list[Any], int]:
+    def _read_text(self, name: str, offset: int) -> tuple[bytes, int, Callable[[], int]]:
         path = os.path.join(self.path, name)
         try:
             text, consumed, _ = journal.read_from(path, offset, self.gzipped)
         except FileNotFoundError:
             if name.startswith("journal-"):
-                return [], 0
+                return b"", 0, lambda: 1
             raise CorruptFileError(
                 f"{path} is listed in the manifest but missing. Run `tastypy repair "
                 f"{self.path}` to salvage what is left.",
@@ -133,13 +133,18 @@ class Store:
             ) from None
         except OSError as exc:
             raise _os_error("read", path, exc) from exc
+
         def first_line() -> int:
             if not offset or self.gzipped:
                 return 1
             with open(path, "rb") as f:
                 return f.read(offset).count(b"\n") + 1
 
-        return journal.parse(text, path, first_line), consumed
+        return text, consumed, first_line
+
+    def _read_file(self, name: str, offset: int) -> tuple[list[Any], int]:
+        text, consumed, first_line = self._read_text(name, offset)
+        return journal.parse(text, os.path.join(self.path, name), first_line), consumed
 
     def load(self) -> dict:
         """Read the whole POD into a new dict (under the lock)."""
@@ -147,15 +152,18 @@ class Store:
         data: dict = {}
         snapshot_records = 0
         if manifest.get("snapshot"):
-            records, _ = self._read_file(manifest["snapshot"], 0)
-            journal.apply(records, data)
-            snapshot_records = len(records)
-        records, consumed = self._read_file(manifest["journal"], 0)
-        journal.apply(records, data)
+            name = manifest["snapshot"]
+            text, _, first_line = self._read_text(name, 0)
+            snapshot_records = journal.load_into(
+                text, data, os.path.join(self.path, name), first_line
+            )
+        name = manifest["journal"]
+        text, consumed, first_line = self._read_text(name, 0)
+        journal_records = journal.load_into(text, data, os.path.join(self.path, name), first_line)
         self.generation = manifest["generation"]
         self.journal_path = os.path.join(self.path, manifest["journal"])
         self.journal_pos = consumed
-        self.journal_records = len(records)
+        self.journal_records = journal_records
         self.snapshot_records = snapshot_records
         return data
 
