@@ -33,10 +33,11 @@ class _Marker:
 
 # How a sync finds what to write. Assignments and deletions append their
 # record line to ``_pending`` at once (assignment has to encode the value to
-# validate it anyway), so a sync mostly joins bytes. Keys whose value may
-# have changed in place (handed out by a read) sit in ``_dirty`` with the
-# bytes of their record when handed out; the sync encodes them again and
-# writes only those whose bytes differ. ``_CHANGED`` never equals any bytes.
+# validate it anyway), so a sync mostly writes one buffer. Keys whose value
+# may have changed in place (handed out by a read) sit in ``_dirty`` with the
+# hash of their record's bytes when handed out; the sync encodes them again
+# and writes only those whose bytes changed. ``_CHANGED`` equals no hash.
+# (Hashes, not the bytes: orjson's bytes are over-allocated, ~4 KiB each.)
 _CHANGED: Final = _Marker("changed")
 _MISSING: Final = _Marker("missing")
 _LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
@@ -95,7 +96,7 @@ class PersistentOrderedDict(MutableMapping):
         self.sync_at = sync_at
         self._data: dict = {}
         self._dirty: dict = {}
-        self._pending: list[bytes] = []
+        self._pending = bytearray()
         self._pending_keys: list = []
         self._held = False
         self._closed = True
@@ -146,10 +147,10 @@ class PersistentOrderedDict(MutableMapping):
             dirty = self._dirty
             if key not in dirty:
                 try:
-                    dirty[key] = dumps((key, value), option=_LINE_OPTIONS)
+                    dirty[key] = hash(dumps((key, value), option=_LINE_OPTIONS))
                 except TypeError:
                     dirty[key] = _CHANGED
-                if len(dirty) + len(self._pending) >= self.sync_at and not self._held:
+                if len(dirty) + len(self._pending_keys) >= self.sync_at and not self._held:
                     self.sync()
         return value
 
@@ -175,18 +176,18 @@ class PersistentOrderedDict(MutableMapping):
             or old != value
             or dumps((key, old), option=_LINE_OPTIONS) != line
         ):
-            self._pending.append(line)
+            self._pending += line
             self._pending_keys.append(key)
         data[key] = value
-        if len(self._pending) + len(self._dirty) >= self.sync_at and not self._held:
+        if len(self._pending_keys) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
 
     def __delitem__(self, key: Any) -> None:
         del self._data[key]
         self._dirty.pop(key, None)
-        self._pending.append(b"[%b]\n" % dumps(key))
+        self._pending += b"[%b]\n" % dumps(key)
         self._pending_keys.append(key)
-        if len(self._pending) + len(self._dirty) >= self.sync_at and not self._held:
+        if len(self._pending_keys) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
 
     def __contains__(self, key: object) -> bool:
@@ -260,7 +261,7 @@ class PersistentOrderedDict(MutableMapping):
         if key not in self._data:
             raise KeyError(key)
         self._dirty[key] = _CHANGED
-        if len(self._pending) + len(self._dirty) >= self.sync_at and not self._held:
+        if len(self._pending_keys) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
 
     def dirty(self) -> set:
@@ -268,7 +269,7 @@ class PersistentOrderedDict(MutableMapping):
         return set(self._dirty) | set(self._pending_keys)
 
     def _num_dirty(self) -> int:
-        return len(self._dirty) + len(self._pending)
+        return len(self._dirty) + len(self._pending_keys)
 
     # -- sync policy -----------------------------------------------------------
 
@@ -279,7 +280,7 @@ class PersistentOrderedDict(MutableMapping):
     def unhold(self) -> None:
         """Resume automatic syncing, and sync now if enough keys are dirty."""
         self._held = False
-        if len(self._dirty) + len(self._pending) >= self.sync_at:
+        if len(self._dirty) + len(self._pending_keys) >= self.sync_at:
             self.sync()
 
     @contextmanager
@@ -320,9 +321,10 @@ class PersistentOrderedDict(MutableMapping):
         with self._sync_lock, self._store.locked():
             data = self._data
             dirty = self._dirty
-            n_pending = len(self._pending)
-            lines = self._pending[:n_pending]
-            keys = self._pending_keys[:n_pending]
+            n_bytes = len(self._pending)
+            n_keys = len(self._pending_keys)
+            body = self._pending[:n_bytes]
+            keys = self._pending_keys[:n_keys]
             handled = []
             bad = []
             for key, marker in list(dirty.items()):
@@ -338,19 +340,21 @@ class PersistentOrderedDict(MutableMapping):
                     bad.append((key, exc))
                     continue
                 handled.append((key, marker))
-                if line != marker:
-                    lines.append(line)
+                if hash(line) != marker:
+                    body += line
                     keys.append(key)
             changes = self._store.read_new()
             if changes is None:
                 self._reload(set(keys))
             elif changes:
                 self._take_in(changes, set(keys))
-            self._store.append(lines, durable)
+            # Counted from the bytes: another thread may be between adding
+            # its line and its key, and the commit count must match the lines.
+            self._store.append(body, body.count(b"\n"), durable)
             # Written: forget what this sync covered. Threads may have added
             # more meanwhile; that stays for the next sync.
-            del self._pending[:n_pending]
-            del self._pending_keys[:n_pending]
+            del self._pending[:n_bytes]
+            del self._pending_keys[:n_keys]
             dirty = self._dirty
             for key, marker in handled:
                 if dirty.get(key, _MISSING) is marker:
@@ -373,9 +377,9 @@ class PersistentOrderedDict(MutableMapping):
                 continue
             marker = dirty.get(key)
             if marker is not None:
-                if type(marker) is bytes and key in data:
+                if type(marker) is int and key in data:
                     try:
-                        same = dumps((key, data[key]), option=_LINE_OPTIONS) == marker
+                        same = hash(dumps((key, data[key]), option=_LINE_OPTIONS)) == marker
                     except TypeError:
                         same = False
                     if not same:
@@ -401,7 +405,7 @@ class PersistentOrderedDict(MutableMapping):
         for key, marker in self._dirty.items():
             if key in local:
                 try:
-                    if dumps((key, local[key]), option=_LINE_OPTIONS) == marker:
+                    if hash(dumps((key, local[key]), option=_LINE_OPTIONS)) == marker:
                         continue
                 except TypeError:
                     pass
@@ -432,7 +436,7 @@ class PersistentOrderedDict(MutableMapping):
         """Drop every unsynced change: memory becomes what is on disk now."""
         with self._sync_lock, self._store.locked():
             self._dirty = {}
-            self._pending = []
+            self._pending = bytearray()
             self._pending_keys = []
             self._data = self._store.load()
         self._loaded()
