@@ -1,0 +1,479 @@
+"""What each contender does in each workload, timed from the inside.
+
+Every function takes a directory it owns and returns the seconds it spent
+(``time.perf_counter``), so interpreter start-up and imports are never
+counted. All contenders write the same records: a tracker record per key,
+``{"_done": False, "_tries": 0, "_aborted": False}``, later marked done.
+
+Durability is the same for all in W1-W3: every 1000 changes are on stable
+storage (fsync) before going on. In W5 and W7 every change must survive the
+death of the process (SIGKILL) before the task runs, so each try is its own
+transaction (written to the OS, not fsynced), as a real job needs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shelve
+import time
+from typing import Any, Callable, Final
+
+import orjson
+
+SYNC_EVERY: Final = 1000
+MAX_TRIES: Final = 3
+
+_NL: Final = orjson.OPT_APPEND_NEWLINE
+dumps = orjson.dumps
+loads = orjson.loads
+now = time.perf_counter
+
+
+def make_keys(n: int) -> list[str]:
+    return [f"task{i:08d}" for i in range(n)]
+
+
+def update_keys(n: int, seed: int = 0) -> list[str]:
+    """The keys W3 updates: n/10 keys drawn uniformly (with repeats)."""
+    return random.Random(seed).choices(make_keys(n), k=max(1, n // 10))
+
+
+def tracker_class() -> Any:
+    """tastypy.Tracker, or None while it does not exist yet."""
+    import tastypy
+
+    return getattr(tastypy, "Tracker", None)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# -- tastypy -----------------------------------------------------------------
+
+
+class Tastypy:
+    name = "tastypy"
+    label = "tastypy POD"
+
+    def __init__(self) -> None:
+        import tastypy  # imported before any clock starts
+
+        self.POD = tastypy.POD
+
+    @staticmethod
+    def _path(d: str) -> str:
+        return os.path.join(d, "pod")
+
+    def w1(self, d: str, keys: list) -> float:
+        POD = self.POD
+        t0 = now()
+        pod = POD(self._path(d))
+        for k in keys:
+            pod[k] = {"_done": False, "_tries": 0, "_aborted": False}
+        for k in keys:
+            pod[k] = {"_done": True, "_tries": 1, "_aborted": False}
+        pod.close()
+        return now() - t0
+
+    def build(self, d: str, keys: list) -> float:
+        POD = self.POD
+        t0 = now()
+        pod = POD(self._path(d))
+        for k in keys:
+            pod[k] = {"_done": False, "_tries": 0, "_aborted": False}
+        pod.close()
+        return now() - t0
+
+    def w2(self, d: str) -> tuple[float, int]:
+        POD = self.POD
+        t0 = now()
+        pod = POD(self._path(d))
+        elapsed = now() - t0
+        n = len(pod)
+        pod.close()
+        return elapsed, n
+
+    def w3(self, d: str, keys: list) -> float:
+        pod = self.POD(self._path(d))
+        t0 = now()
+        for k in keys:
+            pod[k] = {"_done": True, "_tries": 1, "_aborted": False}
+        pod.close()
+        return now() - t0
+
+
+class TastypyMutate(Tastypy):
+    """W1 written the way tracker code often is: mutate the record in place."""
+
+    name = "tastypy-mutate"
+    label = "tastypy POD, `pod[k]['_done'] = True`"
+
+    def w1(self, d: str, keys: list) -> float:
+        POD = self.POD
+        t0 = now()
+        pod = POD(self._path(d))
+        for k in keys:
+            pod[k] = {"_done": False, "_tries": 0, "_aborted": False}
+        for k in keys:
+            rec = pod[k]
+            rec["_done"] = True
+            rec["_tries"] = 1
+        pod.close()
+        return now() - t0
+
+
+# -- the raw limit -------------------------------------------------------------
+
+
+class Raw:
+    """orjson JSON lines ``[key, value]``, appended, fsynced every 1000."""
+
+    name = "raw"
+    label = "raw limit (bulk parse)"
+
+    @staticmethod
+    def _path(d: str) -> str:
+        return os.path.join(d, "data.jsonl")
+
+    @staticmethod
+    def _append(path: str, passes: list[tuple[list, dict]]) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            buf: list[bytes] = []
+            add = buf.append
+            for keys, value in passes:
+                done, tries = value["_done"], value["_tries"]
+                for k in keys:
+                    add(dumps([k, {"_done": done, "_tries": tries, "_aborted": False}], option=_NL))
+                    if len(buf) == SYNC_EVERY:
+                        _write_all(fd, b"".join(buf))
+                        os.fsync(fd)
+                        buf.clear()
+            if buf:
+                _write_all(fd, b"".join(buf))
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def w1(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._append(
+            self._path(d),
+            [(keys, {"_done": False, "_tries": 0}), (keys, {"_done": True, "_tries": 1})],
+        )
+        return now() - t0
+
+    def build(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._append(self._path(d), [(keys, {"_done": False, "_tries": 0})])
+        return now() - t0
+
+    @staticmethod
+    def read(path: str) -> dict:
+        with open(path, "rb") as f:
+            text = f.read()
+        if not text:
+            return {}
+        return dict(loads(b"[" + text[:-1].replace(b"\n", b",") + b"]"))
+
+    def w2(self, d: str) -> tuple[float, int]:
+        t0 = now()
+        data = self.read(self._path(d))
+        return now() - t0, len(data)
+
+    def w3(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._append(self._path(d), [(keys, {"_done": True, "_tries": 1})])
+        return now() - t0
+
+
+class RawLines(Raw):
+    """The same file, read one ``orjson.loads`` per line."""
+
+    name = "raw-lines"
+    label = "raw limit (per-line parse)"
+
+    @staticmethod
+    def read(path: str) -> dict:
+        with open(path, "rb") as f:
+            return dict(map(loads, f.read().splitlines()))
+
+
+# -- peers ---------------------------------------------------------------------
+
+
+def _chunks(keys: list, size: int = SYNC_EVERY):
+    for i in range(0, len(keys), size):
+        yield keys[i : i + size]
+
+
+class Diskcache:
+    """diskcache.Cache, one transaction per 1000 writes.
+
+    ``sqlite_synchronous=2`` (FULL) makes each commit reach the disk, as our
+    fsync does (diskcache's default, NORMAL in WAL mode, survives a killed
+    process but not a power cut). ``eviction_policy="none"``: a tracker must
+    not lose records to the default 1 GB size limit.
+    """
+
+    name = "diskcache"
+    label = "diskcache.Cache"
+    settings: dict = {"sqlite_synchronous": 2, "eviction_policy": "none"}
+
+    def __init__(self) -> None:
+        import diskcache  # imported before any clock starts
+
+        self.Cache = diskcache.Cache
+
+    def _open(self, d: str, **extra: Any) -> Any:
+        return self.Cache(os.path.join(d, "cache"), **{**self.settings, **extra})
+
+    def _write(self, d: str, passes: list[tuple[list, dict]]) -> None:
+        cache = self._open(d)
+        for keys, value in passes:
+            done, tries = value["_done"], value["_tries"]
+            for chunk in _chunks(keys):
+                with cache.transact():
+                    for k in chunk:
+                        cache[k] = {"_done": done, "_tries": tries, "_aborted": False}
+        cache.close()
+
+    def w1(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._write(
+            d, [(keys, {"_done": False, "_tries": 0}), (keys, {"_done": True, "_tries": 1})]
+        )
+        return now() - t0
+
+    def build(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._write(d, [(keys, {"_done": False, "_tries": 0})])
+        return now() - t0
+
+    def w2(self, d: str) -> tuple[float, int]:
+        t0 = now()
+        cache = self._open(d)
+        with cache.transact():
+            data = {k: cache[k] for k in cache}
+        elapsed = now() - t0
+        cache.close()
+        return elapsed, len(data)
+
+    def w3(self, d: str, keys: list) -> float:
+        cache = self._open(d)
+        t0 = now()
+        for chunk in _chunks(keys):
+            with cache.transact():
+                for k in chunk:
+                    cache[k] = {"_done": True, "_tries": 1, "_aborted": False}
+        cache.close()
+        return now() - t0
+
+
+class Sqlitedict:
+    """sqlitedict.SqliteDict, autocommit off, ``commit()`` every 1000 writes
+    (SQLite's default synchronous=FULL: a commit is on disk)."""
+
+    name = "sqlitedict"
+    label = "sqlitedict.SqliteDict"
+
+    def __init__(self) -> None:
+        from sqlitedict import SqliteDict  # imported before any clock starts
+
+        self.SqliteDict = SqliteDict
+
+    def _open(self, d: str, **kw: Any) -> Any:
+        return self.SqliteDict(os.path.join(d, "db.sqlite"), autocommit=False, **kw)
+
+    def _write(self, d: str, passes: list[tuple[list, dict]]) -> None:
+        db = self._open(d)
+        for keys, value in passes:
+            done, tries = value["_done"], value["_tries"]
+            for chunk in _chunks(keys):
+                for k in chunk:
+                    db[k] = {"_done": done, "_tries": tries, "_aborted": False}
+                db.commit()
+        db.close()
+
+    def w1(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._write(
+            d, [(keys, {"_done": False, "_tries": 0}), (keys, {"_done": True, "_tries": 1})]
+        )
+        return now() - t0
+
+    def build(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._write(d, [(keys, {"_done": False, "_tries": 0})])
+        return now() - t0
+
+    def w2(self, d: str) -> tuple[float, int]:
+        t0 = now()
+        db = self._open(d, flag="r")
+        data = dict(db.items())
+        elapsed = now() - t0
+        db.close()
+        return elapsed, len(data)
+
+    def w3(self, d: str, keys: list) -> float:
+        db = self._open(d)
+        t0 = now()
+        for chunk in _chunks(keys):
+            for k in chunk:
+                db[k] = {"_done": True, "_tries": 1, "_aborted": False}
+            db.commit()
+        db.close()
+        return now() - t0
+
+
+class Shelve:
+    """shelve (stdlib), ``sync()`` every 1000 writes, with the dbm backend this
+    Python has (see the machine section of the report)."""
+
+    name = "shelve"
+    label = "shelve"
+
+    def _write(self, d: str, passes: list[tuple[list, dict]]) -> None:
+        db = shelve.open(os.path.join(d, "shelf"))
+        for keys, value in passes:
+            done, tries = value["_done"], value["_tries"]
+            for chunk in _chunks(keys):
+                for k in chunk:
+                    db[k] = {"_done": done, "_tries": tries, "_aborted": False}
+                db.sync()
+        db.close()
+
+    def w1(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._write(
+            d, [(keys, {"_done": False, "_tries": 0}), (keys, {"_done": True, "_tries": 1})]
+        )
+        return now() - t0
+
+    def build(self, d: str, keys: list) -> float:
+        t0 = now()
+        self._write(d, [(keys, {"_done": False, "_tries": 0})])
+        return now() - t0
+
+    def w2(self, d: str) -> tuple[float, int]:
+        t0 = now()
+        db = shelve.open(os.path.join(d, "shelf"), flag="r")
+        data = dict(db.items())
+        elapsed = now() - t0
+        db.close()
+        return elapsed, len(data)
+
+    def w3(self, d: str, keys: list) -> float:
+        db = shelve.open(os.path.join(d, "shelf"))
+        t0 = now()
+        for chunk in _chunks(keys):
+            for k in chunk:
+                db[k] = {"_done": True, "_tries": 1, "_aborted": False}
+            db.sync()
+        db.close()
+        return now() - t0
+
+
+CONTENDERS: Final[dict[str, Any]] = {
+    c.name: c for c in (Tastypy, TastypyMutate, Raw, RawLines, Diskcache, Sqlitedict, Shelve)
+}
+PEERS: Final = ("diskcache", "sqlitedict", "shelve")
+
+
+# -- task loops (W5, W7): try a task, run it (nothing here), mark it done --------
+
+
+def _nothing() -> None:
+    return None
+
+
+def tracker_loop(d: str, keys: list, ready: Callable[[], None] = _nothing) -> tuple[float, float]:
+    """``try_it`` + ``mark_done`` per key on a tastypy Tracker; (start, end).
+
+    ``ready`` is called once the store is open, before the clock starts."""
+    Tracker = tracker_class()
+    t = Tracker(os.path.join(d, "tracker"), max_tries=MAX_TRIES)
+    ready()
+    t0 = now()
+    for k in keys:
+        if t.try_it(k):
+            t.mark_done(k)
+    t.close()
+    return t0, now()
+
+
+def diskcache_loop(d: str, keys: list, ready: Callable[[], None] = _nothing) -> tuple[float, float]:
+    """The same with diskcache: each try and each done is its own transaction
+    (read-modify-write, atomic across processes; diskcache's default
+    synchronous=NORMAL in WAL mode, which survives SIGKILL)."""
+    import diskcache
+
+    cache = diskcache.Cache(os.path.join(d, "cache"), eviction_policy="none")
+    ready()
+    t0 = now()
+    for k in keys:
+        with cache.transact():
+            rec = cache.get(k)
+            if rec is None:
+                rec = {"_done": False, "_tries": 0, "_aborted": False}
+            ok = not rec["_done"] and not rec["_aborted"] and rec["_tries"] < MAX_TRIES
+            if ok:
+                rec["_tries"] += 1
+                cache[k] = rec
+        if ok:
+            with cache.transact():
+                rec = cache[k]
+                rec["_done"] = True
+                cache[k] = rec
+    cache.close()
+    return t0, now()
+
+
+def raw_loop(d: str, keys: list, ready: Callable[[], None] = _nothing) -> tuple[float, float]:
+    """The limit: records in a dict, each change one ``write`` of one JSON line
+    to an O_APPEND file (in the OS's hands, so it survives SIGKILL)."""
+    fd = os.open(os.path.join(d, "tasks.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    data: dict = {}
+    write = os.write
+    ready()
+    t0 = now()
+    for k in keys:
+        rec = data.get(k)
+        if rec is None:
+            rec = data[k] = {"_done": False, "_tries": 0, "_aborted": False}
+        if not rec["_done"] and not rec["_aborted"] and rec["_tries"] < MAX_TRIES:
+            rec["_tries"] += 1
+            write(fd, dumps([k, rec], option=_NL))
+            rec["_done"] = True
+            write(fd, dumps([k, rec], option=_NL))
+    os.close(fd)
+    return t0, now()
+
+
+TASK_LOOPS: Final[dict[str, Callable[..., tuple[float, float]]]] = {
+    "tastypy": tracker_loop,
+    "diskcache": diskcache_loop,
+    "raw": raw_loop,
+}
+
+
+def count_done(contender: str, d: str, keys: list) -> int:
+    """How many of ``keys`` are on disk as done (to check nothing was lost)."""
+    if contender == "tastypy":
+        Tracker = tracker_class()
+        t = Tracker(os.path.join(d, "tracker"), max_tries=MAX_TRIES)
+        try:
+            return sum(1 for k in keys if k in t and t[k]["_done"])
+        finally:
+            t.close()
+    if contender == "diskcache":
+        import diskcache
+
+        with diskcache.Cache(os.path.join(d, "cache"), eviction_policy="none") as cache:
+            return sum(1 for k in keys if (cache.get(k) or {}).get("_done"))
+    data = Raw.read(os.path.join(d, "tasks.jsonl"))
+    return sum(1 for k in keys if k in data and data[k]["_done"])
