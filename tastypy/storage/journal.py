@@ -18,6 +18,7 @@ from typing import Any, Callable, Final
 
 import orjson
 
+from tastypy._faults import no_fault
 from tastypy.codec import key_from_json
 from tastypy.errors import CorruptFileError
 
@@ -31,12 +32,12 @@ def commit_line(count: int) -> bytes:
     return b'{"sync":%d}\n' % count
 
 
-def frame(lines: list[bytes], gzipped: bool) -> bytes:
-    """The bytes of one batch, ready to append."""
-    body = b"".join(lines) + commit_line(len(lines))
+def frame(body: bytes | bytearray, count: int, gzipped: bool) -> bytes:
+    """The bytes of one batch: ``count`` record lines in ``body``, then the commit line."""
+    data = bytes(body) + commit_line(count)
     if gzipped:
-        return _gzip(body)
-    return body
+        return _gzip(data)
+    return data
 
 
 def _gzip(body: bytes) -> bytes:
@@ -95,7 +96,39 @@ def read_from(path: str, offset: int, gzipped: bool) -> tuple[bytes, int, int]:
             text, consumed = _trim_gz(raw, keep)
         return text, consumed, size
     keep = committed_part(raw)
+    if keep != len(raw):
+        _check_tail(raw, keep, path, offset)
     return raw[:keep], keep, size
+
+
+def _check_tail(raw: bytes, keep: int, path: str, offset: int) -> None:
+    """Refuse a tail after the last commit line that is not a torn batch.
+
+    A write cut short leaves whole record lines and at most one partial line
+    (or, after a power loss, zero bytes): that is ignored, and cut off by the
+    next sync. A whole line that is not a record means damage, such as a
+    batch whose commit line was garbled; cutting it off would lose synced
+    records without a word.
+    """
+    for number, line in enumerate(raw[keep:].split(b"\n")[:-1]):
+        if b"\0" in line:
+            continue
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            item = None
+        if type(item) is list and len(item) in (1, 2):
+            continue
+        with open(path, "rb") as f:
+            line_no = f.read(offset).count(b"\n") + raw.count(b"\n", 0, keep) + number + 1
+        raise CorruptFileError(
+            f"{path}, line {line_no} is neither a record nor a commit line, after the last "
+            f"complete batch ({line[:80]!r}). Fix or delete that line by hand, or run "
+            f"`tastypy repair {os.path.dirname(path)}` to salvage every readable record "
+            "(the damaged file is kept aside).",
+            path,
+            line_no,
+        )
 
 
 def _trim_gz(raw: bytes, keep: int) -> tuple[bytes, int]:
@@ -268,7 +301,9 @@ def append(
 
     Returns the new committed size. The caller holds the lock.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    # O_NOFOLLOW: a journal that is a symbolic link is refused, so a POD
+    # directory cannot redirect our writes to a file outside it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
     try:
         size = os.fstat(fd).st_size
         if size != committed_size:
@@ -279,13 +314,36 @@ def append(
         os.lseek(fd, committed_size, os.SEEK_SET)
         view = memoryview(batch)
         hook("before-write")
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        hook("after-write")
+        try:
+            if hook is not no_fault and len(view) > 1:
+                # Only an armed hook splits the write, so a crash can land
+                # inside a batch; unarmed, a sync stays one write call.
+                _write_all(fd, view[: len(view) // 2])
+                hook("mid-write")
+                view = view[len(view) // 2 :]
+            _write_all(fd, view)
+            hook("after-write")
+            if durable:
+                os.fsync(fd)
+        except OSError:
+            # The sync is reported as failed, so take its batch back before
+            # the lock is released: no other process may read it as committed.
+            try:
+                os.ftruncate(fd, committed_size)
+            except OSError:
+                pass
+            raise
         if durable:
-            os.fsync(fd)
             hook("after-fsync")
     finally:
         os.close(fd)
     return committed_size + len(batch)
+
+
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

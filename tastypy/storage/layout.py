@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Final
+from typing import Any, Callable, Final
 
 import orjson
 
+from tastypy._faults import no_fault
 from tastypy.errors import (
     CorruptFileError,
     FormatVersionError,
@@ -22,6 +23,20 @@ MANIFEST: Final = "manifest.json"
 LOCK_FILE: Final = "tastypy.lock"
 
 _LEGACY_SHARD = re.compile(r"^\d+\.json(\.gz)?$")
+_DATA_FILE = re.compile(r"^(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?$")
+_TEMP_FILE = re.compile(
+    r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|manifest\.json)\.\d+\.tmp$"
+)
+
+
+def is_data_file(name: str) -> bool:
+    """Whether ``name`` is a snapshot or journal file name of ours."""
+    return _DATA_FILE.match(name) is not None
+
+
+def is_own_file(name: str) -> bool:
+    """A data file, or a temporary file left by an interrupted atomic write."""
+    return _DATA_FILE.match(name) is not None or _TEMP_FILE.match(name) is not None
 
 
 def snapshot_name(generation: int, gzipped: bool) -> str:
@@ -40,26 +55,43 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
+def write_atomic(
+    path: str, data: bytes, hook: Callable[[str], None] = no_fault, label: str = "file"
+) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename.
+
+    ``hook`` is the store's fault hook, called as ``{label}-temp-written``,
+    ``-temp-fsynced``, ``-renamed`` and ``-dir-fsynced``.
+    """
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
+        # A temporary file left by a dead process of the same pid goes first;
+        # O_EXCL then never writes through a link planted in its place.
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            hook(f"{label}-temp-written")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        hook(f"{label}-temp-fsynced")
+        os.replace(tmp, path)
     except BaseException:
-        os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    os.close(fd)
-    os.replace(tmp, path)
+    hook(f"{label}-renamed")
     fsync_dir(os.path.dirname(path) or ".")
+    hook(f"{label}-dir-fsynced")
 
 
 def new_manifest(kind: str, generation: int, gzipped: bool, snapshot_records: int) -> dict:
@@ -75,9 +107,9 @@ def new_manifest(kind: str, generation: int, gzipped: bool, snapshot_records: in
     }
 
 
-def write_manifest(directory: str, manifest: dict) -> None:
+def write_manifest(directory: str, manifest: dict, hook: Callable[[str], None] = no_fault) -> None:
     data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    write_atomic(os.path.join(directory, MANIFEST), data)
+    write_atomic(os.path.join(directory, MANIFEST), data, hook, "manifest")
 
 
 def read_manifest(directory: str) -> dict[str, Any] | None:
@@ -115,6 +147,23 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
             raise CorruptFileError(
                 f"{path} lacks the field {field!r}. Run `tastypy repair {directory}`.", path
             )
+    # The names are joined to the directory and written to: only our own
+    # plain names, so a manifest cannot point our writes anywhere else.
+    generation = manifest["generation"]
+    snapshot = manifest.get("snapshot")
+    if (
+        type(generation) is not int
+        or generation < 0
+        or not isinstance(manifest["journal"], str)
+        or _DATA_FILE.match(manifest["journal"]) is None
+        or not (snapshot is None or (isinstance(snapshot, str) and _DATA_FILE.match(snapshot)))
+    ):
+        raise CorruptFileError(
+            f"{path} names files or a generation tastypy never writes (generation "
+            f"{generation!r}, journal {manifest['journal']!r}, snapshot {snapshot!r}). "
+            f"Run `tastypy repair {directory}` to rebuild it.",
+            path,
+        )
     return manifest
 
 
@@ -129,9 +178,19 @@ def check_directory(directory: str) -> None:
 
 def classify_foreign(directory: str) -> None:
     """Raise the right error for a directory that has files but no manifest."""
-    names = [n for n in os.listdir(directory) if n != LOCK_FILE]
+    # A crash while the POD was being created may leave a temporary manifest:
+    # the directory is still new.
+    names = [n for n in os.listdir(directory) if n != LOCK_FILE and _TEMP_FILE.match(n) is None]
     if not names:
         return
+    data = sorted(n for n in names if is_data_file(n))
+    if data:
+        path = os.path.join(directory, MANIFEST)
+        raise CorruptFileError(
+            f"{path} is missing, but {directory} holds tastypy data files ({', '.join(data[:3])}). "
+            f"Run `tastypy repair {directory}` to rebuild the manifest from them.",
+            path,
+        )
     if any(_LEGACY_SHARD.match(n) for n in names):
         raise LegacyFormatError(
             f"{directory} holds a POD written by the original tastypy 0.0.3 (files like "

@@ -12,6 +12,9 @@ import os
 from contextlib import contextmanager
 from typing import Any, Callable, Final, Iterator
 
+import orjson
+
+from tastypy import _faults
 from tastypy.codec import DUMP_OPTIONS, dumps
 from tastypy.errors import CorruptFileError, KindMismatchError, StorageError
 from tastypy.storage import journal, layout
@@ -24,9 +27,7 @@ __all__ = ["DELETED", "Store"]
 #: records than this, so small PODs are not rewritten over and over.
 _COMPACT_MIN_STALE: Final = 10_000
 
-
-def _no_fault(point: str) -> None:
-    return None
+_LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 
 def _os_error(action: str, path: str, exc: OSError) -> StorageError:
@@ -36,6 +37,13 @@ def _os_error(action: str, path: str, exc: OSError) -> StorageError:
         hint = " Free some space; the next sync retries and nothing synced is lost."
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = " Check the permissions of the POD directory."
+    elif exc.errno == errno.ELOOP:
+        hint = (
+            " It is a symbolic link, and tastypy does not write through links in a POD "
+            "directory; replace the link with the file it points to."
+        )
+    elif exc.errno == errno.EISDIR:
+        hint = " A directory stands where tastypy keeps a file; move it out of the POD."
     err = StorageError(f"cannot {action} {path}: {why}.{hint}")
     err.errno = exc.errno
     return err
@@ -56,7 +64,7 @@ class Store:
         self.path = os.path.abspath(os.fspath(path))
         self.kind = kind
         self.gzipped = gzipped
-        self.fault: Callable[[str], None] = _no_fault
+        self.fault: Callable[[str], None] = _faults.HOOK
         layout.check_directory(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
@@ -95,7 +103,7 @@ class Store:
             layout.classify_foreign(self.path)
             manifest = layout.new_manifest(self.kind, 0, self.gzipped, 0)
             try:
-                layout.write_manifest(self.path, manifest)
+                layout.write_manifest(self.path, manifest, self.fault)
             except OSError as exc:
                 raise _os_error("write the manifest in", self.path, exc) from exc
         if manifest["kind"] != self.kind:
@@ -109,6 +117,12 @@ class Store:
 
     def _manifest(self) -> dict:
         manifest = layout.read_manifest(self.path)
+        if manifest is None and not os.path.isdir(self.path):
+            raise StorageError(
+                f"the POD directory {self.path} has disappeared (deleted or moved while open). "
+                "Nothing was written; the data in memory is intact: save it elsewhere, e.g. "
+                "with pod.to_dict()."
+            )
         if manifest is None:
             raise CorruptFileError(
                 f"{os.path.join(self.path, layout.MANIFEST)} has disappeared. Run "
@@ -157,6 +171,18 @@ class Store:
             snapshot_records = journal.load_into(
                 text, data, os.path.join(self.path, name), first_line
             )
+            expected = manifest.get("snapshot_records")
+            if isinstance(expected, int) and snapshot_records != expected:
+                # A snapshot is written whole and renamed into place; one cut
+                # short must not load as a smaller POD, which the next
+                # compaction would then make permanent.
+                raise CorruptFileError(
+                    f"{os.path.join(self.path, name)} holds {snapshot_records} complete "
+                    f"records, but the manifest says {expected}: the file was truncated or "
+                    f"damaged. Run `tastypy repair {self.path}` to salvage every readable "
+                    "record (the damaged file is kept aside).",
+                    os.path.join(self.path, name),
+                )
         name = manifest["journal"]
         text, consumed, first_line = self._read_text(name, 0)
         journal_records = journal.load_into(text, data, os.path.join(self.path, name), first_line)
@@ -188,15 +214,15 @@ class Store:
 
     # -- writing ---------------------------------------------------------
 
-    def append(self, lines: list[bytes], durable: bool = True) -> None:
-        """Append one batch of record lines (under the lock).
+    def append(self, body: bytes | bytearray, count: int, durable: bool = True) -> None:
+        """Append one batch of ``count`` record lines (under the lock).
 
         ``durable=False`` skips the fsync: the batch survives the death of the
         process (it is in the page cache) but not a power loss.
         """
-        if not lines:
+        if not count:
             return
-        batch = journal.frame(lines, self.gzipped)
+        batch = journal.frame(body, count, self.gzipped)
         new_file = self.journal_pos == 0 and not os.path.exists(self.journal_path)
         try:
             self.journal_pos = journal.append(
@@ -206,7 +232,7 @@ class Store:
                 layout.fsync_dir(self.path)
         except OSError as exc:
             raise _os_error("append to", self.journal_path, exc) from exc
-        self.journal_records += len(lines)
+        self.journal_records += count
 
     def stale_records(self, live: int) -> int:
         return self.snapshot_records + self.journal_records - live
@@ -222,30 +248,48 @@ class Store:
         """Fold the journal into a new snapshot generation (under the lock)."""
         data = self.load()
         generation = self.generation + 1
-        lines = [dumps((k, v), option=DUMP_OPTIONS) + b"\n" for k, v in data.items()]
+        # One growing buffer: orjson hands back over-allocated bytes, so
+        # keeping a million of them alive would cost gigabytes.
+        body = bytearray()
+        for item in data.items():
+            body += dumps(item, option=_LINE_OPTIONS)
+        count = len(data)
         snap = layout.snapshot_name(generation, self.gzipped)
         snap_path = os.path.join(self.path, snap)
-        manifest = layout.new_manifest(self.kind, generation, self.gzipped, len(lines))
-        old = [n for n in os.listdir(self.path) if n.startswith(("snapshot-", "journal-"))]
+        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count)
+        # Only our own file names: a user's backup (journal-000000.jsonl~)
+        # or any other file in the directory is never deleted.
+        old = [n for n in os.listdir(self.path) if layout.is_own_file(n)]
         try:
             self.fault("compact-before-snapshot")
-            if lines:
-                layout.write_atomic(snap_path, journal.frame(lines, self.gzipped))
+            if count:
+                layout.write_atomic(
+                    snap_path, journal.frame(body, count, self.gzipped), self.fault, "snapshot"
+                )
             else:
                 manifest["snapshot"] = None
+            stray = os.path.join(self.path, manifest["journal"])
+            if os.path.lexists(stray):
+                # Left by something else than us; it must not become live.
+                os.unlink(stray)
             self.fault("compact-before-manifest")
-            layout.write_manifest(self.path, manifest)
+            layout.write_manifest(self.path, manifest, self.fault)
             self.fault("compact-after-manifest")
         except OSError as exc:
             raise _os_error("compact into", snap_path, exc) from exc
+        deleted = 0
         for name in old:
             if name != snap:
                 try:
                     os.unlink(os.path.join(self.path, name))
                 except OSError:
-                    pass
+                    continue
+                deleted += 1
+                if deleted == 1:
+                    self.fault("compact-mid-delete")
+        self.fault("compact-after-delete")
         self.generation = generation
         self.journal_path = os.path.join(self.path, manifest["journal"])
         self.journal_pos = 0
         self.journal_records = 0
-        self.snapshot_records = len(lines)
+        self.snapshot_records = count

@@ -1,0 +1,196 @@
+"""A real writer killed at every named fault point, during a sync, a
+compaction and the creation of a POD; then the POD is reopened and checked.
+
+After the kill the POD must open, hold exactly the state before or after the
+interrupted sync (never half of it), keep every earlier sync in order, and
+let the next writer carry on (a torn tail is cut before it appends).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from crashkit import (
+    APPLY_SOURCE,
+    apply_op,
+    assert_clean,
+    assert_killed,
+    literal,
+    read_pod,
+    replay,
+    run_child,
+)
+
+import tastypy
+from tastypy import _faults
+from tastypy.repair import compact
+
+#: Earlier syncs, each one batch: these must survive every crash.
+SETUP = [
+    [
+        ("set", "a", 1),
+        ("set", "b", {"x": 1}),
+        ("set", "l", [1]),
+        ("set", ("t", 1), "tuple key"),
+        ("set", 5, "int key"),
+    ],
+    [("del", "a"), ("set", "d", "d"), ("nested", "b", "y", 2), ("set", "a", 2)],
+]
+
+#: The sync that is interrupted: sets, deletes, nested mutations, a key
+#: moved to the end, and enough records that half a batch is many lines.
+BATCH = [
+    ("set", "e", {"deep": [1, 2]}),
+    ("nested", "b", "z", 3),
+    ("append", "l", 2),
+    ("del", "d"),
+    ("set", "d", "d again"),
+    ("set", 5, "five"),
+    ("set", ("t", 1), "tuple key again"),
+    ("del", "a"),
+    *[("set", f"k{i}", {"i": i, "s": "x" * i}) for i in range(40)],
+]
+
+#: A second batch, for the writer that finds a torn tail left by the first.
+BATCH2 = [("set", "f", "f"), ("del", "b"), ("append", "l", 3)]
+
+BEFORE = replay([op for batch in SETUP for op in batch])
+AFTER = replay(BATCH, BEFORE)
+
+WRITER = (
+    APPLY_SOURCE
+    + """
+import ast, sys
+import tastypy
+
+path, phase, gzipped, ops = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+pod = tastypy.POD(path, gzipped=gzipped)
+for op in ast.literal_eval(ops):
+    apply_op(pod, op)
+pod.sync()
+if phase == "compact":
+    pod.compact()
+print("finished")
+"""
+)
+
+#: Where a kill during a sync leaves the POD (process crash: the page cache
+#: survives, so a batch written but not yet fsynced is there).
+SYNC_POINTS = {
+    "before-write": BEFORE,
+    "mid-write": BEFORE,
+    "after-write": AFTER,
+    "after-fsync": AFTER,
+}
+#: Passed only when a torn tail is cut before appending.
+TORN_POINTS = {"before-truncate": BEFORE, "after-truncate": BEFORE}
+#: A compaction changes files, not content.
+COMPACT_POINTS = [p for p in _faults.POINTS if p.startswith(("compact-", "snapshot-", "manifest-"))]
+CREATE_POINTS = [p for p in _faults.POINTS if p.startswith("manifest-")]
+
+
+def make_pod(path, gzipped=False):
+    with tastypy.POD(path, gzipped=gzipped) as pod:
+        for batch in SETUP:
+            for op in batch:
+                apply_op(pod, op)
+            pod.sync()
+
+
+def write(path, phase, ops, fault=None, gzipped=False):
+    return run_child(WRITER, path, phase, "1" if gzipped else "0", literal(ops), fault=fault)
+
+
+def carry_on(path, expected, gzipped=False):
+    """The next writer appends cleanly after the crash, and what it wrote
+    reads back with everything before it."""
+    with tastypy.POD(path, gzipped=gzipped) as pod:
+        pod["next"] = {"writer": True}
+        pod.sync()
+    assert read_pod(path) == [*expected.items(), ("next", {"writer": True})]
+    assert_clean(path)
+
+
+def test_every_fault_point_is_exercised():
+    covered = set(SYNC_POINTS) | set(TORN_POINTS) | set(COMPACT_POINTS) | set(CREATE_POINTS)
+    assert covered == set(_faults.POINTS)
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzipped"])
+@pytest.mark.parametrize("point", list(SYNC_POINTS))
+def test_kill_during_sync_leaves_before_or_after(tmp_path, point, gzipped):
+    path = tmp_path / "pod"
+    make_pod(path, gzipped)
+    assert_killed(write(path, "sync", BATCH, fault=point, gzipped=gzipped))
+
+    expected = SYNC_POINTS[point]
+    assert read_pod(path) == list(expected.items())
+    carry_on(path, expected, gzipped)
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzipped"])
+@pytest.mark.parametrize("point", list(TORN_POINTS))
+def test_kill_while_cutting_a_torn_tail(tmp_path, point, gzipped):
+    path = tmp_path / "pod"
+    make_pod(path, gzipped)
+    # The first writer dies halfway through its batch: a torn tail.
+    assert_killed(write(path, "sync", BATCH, fault="mid-write", gzipped=gzipped))
+    report = tastypy.check(path)
+    assert report.ok and any("unfinished batch" in n for n in report.notes), str(report)
+
+    # The second one finds it, and dies while cutting it off.
+    assert_killed(write(path, "sync", BATCH2, fault=point, gzipped=gzipped))
+    assert read_pod(path) == list(TORN_POINTS[point].items())
+    carry_on(path, TORN_POINTS[point], gzipped)
+
+
+def test_torn_tail_is_cut_before_the_next_batch(tmp_path):
+    path = tmp_path / "pod"
+    make_pod(path)
+    journal = path / "journal-000000.jsonl"
+    committed = journal.stat().st_size
+    assert_killed(write(path, "sync", BATCH, fault="mid-write"))
+    assert journal.stat().st_size > committed
+
+    proc = write(path, "sync", BATCH2)
+    assert proc.returncode == 0, proc.stderr
+    text = journal.read_bytes()
+    # The new batch starts right where the last complete one ended.
+    assert text[committed:].startswith(b'["f","f"]\n')
+    assert read_pod(path) == list(replay(BATCH2, BEFORE).items())
+
+
+@pytest.mark.parametrize("point", COMPACT_POINTS)
+def test_kill_during_compaction_keeps_everything(tmp_path, point):
+    path = tmp_path / "pod"
+    make_pod(path)
+    assert_killed(write(path, "compact", BATCH, fault=point))
+
+    assert read_pod(path) == list(AFTER.items())
+    carry_on(path, AFTER)
+    # A later compaction finishes the job and leaves only the live files.
+    compact(path)
+    rest = set(os.listdir(path)) - {"manifest.json", "tastypy.lock"}
+    assert len(rest) == 1 and rest.pop().startswith("snapshot-")
+    assert read_pod(path) == [*AFTER.items(), ("next", {"writer": True})]
+
+
+@pytest.mark.parametrize("point", CREATE_POINTS)
+def test_kill_while_creating_a_pod(tmp_path, point):
+    path = tmp_path / "pod"
+    assert_killed(write(path, "sync", [], fault=point))
+
+    # Before the manifest is in place, opening finishes creating the POD.
+    created = os.path.exists(path / "manifest.json")
+    assert read_pod(path, unchanged=created) == []
+    carry_on(path, {})
+
+
+def test_unarmed_writer_finishes(tmp_path):
+    # The control: the same writer without a fault point runs to the end.
+    path = tmp_path / "pod"
+    make_pod(path)
+    proc = write(path, "compact", BATCH)
+    assert proc.returncode == 0 and "finished" in proc.stdout, proc.stderr
+    assert read_pod(path) == list(AFTER.items())
