@@ -146,11 +146,12 @@ class Driver:
         self.results.append(entry)
         self.save()
         what = entry.get("seconds")
-        shown = (
-            f"{what:.4g} s"
-            if isinstance(what, float)
-            else entry.get("skipped") or entry.get("error", "capped")
-        )
+        if isinstance(what, float):
+            shown = f"{what:.4g} s"
+        elif "ops" in entry:
+            shown = "done"
+        else:
+            shown = entry.get("skipped") or entry.get("error") or "capped"
         _log(f"  {workload} {contender} {size_label(n)}: {shown}")
 
     def save(self) -> None:
@@ -169,107 +170,114 @@ class Driver:
     # -- the workloads -----------------------------------------------------------------
 
     def run_size(self, n: int, workloads: list[str]) -> None:
-        reps = self.args.reps
+        """Every workload at size n. Repetitions are the outer loop, so that
+        the machine's slow and fast moments fall on every contender alike."""
         for workload in workloads:
             if workload == "scale":
                 continue  # run over all sizes at the end
             _log(f"{workload.upper()} at {size_label(n)}")
+            entrants = []
             for contender in ENTRANTS[workload]:
                 if self.args.contenders and contender not in self.args.contenders:
                     continue
                 if self.capped(contender, n):
                     self.record(workload, contender, n, [], capped=self.args.peer_cap)
                     continue
-                getattr(self, workload)(contender, n, reps)
+                entrants.append(contender)
+            runs: dict[tuple[str, str], list[dict]] = {}
+            extras: dict[tuple[str, str], dict] = {}
+            stopped: set[str] = set()
+            for _ in range(self.args.reps):
+                for contender in entrants:
+                    if contender in stopped:
+                        continue
+                    for name, run, extra in getattr(self, workload)(contender, n):
+                        runs.setdefault((name, contender), []).append(run)
+                        extras[(name, contender)] = extra
+                        if "error" in run or "skipped" in run:
+                            stopped.add(contender)
+            for (name, contender), got in runs.items():
+                self.record(name, contender, n, got, **extras[(name, contender)])
         self.drop_bases(n)
 
-    def w1(self, contender: str, n: int, reps: int) -> None:
-        runs = []
-        for _ in range(reps):
-            d = self.fresh_dir("w1")
-            runs.append(self.worker({"workload": "w1", "contender": contender, "n": n, "dir": d}))
-            shutil.rmtree(d, ignore_errors=True)
-        self.record("w1", contender, n, runs)
+    # Each method below makes one repetition of one contender and returns
+    # [(record name, result, extra fields of the record)].
 
-    def w2(self, contender: str, n: int, reps: int) -> None:
+    def _spec(self, workload: str, contender: str, n: int, d: str, **more: Any) -> dict:
+        return {"workload": workload, "contender": contender, "n": n, "dir": d, **more}
+
+    def _in_fresh_dir(self, spec: dict) -> dict:
+        d = self.fresh_dir("run")
+        spec["dir"] = d
+        try:
+            return self.worker(spec)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def _on_copy(self, base: str, spec: dict) -> dict:
+        d = os.path.join(self.scratch, "run")
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(base, d)
+        spec["dir"] = d
+        try:
+            return self.worker(spec)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def w1(self, contender: str, n: int) -> list:
+        return [("w1", self._in_fresh_dir(self._spec("w1", contender, n, "")), {})]
+
+    def w2(self, contender: str, n: int) -> list:
         base = self.base_store(contender, n)
         if base is None:
-            self.record("w2", contender, n, [{"error": "set-up failed"}])
-            return
-        spec = {"workload": "w2", "contender": contender, "n": n, "dir": base}
-        self.record("w2", contender, n, [self.worker(spec) for _ in range(reps)])
+            return [("w2", {"error": "set-up failed"}, {})]
+        return [("w2", self.worker(self._spec("w2", contender, n, base)), {})]
 
-    def w3(self, contender: str, n: int, reps: int) -> None:
+    def w3(self, contender: str, n: int) -> list:
         base = self.base_store(contender, n)
         if base is None:
-            self.record("w3", contender, n, [{"error": "set-up failed"}])
-            return
-        runs = []
-        for _ in range(reps):
-            d = os.path.join(self.scratch, "w3")
-            shutil.rmtree(d, ignore_errors=True)
-            shutil.copytree(base, d)
-            runs.append(self.worker({"workload": "w3", "contender": contender, "n": n, "dir": d}))
-            shutil.rmtree(d, ignore_errors=True)
-        self.record("w3", contender, n, runs)
+            return [("w3", {"error": "set-up failed"}, {})]
+        return [("w3", self._on_copy(base, self._spec("w3", contender, n, "")), {})]
 
-    def w4(self, contender: str, n: int, reps: int) -> None:
-        runs = []
-        for _ in range(reps):
-            d = self.fresh_dir("w4")
-            runs.append(self.worker({"workload": "w4", "contender": contender, "n": n, "dir": d}))
-            shutil.rmtree(d, ignore_errors=True)
-        self.record("w4", contender, n, runs)
+    def w4(self, contender: str, n: int) -> list:
+        return [("w4", self._in_fresh_dir(self._spec("w4", contender, n, "")), {})]
 
-    def _tasks(self, workload: str, contender: str, n: int, tasks: int, procs: int, reps: int):
-        runs = []
-        for _ in range(reps):
-            d = self.fresh_dir("tasks")
-            spec = {"workload": "tasks", "contender": contender, "dir": d}
-            spec.update(tasks=tasks, procs=procs, n=n)
-            r = self.worker(spec)
-            shutil.rmtree(d, ignore_errors=True)
-            runs.append(r)
-            if "skipped" in r or "error" in r:
-                break
-        self.record(workload, contender, n, runs, procs=procs, tasks=tasks)
+    def _tasks(self, name: str, contender: str, n: int, tasks: int, procs: int) -> tuple:
+        spec = self._spec("tasks", contender, n, "", tasks=tasks, procs=procs)
+        return (name, self._in_fresh_dir(spec), {"procs": procs, "tasks": tasks})
 
-    def w5(self, contender: str, n: int, reps: int) -> None:
+    def w5(self, contender: str, n: int) -> list:
         tasks = max(W5_PROCS, n // W5_SHARE)
-        self._tasks("w5", contender, n, tasks, W5_PROCS, reps)
-        self._tasks("w5-1", contender, n, tasks, 1, reps)
+        first = self._tasks("w5", contender, n, tasks, W5_PROCS)
+        if "skipped" in first[1] or "error" in first[1]:
+            return [first]
+        return [first, self._tasks("w5-1", contender, n, tasks, 1)]
 
-    def w7(self, contender: str, n: int, reps: int) -> None:
-        self._tasks("w7", contender, n, n, 1, reps)
+    def w7(self, contender: str, n: int) -> list:
+        return [self._tasks("w7", contender, n, n, 1)]
 
-    def w6(self, contender: str, n: int, reps: int) -> None:
+    def w6(self, contender: str, n: int) -> list:
         base = self.base_store(contender, n)
         if base is None:
             reason = "tastypy.Tracker does not exist yet" if contender == "tracker" else None
-            run = {"skipped": reason} if reason else {"error": "set-up failed"}
-            self.record("w6", contender, n, [run])
-            return
-        spec = {"workload": "w6", "contender": contender, "n": n, "dir": base}
-        self.record("w6", contender, n, [self.worker(spec) for _ in range(reps)])
+            return [("w6", {"skipped": reason} if reason else {"error": "set-up failed"}, {})]
+        return [("w6", self.worker(self._spec("w6", contender, n, base)), {})]
 
     def scale(self, sizes: list[int]) -> None:
         for n in sizes:
             reps = 1 if n > 1_000_000 else self.args.reps
             _log(f"SCALE at {size_label(n)}")
-            for contender in ENTRANTS["scale"]:
-                base = self.base_store(contender, n)
-                if base is None:
-                    self.record("scale", contender, n, [{"error": "set-up failed"}])
-                    continue
-                runs = []
-                for _ in range(reps):
-                    d = os.path.join(self.scratch, "scale")
-                    shutil.rmtree(d, ignore_errors=True)
-                    shutil.copytree(base, d)
-                    spec = {"workload": "scale", "contender": contender, "n": n, "dir": d}
-                    runs.append(self.worker(spec))
-                    shutil.rmtree(d, ignore_errors=True)
-                self.record("scale", contender, n, runs)
+            runs: dict[str, list[dict]] = {who: [] for who in ENTRANTS["scale"]}
+            for _ in range(reps):
+                for contender in ENTRANTS["scale"]:
+                    base = self.base_store(contender, n)
+                    if base is None:
+                        runs[contender].append({"error": "set-up failed"})
+                        continue
+                    spec = self._spec("scale", contender, n, "")
+                    runs[contender].append(self._on_copy(base, spec))
+            for contender, got in runs.items():
+                self.record("scale", contender, n, got)
             self.drop_bases(n)
 
 
