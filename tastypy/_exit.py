@@ -1,9 +1,20 @@
 """The registry of open PODs, synced at exit, on Ctrl-C and on SIGTERM.
 
-A user's SIGTERM handler is chained, not replaced: ours syncs every open POD
-and then hands the signal on. When there is no user handler, the default
-action is restored and the signal re-raised, so the process still ends with
-the status of a SIGTERM.
+Normal exit, an uncaught exception and Ctrl-C (an uncaught
+``KeyboardInterrupt``) all end in :mod:`atexit`, which syncs every open POD.
+SIGTERM gets a handler, installed from the main thread only (Python allows
+no other): it syncs every open POD, then hands the signal on. A user's
+SIGTERM handler is chained, not replaced: it runs after the sync, and
+decides what happens next. When there is no user handler, the default action
+is restored and the signal re-raised, so the process still ends with the
+status of a SIGTERM (-15 to ``subprocess``, 143 to a shell). A user handler
+installed *after* the first POD was opened replaces ours; the next POD
+opened chains it again.
+
+Signal handlers run in the main thread between two bytecodes. A SIGTERM that
+arrives while the main thread is inside a sync is put off until that sync has
+finished and released its locks (see :func:`enter`), so the handler's own
+sync never interleaves with a half-written batch.
 """
 
 from __future__ import annotations
@@ -20,17 +31,22 @@ log = logging.getLogger("tastypy")
 
 _registry: dict[int, weakref.ref] = {}
 _registry_lock = threading.Lock()
-_installed = False
+_atexit_installed = False
+_chained = False  # whether _previous_sigterm holds what our handler chains to
 _previous_sigterm: Any = None
+
+_MAIN_IDENT = threading.main_thread().ident
+_busy = 0  # syncs in progress in the main thread
+_deferred: Any = None  # (signum, frame) of a SIGTERM put off by a sync
 
 
 def register(pod: Any) -> None:
-    global _installed
+    global _atexit_installed
     with _registry_lock:
         _registry[id(pod)] = weakref.ref(pod)
-        if not _installed:
+        if not _atexit_installed:
             atexit.register(sync_all)
-            _installed = True
+            _atexit_installed = True
     _install_sigterm()
 
 
@@ -56,22 +72,50 @@ def sync_all() -> None:
             log.exception("tastypy: could not sync %s at exit", getattr(pod, "path", pod))
 
 
+def enter() -> bool:
+    """Note that a sync holds its locks; True if in the main thread (then call
+    :func:`leave` once the locks are released)."""
+    global _busy
+    if threading.get_ident() != _MAIN_IDENT:
+        return False
+    _busy += 1
+    return True
+
+
+def leave() -> None:
+    """End of a sync in the main thread: run a SIGTERM handler put off meanwhile."""
+    global _busy, _deferred
+    _busy -= 1
+    if _busy == 0 and _deferred is not None:
+        signum, frame = _deferred
+        _deferred = None
+        _handle(signum, frame)
+
+
 def _install_sigterm() -> None:
-    global _previous_sigterm
-    if _previous_sigterm is not None:
-        return
+    global _previous_sigterm, _chained
     if threading.current_thread() is not threading.main_thread():
         return
     current = signal.getsignal(signal.SIGTERM)
     if current is _on_sigterm:
         return
+    # First install, or a user's handler replaced ours since: chain it.
     _previous_sigterm = current
+    _chained = True
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    global _deferred
+    if _busy:
+        _deferred = (signum, frame)
+        return
+    _handle(signum, frame)
+
+
+def _handle(signum: int, frame: Any) -> None:
     sync_all()
-    previous = _previous_sigterm
+    previous = _previous_sigterm if _chained else None
     if callable(previous):
         previous(signum, frame)
         return
@@ -79,4 +123,3 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
-

@@ -12,6 +12,8 @@ from typing import Any, Final, Union
 
 import orjson
 
+from tastypy.errors import InvalidKeyError, InvalidValueError
+
 Key = Union[str, int, tuple]
 
 #: Nested dict keys that are not strings become strings, as with ``json``;
@@ -25,18 +27,35 @@ dumps = orjson.dumps
 loads = orjson.loads
 JSONDecodeError = orjson.JSONDecodeError
 
+_VALUE_HELP: Final = (
+    "tastypy stores JSON: dicts, lists, str, int, float, bool and None (tuples become lists)."
+)
+
 
 def check_key(key: Any) -> None:
-    """Raise ``TypeError`` unless ``key`` may be a top-level key."""
-    t = type(key)
+    """Raise :class:`~tastypy.errors.InvalidKeyError` unless ``key`` may be a
+    top-level key: ``str``, ``int`` or (nested) tuples of those, that JSON can
+    spell (ints within 64 bits, strings without lone surrogates)."""
+    _check_key_type(key, key)
+    try:
+        dumps(key)
+    except TypeError as exc:
+        raise InvalidKeyError(
+            f"cannot use {key!r} as a key: {exc}. Convert the key, e.g. str(key)."
+        ) from None
+
+
+def _check_key_type(part: Any, key: Any) -> None:
+    t = type(part)
     if t is str or t is int:
         return
     if t is tuple:
-        for part in key:
-            check_key(part)
+        for sub in part:
+            _check_key_type(sub, key)
         return
-    raise TypeError(
-        f"tastypy keys must be str, int or tuples of those; got {t.__name__} ({key!r}). "
+    where = "" if part is key else f" (in the tuple key {key!r})"
+    raise InvalidKeyError(
+        f"tastypy keys must be str, int or tuples of those; got {t.__name__} ({part!r}){where}. "
         "Convert the key, e.g. str(key)."
     )
 
@@ -65,6 +84,13 @@ def _has_nonfinite(value: Any) -> bool:
     return False
 
 
+def _nonfinite_error(key: Any) -> InvalidValueError:
+    return InvalidValueError(
+        f"cannot store the value for key {key!r}: it holds NaN or infinity, which JSON "
+        "cannot represent. Store None or a string such as 'nan' instead."
+    )
+
+
 def encode_value(key: Any, value: Any) -> bytes:
     """Encode ``value`` to JSON bytes, or raise naming ``key`` and the bad type.
 
@@ -74,16 +100,40 @@ def encode_value(key: Any, value: Any) -> bytes:
     try:
         data = dumps(value, option=DUMP_OPTIONS)
     except TypeError as exc:
-        raise TypeError(
-            f"cannot store the value for key {key!r}: {exc}. tastypy stores JSON: "
-            "dicts, lists, str, int, float, bool and None (tuples become lists)."
+        raise InvalidValueError(
+            f"cannot store the value for key {key!r}: {exc} ({type(value).__name__} "
+            f"value {_short(value)}). {_VALUE_HELP}"
         ) from None
     if b"null" in data and _has_nonfinite(value):
-        raise ValueError(
-            f"cannot store the value for key {key!r}: it holds NaN or infinity, which JSON "
-            "cannot represent. Store None or a string such as 'nan' instead."
-        )
+        raise _nonfinite_error(key)
     return data
+
+
+def encode_record(key: Any, value: Any, option: int) -> bytes:
+    """The record line ``[key,value]``, validating both; raises the explanatory
+    :class:`~tastypy.errors.InvalidKeyError` or ``InvalidValueError``."""
+    try:
+        line = dumps((key, value), option=option)
+    except TypeError:
+        raise_for(key, value)
+        raise  # pragma: no cover - raise_for always raises here
+    if b"null" in line and _has_nonfinite(value):
+        raise _nonfinite_error(key)
+    return line
+
+
+def raise_for(key: Any, value: Any) -> None:
+    """Raise the error that explains why ``(key, value)`` cannot be encoded."""
+    check_key(key)
+    encode_value(key, value)
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def encode_key(key: Key) -> bytes:

@@ -16,6 +16,9 @@ __all__ = [
     "LockTimeoutError",
     "KindMismatchError",
     "DuplicateKeyError",
+    "InvalidArgumentError",
+    "InvalidKeyError",
+    "InvalidValueError",
     "PersistentOrderedDictException",
     "PersistentOrderedDictIntegrityError",
 ]
@@ -60,6 +63,26 @@ class LockTimeoutError(TastypyError, TimeoutError):
 
 class KindMismatchError(TastypyError, ValueError):
     """A ProgressTracker directory opened as a plain POD, or the other way round."""
+
+
+class InvalidArgumentError(TastypyError, ValueError, TypeError):
+    """An argument of a constructor or method is of the wrong type or out of range
+    (``sync_at=0``, ``file_size="big"``...). Also a ``ValueError`` and a ``TypeError``."""
+
+
+class InvalidKeyError(TastypyError, TypeError):
+    """A key that a POD cannot store: not a ``str``, an ``int`` (``bool`` is refused)
+    or a tuple of those, or one JSON cannot spell (an int beyond 64 bits, a lone
+    surrogate). Raised by the line that tried it; nothing is changed."""
+
+
+class InvalidValueError(TastypyError, TypeError, ValueError):
+    """A value that JSON cannot hold (a ``set``, an object, a ``datetime``, NaN...).
+
+    Raised by ``pod[key] = value``, naming the key and the type; nothing is
+    changed. Both a ``TypeError`` and a ``ValueError``, so code written
+    against either keeps working.
+    """
 
 
 class PersistentOrderedDictException(TastypyError):

@@ -12,8 +12,12 @@ from typing import Any, Final
 import orjson
 
 from tastypy import _exit
-from tastypy.codec import DUMP_OPTIONS, _has_nonfinite, check_key, dumps, encode_value
-from tastypy.errors import PersistentOrderedDictException
+from tastypy.codec import DUMP_OPTIONS, _has_nonfinite, check_key, dumps, raise_for
+from tastypy.errors import (
+    InvalidArgumentError,
+    InvalidValueError,
+    PersistentOrderedDictException,
+)
 from tastypy.storage import DELETED, Store
 
 __all__ = ["PersistentOrderedDict", "POD"]
@@ -87,12 +91,15 @@ class PersistentOrderedDict(MutableMapping):
         lock_timeout: float = 600.0,
     ):
         if type(sync_at) is not int or sync_at <= 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"sync_at must be a positive int (how many changed keys trigger a sync), "
                 f"got {sync_at!r}. Use hold() to suspend syncing instead."
             )
         if type(file_size) is not int or file_size <= 0:
-            raise ValueError(f"file_size must be a positive int, got {file_size!r}")
+            raise InvalidArgumentError(
+                f"file_size must be a positive int, got {file_size!r} (it is accepted for "
+                "code written for tastypy 0.0.3 and has no effect)."
+            )
         self.sync_at = sync_at
         self._data: dict = {}
         self._dirty: dict = {}
@@ -104,8 +111,12 @@ class PersistentOrderedDict(MutableMapping):
         self._store = Store(
             path, kind=self._KIND, gzipped=bool(gzipped), lock=lock, lock_timeout=lock_timeout
         )
-        with self._sync_lock, self._store.locked():
-            self._data = self._store.load()
+        try:
+            with self._sync_lock, self._store.locked():
+                self._data = self._store.load()
+        except BaseException:
+            self._store.close()
+            raise
         self._closed = False
         self._loaded()
         _exit.register(self)
@@ -163,22 +174,32 @@ class PersistentOrderedDict(MutableMapping):
         try:
             line = dumps((key, value), option=_LINE_OPTIONS)
         except TypeError:
-            encode_value(key, value)  # raises the explanatory error
+            raise_for(key, value)  # the error that names the key and the type
             raise
         if b"null" in line and _has_nonfinite(value):
-            encode_value(key, value)
+            raise_for(key, value)
         data = self._data
         old = data.get(key, _MISSING)
-        if (
+        # ``old is value``: the stored object itself, maybe changed in place
+        # since the last sync, so its bytes on disk are unknown: write it.
+        changed = (
             old is _MISSING
             or old is value
             or type(old) is not type(value)
             or old != value
             or dumps((key, old), option=_LINE_OPTIONS) != line
-        ):
+        )
+        # The value goes in before its line: a sync running in another thread
+        # meanwhile then writes either the new value or nothing for this key.
+        data[key] = value
+        if changed:
             self._pending += line
             self._pending_keys.append(key)
-        data[key] = value
+            dirty = self._dirty
+            if key in dirty:
+                # The line above is the newer state; a read-time hash of the
+                # value replaced would write it again, or hide a change.
+                dirty.pop(key, None)
         if len(self._pending_keys) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
 
@@ -204,9 +225,24 @@ class PersistentOrderedDict(MutableMapping):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PersistentOrderedDict):
             return self._data == other._data
+        if type(other) is dict:
+            return self._data == other
         if isinstance(other, Mapping):
             return self._data == dict(other)
         return NotImplemented
+
+    def __reversed__(self) -> Iterator:
+        return iter(list(reversed(self._data)))
+
+    def popitem(self) -> tuple:
+        """Remove and return the last inserted ``(key, value)``, like ``dict.popitem``."""
+        try:
+            key = next(reversed(self._data))
+        except StopIteration:
+            raise KeyError("popitem(): the POD is empty") from None
+        value = self._data[key]
+        del self[key]
+        return key, value
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -315,10 +351,28 @@ class PersistentOrderedDict(MutableMapping):
             self._dirty[key] = _CHANGED
         self._sync()
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold this POD's sync lock and the directory lock.
+
+        A SIGTERM that arrives inside (its handler runs in the main thread,
+        between two lines of ours) is put off until both are released: the
+        handler syncs, and must neither interleave with a half-done write nor
+        wait for a lock this thread already holds.
+        """
+        main = False
+        try:
+            with self._sync_lock, self._store.locked():
+                main = _exit.enter()
+                yield
+        finally:
+            if main:
+                _exit.leave()
+
     def _sync(self, durable: bool = True) -> None:
         if self._closed:
             self._refuse_closed()
-        with self._sync_lock, self._store.locked():
+        with self._locked():
             data = self._data
             dirty = self._dirty
             n_bytes = len(self._pending)
@@ -344,10 +398,15 @@ class PersistentOrderedDict(MutableMapping):
                     body += line
                     keys.append(key)
             changes = self._store.read_new()
-            if changes is None:
-                self._reload(set(keys))
-            elif changes:
-                self._take_in(changes, set(keys))
+            if changes is None or changes:
+                # Ours: this batch, and lines other threads queued meanwhile
+                # (written by the next sync, so they win too).
+                ours = set(keys)
+                ours.update(self._pending_keys)
+                if changes is None:
+                    self._reload(ours)
+                else:
+                    self._take_in(changes, ours)
             # Counted from the bytes: another thread may be between adding
             # its line and its key, and the commit count must match the lines.
             self._store.append(body, body.count(b"\n"), durable)
@@ -362,7 +421,7 @@ class PersistentOrderedDict(MutableMapping):
             self._store.maybe_compact(len(self._data))
         if bad:
             key, exc = bad[0]
-            raise TypeError(
+            raise InvalidValueError(
                 f"could not sync key {key!r}: {exc}. Its value was changed in place into "
                 f"something JSON cannot hold; set pod[{key!r}] to a JSON value. Every other key "
                 "was synced."
@@ -401,21 +460,30 @@ class PersistentOrderedDict(MutableMapping):
         """Load the disk afresh (a compaction ran elsewhere), keeping local changes."""
         local = self._data
         data = self._store.load()
-        pending_keys = set(self._pending_keys) | ours
-        for key, marker in self._dirty.items():
+        # A dict, not a set: keys new here are put back in the order they came.
+        mine = dict.fromkeys(self._pending_keys)
+        mine.update(dict.fromkeys(k for k in ours if k not in mine))
+        unchanged = []
+        for key, marker in list(self._dirty.items()):
             if key in local:
                 try:
                     if hash(dumps((key, local[key]), option=_LINE_OPTIONS)) == marker:
+                        unchanged.append((key, marker))
                         continue
                 except TypeError:
                     pass
-                pending_keys.add(key)
-        for key in pending_keys:
+                mine[key] = None
+        for key in mine:
             value = local.get(key, _MISSING)
             if value is _MISSING:
                 data.pop(key, None)
             else:
                 data[key] = value
+        # Values read here but not changed are now the ones on disk.
+        dirty = self._dirty
+        for key, marker in unchanged:
+            if dirty.get(key, _MISSING) is marker:
+                del dirty[key]
         self._data = data
         self._loaded()
 
@@ -425,7 +493,9 @@ class PersistentOrderedDict(MutableMapping):
         Reads only what was appended since (or everything, after a
         compaction). Local unsynced changes are kept.
         """
-        with self._sync_lock, self._store.locked():
+        if self._closed:
+            self._refuse_closed()
+        with self._locked():
             changes = self._store.read_new()
             if changes is None:
                 self._reload(set())
@@ -434,17 +504,20 @@ class PersistentOrderedDict(MutableMapping):
 
     def revert(self) -> None:
         """Drop every unsynced change: memory becomes what is on disk now."""
-        with self._sync_lock, self._store.locked():
+        if self._closed:
+            self._refuse_closed()
+        with self._locked():
+            data = self._store.load()
             self._dirty = {}
             self._pending = bytearray()
             self._pending_keys = []
-            self._data = self._store.load()
+            self._data = data
         self._loaded()
 
     def compact(self) -> None:
         """Sync, then fold the journal into a fresh snapshot now."""
         self.sync()
-        with self._sync_lock, self._store.locked():
+        with self._locked():
             self._store.compact()
 
     # -- lifetime ----------------------------------------------------------------
@@ -457,7 +530,10 @@ class PersistentOrderedDict(MutableMapping):
             self.sync()
         finally:
             self._closed = True
+            # Reads of a closed POD still work; they must not try to sync.
+            self._held = True
             _exit.unregister(self)
+            self._store.close()
 
     def __enter__(self) -> PersistentOrderedDict:
         return self
@@ -475,6 +551,9 @@ class PersistentOrderedDict(MutableMapping):
                 self.sync()
         except Exception:
             log.exception("tastypy: could not sync %s when it was garbage-collected", self)
+        store = getattr(self, "_store", None)
+        if store is not None:
+            store.close()
 
     def _refuse_closed(self) -> None:
         raise PersistentOrderedDictException(

@@ -46,15 +46,22 @@ def _gzip(body: bytes) -> bytes:
 
 
 def committed_part(chunk: bytes) -> int:
-    """Length of the prefix of ``chunk`` that ends with a commit line."""
-    pos = chunk.rfind(b"\n" + COMMIT_PREFIX)
-    if pos < 0:
-        if chunk.startswith(COMMIT_PREFIX):
+    """Length of the prefix of ``chunk`` that ends with a complete commit line."""
+    end = len(chunk)
+    while True:
+        pos = chunk.rfind(b"\n" + COMMIT_PREFIX, 0, end)
+        if pos < 0:
+            if not chunk.startswith(COMMIT_PREFIX):
+                return 0
             pos = -1
-        else:
+        eol = chunk.find(b"\n", pos + 1)
+        if eol >= 0:
+            return eol + 1
+        if pos < 0:
             return 0
-    end = chunk.find(b"\n", pos + 1)
-    return 0 if end < 0 else end + 1
+        # The last commit line was cut short (no newline yet): the batch it
+        # would have closed is torn; the one before may be whole.
+        end = pos
 
 
 def gunzip_members(raw: bytes) -> tuple[bytes, int]:

@@ -29,6 +29,18 @@ _COMPACT_MIN_STALE: Final = 10_000
 
 _LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 
+#: How many times a load starts over when a compaction elsewhere removed a
+#: file it was about to read.
+_LOAD_ATTEMPTS: Final = 5
+
+
+class _Vanished(Exception):
+    """A file named by the manifest is not there."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.path = path
+
 
 def _os_error(action: str, path: str, exc: OSError) -> StorageError:
     why = exc.strerror or str(exc)
@@ -95,6 +107,10 @@ class Store:
     def lock_path(self) -> str:
         return self._lock.path
 
+    def close(self) -> None:
+        """Give back the lock file's descriptor (reopened if used again)."""
+        self._lock.close()
+
     # -- manifest --------------------------------------------------------
 
     def _ensure_manifest(self) -> dict:
@@ -138,13 +154,7 @@ class Store:
         try:
             text, consumed, _ = journal.read_from(path, offset, self.gzipped)
         except FileNotFoundError:
-            if name.startswith("journal-"):
-                return b"", 0, lambda: 1
-            raise CorruptFileError(
-                f"{path} is listed in the manifest but missing. Run `tastypy repair "
-                f"{self.path}` to salvage what is left.",
-                path,
-            ) from None
+            raise _Vanished(path) from None
         except OSError as exc:
             raise _os_error("read", path, exc) from exc
 
@@ -161,8 +171,33 @@ class Store:
         return journal.parse(text, os.path.join(self.path, name), first_line), consumed
 
     def load(self) -> dict:
-        """Read the whole POD into a new dict (under the lock)."""
-        manifest = self._manifest()
+        """Read the whole POD into a new dict (under the lock).
+
+        A listed file that is gone means a compaction finished between our
+        reading the manifest and the file (possible only where the lock does
+        not exclude everyone, e.g. a stale soft lock broken on a slow
+        filesystem): read the new manifest and start over. Gone while the
+        manifest still lists it, the file was lost: that is an error.
+        """
+        for _ in range(_LOAD_ATTEMPTS):
+            manifest = self._manifest()
+            try:
+                return self._load(manifest)
+            except _Vanished as gone:
+                if self._manifest() == manifest:
+                    raise CorruptFileError(
+                        f"{gone.path} is listed in {os.path.join(self.path, layout.MANIFEST)} "
+                        f"but missing. Run `tastypy repair {self.path}` to salvage what is "
+                        "left.",
+                        gone.path,
+                    ) from None
+        raise StorageError(
+            f"{self.path} changed generation {_LOAD_ATTEMPTS} times while being read: another "
+            "process compacts it without holding its lock. Check that every process opens it "
+            "with the same lock= mode."
+        )
+
+    def _load(self, manifest: dict) -> dict:
         data: dict = {}
         snapshot_records = 0
         if manifest.get("snapshot"):
@@ -184,7 +219,13 @@ class Store:
                     os.path.join(self.path, name),
                 )
         name = manifest["journal"]
-        text, consumed, first_line = self._read_text(name, 0)
+        try:
+            text, consumed, first_line = self._read_text(name, 0)
+        except _Vanished:
+            if self._manifest() != manifest:
+                raise  # a compaction meanwhile: start over
+            # A generation's journal is created by its first sync.
+            text, consumed, first_line = b"", 0, lambda: 1
         journal_records = journal.load_into(text, data, os.path.join(self.path, name), first_line)
         self.generation = manifest["generation"]
         self.journal_path = os.path.join(self.path, manifest["journal"])
@@ -205,9 +246,17 @@ class Store:
             size = 0
         except OSError as exc:
             raise _os_error("read", self.journal_path, exc) from exc
-        if size <= self.journal_pos:
+        if size == self.journal_pos:
             return []
-        records, consumed = self._read_file(manifest["journal"], self.journal_pos)
+        if size < self.journal_pos:
+            # Shorter than what we read already: the journal was replaced or
+            # cut behind our back. Never append at our old offset (that would
+            # leave a hole of zero bytes): read everything again.
+            return None
+        try:
+            records, consumed = self._read_file(manifest["journal"], self.journal_pos)
+        except _Vanished:
+            return None
         self.journal_pos += consumed
         self.journal_records += len(records)
         return journal.as_changes(records)
