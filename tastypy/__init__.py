@@ -19,6 +19,7 @@ from tastypy.errors import (
     TastypyError,
 )
 from tastypy.pod import POD, PersistentOrderedDict
+from tastypy.repair import check, repair
 
 __version__ = "1.0.0.dev0"
 
@@ -37,4 +38,6 @@ __all__ = [
     "StorageError",
     "TastypyError",
     "__version__",
+    "check",
+    "repair",
 ]

@@ -23,7 +23,37 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", type=int, default=20_000)
     demo.add_argument("--no-progress", action="store_true")
 
+    check = sub.add_parser("check", help="read every file of a POD and report problems")
+    check.add_argument("path")
+    repair = sub.add_parser(
+        "repair", help="salvage every readable record; damaged files are kept aside"
+    )
+    repair.add_argument("path")
+    repair.add_argument("--kind", choices=("pod", "tracker"), default=None)
+    compact = sub.add_parser("compact", help="fold the journal into a new snapshot now")
+    compact.add_argument("path")
+
     return parser
+
+
+def _reliability(args: argparse.Namespace) -> int:
+    """``check``, ``repair`` and ``compact``: exit status 0 when all is well, else 1."""
+    from tastypy.errors import TastypyError
+    from tastypy.repair import check, compact, repair
+
+    try:
+        if args.command == "check":
+            report = check(args.path)
+            print(report)
+            return 0 if report.ok else 1
+        if args.command == "repair":
+            print(repair(args.path, kind=args.kind))
+        else:
+            print(compact(args.path))
+    except TastypyError as exc:
+        print(f"tastypy {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tastypy.demo import run_demo
 
         return run_demo(args.path, tasks=args.tasks, progress=not args.no_progress)
+    if args.command in ("check", "repair", "compact"):
+        return _reliability(args)
     return 2  # pragma: no cover - argparse refuses unknown commands
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import ast
 import copy
 import os
+import random
 import signal
 import subprocess
-import sys
 from typing import Any
+
+from conftest import child_env as _child_env
+from conftest import run_python, spawn_python
 
 import tastypy
 from tastypy.repair import check
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tastypy.__file__)))
 
 #: Applies one operation to a POD or to a dict; shared by children and models.
 APPLY_SOURCE = """
@@ -52,32 +53,20 @@ def replay(ops: list[tuple], start: dict | None = None) -> dict:
 
 
 def child_env(fault: str | None = None) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("TASTYPY_FAULT", None)
-    if fault:
-        env["TASTYPY_FAULT"] = fault
+    """The child's environment: this checkout and this directory on the path,
+    and ``TASTYPY_FAULT`` armed with ``fault`` when given."""
+    env = _child_env(**({"TASTYPY_FAULT": fault} if fault else {}))
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = here + os.pathsep + env["PYTHONPATH"]
     return env
 
 
 def run_child(code: str, *args: Any, fault: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        env=child_env(fault),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_python(code, *args, env=child_env(fault))
 
 
 def spawn_child(code: str, *args: Any, fault: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *map(str, args)],
-        env=child_env(fault),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_python(code, *args, env=child_env(fault), stdout=subprocess.DEVNULL)
 
 
 def assert_killed(proc: subprocess.CompletedProcess) -> None:
@@ -119,3 +108,90 @@ def assert_clean(path: os.PathLike | str) -> None:
     report = check(path)
     assert report.ok, str(report)
     assert not [n for n in report.notes if "unfinished batch" in n], str(report)
+
+
+# -- the randomized soak --------------------------------------------------------------
+
+_WORDS = ["alpha", "β", "ünïcode", "日本", "emoji 🎉", 'quote "', "back\\slash", "tab\t", ""]
+
+
+def _value(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(9 if depth < 2 else 6)
+    if kind == 0:
+        return rng.randrange(-(10**12), 10**12)
+    if kind == 1:
+        return rng.random() * 10 ** rng.randrange(-5, 20)
+    if kind == 2:
+        return rng.choice(_WORDS) * rng.randrange(1, 4)
+    if kind == 3:
+        return rng.choice([True, False, None])
+    if kind in (4, 5):
+        return rng.randrange(1000)
+    if kind in (6, 7):
+        size = rng.randrange(4)
+        return {rng.choice(_WORDS) + str(i): _value(rng, depth + 1) for i in range(size)}
+    return [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def _key(rng: random.Random) -> Any:
+    kind = rng.randrange(4)
+    n = rng.randrange(400)
+    if kind == 0:
+        return n
+    if kind == 1:
+        return ("t", n, rng.choice(["a", "b"]))
+    return f"key-{n}"
+
+
+def soak_steps(seed: str, start: dict, count: int) -> list[tuple]:
+    """A random run of ``count`` steps from the state ``start``: operations,
+    then ``("sync",)`` or ``("compact",)``. Writer and test both call it, with
+    the same seed and start, and get the same steps."""
+    rng = random.Random(seed)
+    model = copy.deepcopy(start)
+    steps: list[tuple] = []
+    while len(steps) < count:
+        roll = rng.random()
+        keys = list(model)
+        if roll < 0.06:
+            steps.append(("compact",) if rng.random() < 0.1 else ("sync",))
+            continue
+        if roll < 0.45 or not keys:
+            op: tuple = ("set", _key(rng), _value(rng))
+        elif roll < 0.6:
+            op = ("set", rng.choice(keys), _value(rng))
+        elif roll < 0.75:
+            op = ("del", rng.choice(keys))
+        else:
+            key = rng.choice(keys)
+            value = model[key]
+            if type(value) is dict:
+                op = ("nested", key, rng.choice(_WORDS), _value(rng, 1))
+            elif type(value) is list:
+                op = ("append", key, _value(rng, 1))
+            else:
+                # Delete and set again: the key moves to the end.
+                steps.append(("del", key))
+                apply_op(model, ("del", key))
+                op = ("set", key, _value(rng))
+        apply_op(model, op)
+        steps.append(op)
+    return steps
+
+
+def states_after_syncs(steps: list[tuple], start: dict, wanted: set[int]) -> dict[int, dict]:
+    """``{n: the POD after the n-th sync of steps}`` for each n in ``wanted``
+    (0: at the start). A sync number past the end of the steps is left out."""
+    states = {}
+    model = copy.deepcopy(start)
+    done = 0
+    if 0 in wanted:
+        states[0] = copy.deepcopy(model)
+    for step in steps:
+        if step[0] in ("sync", "compact"):
+            done += 1
+            if done in wanted:
+                states[done] = copy.deepcopy(model)
+        else:
+            apply_op(model, step)
+    return states

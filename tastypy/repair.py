@@ -1,0 +1,631 @@
+"""Check, repair and compact a POD directory: ``tastypy check|repair|compact PATH``.
+
+:func:`check` reads every file of a POD and reports each problem with its
+file and line, changing nothing. :func:`repair` salvages every readable
+record into a new, consistent generation, moves every file it replaces into
+a ``repair-<time>`` subdirectory (it never deletes anything), and reports
+what could not be saved. :func:`compact` folds the journal into a snapshot.
+
+Example::
+
+    >>> import tastypy
+    >>> pod = tastypy.POD(tmp_path / "jobs.pod")
+    >>> pod["a"] = 1
+    >>> pod.close()
+    >>> report = tastypy.check(tmp_path / "jobs.pod")
+    >>> report.ok, report.keys
+    (True, 1)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from tastypy.codec import DUMP_OPTIONS, dumps, key_from_json
+from tastypy.errors import (
+    FormatVersionError,
+    LegacyFormatError,
+    NotAPODError,
+    StorageError,
+    TastypyError,
+)
+from tastypy.storage import journal, layout
+from tastypy.storage.locks import DirectoryLock
+
+__all__ = ["CheckReport", "CompactReport", "Problem", "RepairReport", "check", "compact", "repair"]
+
+_GENERATION: Final = re.compile(r"^(snapshot|journal)-(\d+)\.jsonl(\.gz)?$")
+_ASIDE_PREFIX: Final = "repair-"
+_LEGACY_SHARD: Final = re.compile(r"^\d+\.json(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in one file, at one line when it has one."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}, line {self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check` found. ``ok`` is true when there is no problem;
+    ``notes`` are harmless findings (an unfinished batch the next sync cuts
+    off, stray files that are ignored)."""
+
+    path: str
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    keys: int = 0
+    records: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: {self.keys} keys in {self.records} records"]
+        lines += [f"problem: {p}" for p in self.problems]
+        lines += [f"note: {n}" for n in self.notes]
+        if self.problems:
+            lines.append(
+                f"{len(self.problems)} problem(s). `tastypy repair {self.path}` salvages every "
+                "readable record and keeps the damaged files aside."
+            )
+        else:
+            lines.append("OK")
+        return "\n".join(lines)
+
+
+@dataclass
+class RepairReport:
+    """What :func:`repair` did. ``lost`` lists what could not be salvaged;
+    ``aside`` is the subdirectory holding every file the repair replaced."""
+
+    path: str
+    repaired: bool
+    keys: int = 0
+    lost: list[Problem] = field(default_factory=list)
+    aside: str | None = None
+    moved: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if not self.repaired:
+            return f"{self.path}: nothing to repair ({self.keys} keys)."
+        lines = [f"{self.path}: repaired; {self.keys} keys salvaged."]
+        lines += [f"lost: {p}" for p in self.lost]
+        if not self.lost:
+            lines.append("Nothing was lost.")
+        lines += [f"note: {n}" for n in self.notes]
+        if self.moved:
+            lines.append(f"Kept aside in {self.aside}: {', '.join(self.moved)}")
+        return "\n".join(lines)
+
+
+@dataclass
+class CompactReport:
+    """What :func:`compact` did."""
+
+    path: str
+    keys: int
+    bytes_before: int
+    bytes_after: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: compacted {self.keys} keys, "
+            f"{self.bytes_before} bytes -> {self.bytes_after} bytes."
+        )
+
+
+# -- reading files line by line, keeping every problem ----------------------------
+
+
+@dataclass
+class _Scan:
+    path: str
+    records: list = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    torn_records: int = 0
+    torn_bytes: int = 0
+    missing: bool = False
+
+
+def _valid_key(obj: Any) -> bool:
+    t = type(obj)
+    if t is str or t is int:
+        return True
+    return t is list and all(_valid_key(part) for part in obj)
+
+
+def _classify(line: bytes) -> tuple[str, Any]:
+    """``("record", rec)``, ``("commit", n)`` or ``("bad", message)``."""
+    try:
+        item = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return "bad", (
+                f"is not valid UTF-8 (byte {line[bad.start]:#04x} at column {bad.start + 1})"
+            )
+        return "bad", f"is not valid JSON ({exc.msg}, at column {exc.colno})"
+    if type(item) is list:
+        if len(item) not in (1, 2):
+            return "bad", (
+                f"is a record of {len(item)} elements; a record is [key, value] or [key]"
+            )
+        if not _valid_key(item[0]):
+            return "bad", (
+                f"has the key {item[0]!r}, which is not a str, an int or a list of those"
+            )
+        return "record", item
+    if type(item) is dict and list(item) == ["sync"] and type(item["sync"]) is int:
+        return "commit", item["sync"]
+    return (
+        "bad",
+        f'is not a record: expected [key, value], [key] or {{"sync": N}}, got {line[:60]!r}',
+    )
+
+
+def _decompress(raw: bytes, scan: _Scan, snapshot: bool) -> bytes:
+    out = []
+    rest = raw
+    while rest:
+        d = zlib.decompressobj(31)
+        try:
+            text = d.decompress(rest)
+        except zlib.error as exc:
+            text = None
+            why = f"compressed data damaged ({exc})"
+        else:
+            why = "ends inside a compressed batch"
+        if text is None or not d.eof:
+            at = len(raw) - len(rest)
+            if text is not None and not snapshot and not d.unused_data:
+                # A member cut short at the end: a torn batch.
+                scan.torn_bytes = len(rest)
+            else:
+                scan.problems.append(
+                    Problem(
+                        scan.path,
+                        None,
+                        f"{why} at byte {at}; the {len(rest)} bytes from there are unreadable",
+                    )
+                )
+            break
+        out.append(text)
+        rest = d.unused_data
+    return b"".join(out)
+
+
+def _scan_file(path: str, gzipped: bool, snapshot: bool) -> _Scan:
+    """Read one snapshot or journal file, keeping every readable record."""
+    scan = _Scan(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        scan.missing = True
+        return scan
+    except OSError as exc:
+        scan.problems.append(Problem(path, None, f"cannot be read: {exc.strerror or exc}"))
+        return scan
+    text = _decompress(raw, scan, snapshot) if gzipped else raw
+    lines = text.split(b"\n")
+    partial = lines.pop()
+    pending: list = []
+    pending_bad: list[Problem] = []
+    nul_lines = 0
+    last = 0  # the number of the last commit line
+    end = 0  # the offset just after it
+    pos = 0
+    for number, line in enumerate(lines, 1):
+        pos += len(line) + 1
+        kind, value = _classify(line)
+        if kind == "record":
+            pending.append(value)
+        elif kind == "commit":
+            if value != len(pending) and not pending_bad:
+                scan.problems.append(
+                    Problem(
+                        path,
+                        number,
+                        f"the commit line counts {value} records but its batch has "
+                        f"{len(pending)}: lines were lost or duplicated",
+                    )
+                )
+            scan.problems.extend(pending_bad)
+            scan.records.extend(pending)
+            pending, pending_bad, nul_lines = [], [], 0
+            last, end = number, pos
+        else:
+            if b"\0" in line:
+                nul_lines += 1
+            pending_bad.append(Problem(path, number, value))
+    if not (pending or pending_bad or partial):
+        return scan
+    if snapshot:
+        scan.problems.extend(pending_bad)
+        scan.problems.append(
+            Problem(
+                path,
+                last + 1,
+                "the snapshot ends without its commit line: it was cut short "
+                f"({len(pending)} readable records after line {last})",
+            )
+        )
+        scan.records.extend(pending)
+    elif len(pending_bad) > nul_lines:
+        # Not a write cut short (whole lines are valid there): damage, such
+        # as a garbled commit line. Keep what is readable.
+        scan.problems.extend(pending_bad)
+        scan.records.extend(pending)
+    else:
+        scan.torn_records = len(pending)
+        if not gzipped:
+            scan.torn_bytes = len(raw) - end
+    return scan
+
+
+# -- which files hold the POD ------------------------------------------------------
+
+
+def _generations(names: list[str]) -> dict[int, dict[str, str]]:
+    gens: dict[int, dict[str, str]] = {}
+    for name in names:
+        m = _GENERATION.match(name)
+        if m:
+            gens.setdefault(int(m.group(2)), {})[m.group(1)] = name
+    return gens
+
+
+def _choose_without_manifest(
+    directory: str, names: list[str]
+) -> tuple[int, str | None, str | None]:
+    """Guess the live generation when the manifest is lost.
+
+    The newest generation with a journal is live. A newer snapshot without a
+    journal is live too, unless the journal before it was written after it:
+    then it comes from a compaction that never finished.
+    """
+    gens = _generations(names)
+    if not gens:
+        return -1, None, None
+    top = max(gens)
+    files = gens[top]
+    if "journal" in files or top == 0:
+        return top, files.get("snapshot"), files.get("journal")
+    below = gens.get(top - 1, {})
+    if "journal" in below:
+
+        def mtime(name: str) -> float:
+            return os.stat(os.path.join(directory, name)).st_mtime
+
+        if mtime(below["journal"]) > mtime(files["snapshot"]):
+            return top - 1, below.get("snapshot"), below["journal"]
+    return top, files.get("snapshot"), None
+
+
+@dataclass
+class _State:
+    """Everything read from one POD directory."""
+
+    report: CheckReport
+    manifest: dict | None = None
+    manifest_error: TastypyError | None = None
+    generation: int = -1
+    snapshot: str | None = None
+    journal: str | None = None
+    gzipped: bool = False
+    scans: list[_Scan] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+
+
+def _read(directory: str) -> _State:
+    state = _State(CheckReport(directory))
+    report = state.report
+    problem = report.problems.append
+    manifest_path = os.path.join(directory, layout.MANIFEST)
+    names = sorted(os.listdir(directory))
+    state.names = names
+    try:
+        state.manifest = layout.read_manifest(directory)
+    except TastypyError as exc:
+        state.manifest_error = exc
+        problem(Problem(manifest_path, None, str(exc)))
+    manifest = state.manifest
+    if manifest is not None:
+        state.generation = manifest["generation"]
+        state.snapshot = manifest.get("snapshot")
+        state.journal = manifest["journal"]
+        state.gzipped = bool(manifest.get("gzipped", False))
+    else:
+        state.generation, state.snapshot, state.journal = _choose_without_manifest(directory, names)
+        state.gzipped = any(
+            n.endswith(".gz") for n in (state.snapshot, state.journal) if n is not None
+        )
+        if state.manifest_error is None:
+            if state.generation >= 0:
+                problem(
+                    Problem(
+                        manifest_path,
+                        None,
+                        "is missing, but the directory holds tastypy data files",
+                    )
+                )
+            elif any(_LEGACY_SHARD.match(n) for n in names):
+                problem(
+                    Problem(
+                        directory,
+                        None,
+                        "holds a POD written by the original tastypy 0.0.3; convert it with "
+                        "`tastypy import-legacy OLD NEW`",
+                    )
+                )
+            else:
+                problem(Problem(directory, None, "is not a tastypy POD (it has no manifest.json)"))
+    if state.snapshot is not None:
+        path = os.path.join(directory, state.snapshot)
+        scan = _scan_file(path, state.gzipped, snapshot=True)
+        state.scans.append(scan)
+        if scan.missing:
+            problem(Problem(path, None, "is listed in the manifest but missing"))
+        expected = (manifest or {}).get("snapshot_records")
+        if (
+            not scan.missing
+            and not scan.problems
+            and isinstance(expected, int)
+            and len(scan.records) != expected
+        ):
+            problem(
+                Problem(
+                    path,
+                    None,
+                    f"holds {len(scan.records)} records but the manifest says {expected}",
+                )
+            )
+    if state.journal is not None:
+        path = os.path.join(directory, state.journal)
+        scan = _scan_file(path, state.gzipped, snapshot=False)
+        state.scans.append(scan)
+        if scan.torn_records or scan.torn_bytes:
+            report.notes.append(
+                f"{path} ends with an unfinished batch ({scan.torn_records} records, "
+                f"{scan.torn_bytes} bytes): a sync that never completed. Readers ignore it and "
+                "the next sync cuts it off."
+            )
+    for scan in state.scans:
+        report.problems.extend(scan.problems)
+        report.records += len(scan.records)
+        for rec in scan.records:
+            key = key_from_json(rec[0])
+            if len(rec) == 2:
+                state.data[key] = rec[1]
+            else:
+                state.data.pop(key, None)
+    report.keys = len(state.data)
+    live = {layout.MANIFEST, layout.LOCK_FILE, state.snapshot, state.journal}
+    for name in names:
+        if name in live:
+            continue
+        m = _GENERATION.match(name)
+        full = os.path.join(directory, name)
+        if m and int(m.group(2)) < state.generation:
+            why = "a file of an older generation; the next compaction deletes it"
+        elif m:
+            why = "written by a compaction that did not finish; ignored"
+        elif layout.is_own_file(name):
+            why = "a temporary file left by an interrupted write; ignored"
+        elif name.startswith(_ASIDE_PREFIX) and os.path.isdir(full):
+            why = "files kept aside by an earlier `tastypy repair`"
+        else:
+            why = "not a tastypy file; ignored"
+        report.notes.append(f"{full}: {why}.")
+    return state
+
+
+def _lock(directory: str, mode: str, create: bool) -> DirectoryLock | None:
+    path = os.path.join(directory, layout.LOCK_FILE)
+    if not create and not os.path.exists(path):
+        return None
+    try:
+        return DirectoryLock(path, mode)
+    except StorageError:
+        if create:
+            raise
+        return None
+
+
+def _directory(path: str | os.PathLike[str]) -> str:
+    directory = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(directory):
+        what = "does not exist" if not os.path.exists(directory) else "is a file"
+        raise NotAPODError(f"{directory} {what}; a POD is a directory. Check the path.")
+    return directory
+
+
+# -- the public functions ----------------------------------------------------------
+
+
+def check(path: str | os.PathLike[str]) -> CheckReport:
+    """Read every file of the POD at ``path`` and report what is wrong.
+
+    Nothing on disk is changed. The report's ``problems`` name the file and
+    line of each; ``ok`` is true when there are none.
+    """
+    try:
+        directory = _directory(path)
+    except NotAPODError as exc:
+        report = CheckReport(os.path.abspath(os.fspath(path)))
+        report.problems.append(Problem(report.path, None, str(exc)))
+        return report
+    lock = _lock(directory, "posix", create=False)
+    try:
+        if lock is None:
+            return _read(directory).report
+        with lock.held():
+            return _read(directory).report
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def repair(
+    path: str | os.PathLike[str], *, kind: str | None = None, lock: str = "auto"
+) -> RepairReport:
+    """Salvage every readable record of the POD at ``path`` into a consistent POD.
+
+    Every file the repair replaces is moved into a ``repair-<time>``
+    subdirectory of ``path``; nothing is deleted. ``kind`` ("pod" or
+    "tracker") is needed only when the manifest is lost and the records do
+    not tell. The report lists what could not be salvaged.
+    """
+    directory = _directory(path)
+    dlock = _lock(directory, lock, create=True)
+    assert dlock is not None
+    try:
+        with dlock.held():
+            return _repair(directory, kind)
+    finally:
+        dlock.close()
+
+
+def _repair(directory: str, kind: str | None) -> RepairReport:
+    state = _read(directory)
+    report = state.report
+    if isinstance(state.manifest_error, FormatVersionError):
+        raise state.manifest_error
+    if state.manifest is None and state.generation < 0:
+        if any(_LEGACY_SHARD.match(n) for n in state.names):
+            raise LegacyFormatError(
+                f"{directory} holds a POD written by the original tastypy 0.0.3. Convert it "
+                "with `tastypy import-legacy OLD NEW` instead."
+            )
+        raise NotAPODError(
+            f"{directory} holds no tastypy files (no manifest, snapshot or journal); "
+            "there is nothing to repair."
+        )
+    if report.ok:
+        return RepairReport(directory, False, report.keys, notes=report.notes)
+    manifest = state.manifest
+    if manifest is not None:
+        kind = manifest["kind"]
+    elif kind is None:
+        kind = _guess_kind(state.data)
+    lost = list(report.problems)
+    names = state.names
+    generations = [int(m.group(2)) for m in map(_GENERATION.match, names) if m]
+    generation = max([*generations, state.generation]) + 1
+    used = {state.snapshot, state.journal} - {None}
+    for name in names:
+        m = _GENERATION.match(name)
+        if m and name not in used and int(m.group(2)) > state.generation:
+            lost.append(
+                Problem(
+                    os.path.join(directory, name),
+                    None,
+                    "not merged: it comes from a compaction that did not finish, and the "
+                    "journal was written after it",
+                )
+            )
+    aside = _aside_directory(directory)
+    moved: list[str] = []
+    manifest_path = os.path.join(directory, layout.MANIFEST)
+    try:
+        if os.path.lexists(manifest_path):
+            with open(manifest_path, "rb") as f:
+                old_manifest = f.read()
+            layout.write_atomic(os.path.join(aside, layout.MANIFEST), old_manifest)
+            moved.append(layout.MANIFEST + " (a copy)")
+        body = bytearray()
+        for item in state.data.items():
+            body += dumps(item, option=DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE)
+        count = len(state.data)
+        new = layout.new_manifest(kind, generation, state.gzipped, count)
+        if count:
+            layout.write_atomic(
+                os.path.join(directory, new["snapshot"]),
+                journal.frame(body, count, state.gzipped),
+            )
+        layout.write_manifest(directory, new)
+        for name in names:
+            if layout.is_own_file(name) and name != new["snapshot"]:
+                os.replace(os.path.join(directory, name), os.path.join(aside, name))
+                moved.append(name)
+        layout.fsync_dir(aside)
+        layout.fsync_dir(directory)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot repair {directory}: {exc.strerror or exc} ({getattr(exc, 'filename', '')}). "
+            f"Nothing was deleted; files moved so far are in {aside}."
+        ) from exc
+    return RepairReport(directory, True, count, lost, aside, moved, report.notes)
+
+
+def _guess_kind(data: dict) -> str:
+    values = list(data.values())
+    if values and all(type(v) is dict and "_done" in v and "_tries" in v for v in values):
+        return "tracker"
+    return "pod"
+
+
+def _aside_directory(directory: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        name = f"{_ASIDE_PREFIX}{stamp}" + (f"-{n}" if n else "")
+        path = os.path.join(directory, name)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise StorageError(f"cannot create a {_ASIDE_PREFIX}* directory in {directory}")
+
+
+def compact(path: str | os.PathLike[str], *, lock: str = "auto") -> CompactReport:
+    """Fold the journal of the POD at ``path`` into a new snapshot now.
+
+    Other processes may keep the POD open: they reload it at their next sync.
+    """
+    from tastypy.storage import Store
+
+    directory = _directory(path)
+    manifest = layout.read_manifest(directory)
+    if manifest is None:
+        layout.classify_foreign(directory)
+        raise NotAPODError(f"{directory} is not a tastypy POD (it has no manifest.json).")
+    store = Store(
+        directory, kind=manifest["kind"], gzipped=bool(manifest.get("gzipped")), lock=lock
+    )
+    try:
+        with store.locked():
+            before = _data_bytes(directory)
+            data = store.load()
+            store.compact()
+            after = _data_bytes(directory)
+    finally:
+        store._lock.close()
+    return CompactReport(directory, len(data), before, after)
+
+
+def _data_bytes(directory: str) -> int:
+    total = 0
+    for name in os.listdir(directory):
+        if layout.is_data_file(name):
+            total += os.stat(os.path.join(directory, name)).st_size
+    return total
