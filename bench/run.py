@@ -31,9 +31,9 @@ REPORT: Final = os.path.join("docs", "benchmarks.md")
 WORKLOADS: Final = ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "scale")
 #: Who runs each workload. Peers are skipped above --peer-cap.
 ENTRANTS: Final[dict[str, tuple[str, ...]]] = {
-    "w1": ("tastypy", "tastypy-mutate", "raw", "diskcache", "sqlitedict", "shelve"),
+    "w1": ("tastypy", "tastypy-mutate", "raw", "raw-dict", "diskcache", "sqlitedict", "shelve"),
     "w2": ("tastypy", "raw", "raw-lines", "diskcache", "sqlitedict", "shelve"),
-    "w3": ("tastypy", "raw", "diskcache", "sqlitedict", "shelve"),
+    "w3": ("tastypy", "raw", "raw-dict", "diskcache", "sqlitedict", "shelve"),
     "w4": ("tastypy",),
     "w5": ("tastypy", "raw", "diskcache"),
     "w6": ("dict", "tastypy", "tracker"),
@@ -99,7 +99,7 @@ class Driver:
 
     def base_store(self, contender: str, n: int) -> str | None:
         """A store of n records written once (sync every 1000), built once."""
-        kind = {"raw-lines": "raw", "dict": "raw"}.get(contender, contender)
+        kind = {"raw-lines": "raw", "raw-dict": "raw", "dict": "raw"}.get(contender, contender)
         key = (kind, n)
         if key in self._built:
             return self._built[key]
@@ -135,6 +135,8 @@ class Driver:
                 values = [r[field] for r in ok if isinstance(r.get(field), (int, float))]
                 if values and len(values) == len(ok):
                     entry[field] = statistics.median(values)
+            if all(isinstance(r.get("seconds"), (int, float)) for r in ok):
+                entry["best"] = min(r["seconds"] for r in ok)
             if workload == "w4":
                 entry["ops"] = {
                     op: {
