@@ -66,7 +66,7 @@ def run_child(code: str, *args: Any, fault: str | None = None) -> subprocess.Com
 
 
 def spawn_child(code: str, *args: Any, fault: str | None = None) -> subprocess.Popen:
-    return spawn_python(code, *args, env=child_env(fault), stdout=subprocess.DEVNULL)
+    return spawn_python(code, *args, env=child_env(fault))
 
 
 def assert_killed(proc: subprocess.CompletedProcess) -> None:

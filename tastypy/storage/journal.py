@@ -184,8 +184,19 @@ def parse(text: bytes, path: str, first_line: Callable[[], int] = lambda: 1) -> 
             n = len(item)
             if n != 2 and n != 1:
                 return _parse_slow(text, path, first_line)
+            key = item[0]
+            if type(key) is not str and type(key) is not int and not is_key(key):
+                return _parse_slow(text, path, first_line)
         return out
     return _parse_slow(text, path, first_line)
+
+
+def is_key(obj: Any) -> bool:
+    """Whether a decoded JSON value is a key: a str, an int or a list of keys."""
+    t = type(obj)
+    if t is str or t is int:
+        return True
+    return t is list and all(is_key(part) for part in obj)
 
 
 def _parse_slow(text: bytes, path: str, first_line: Callable[[], int]) -> list[Any]:
@@ -201,9 +212,18 @@ def _parse_slow(text: bytes, path: str, first_line: Callable[[], int]) -> list[A
             item = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise CorruptFileError(
-                f"{where} is not valid JSON ({exc}). {advice}", path, number
+                f"{where} is not valid JSON ({exc.msg}, at column {exc.colno}). {advice}",
+                path,
+                number,
             ) from None
         if type(item) is list and len(item) in (1, 2):
+            if not is_key(item[0]):
+                raise CorruptFileError(
+                    f"{where} has the key {item[0]!r}, which is not a str, an int or a list "
+                    f"of those. {advice}",
+                    path,
+                    number,
+                )
             out.append(item)
             count += 1
         elif type(item) is dict and "sync" in item:

@@ -29,6 +29,10 @@ _COMPACT_MIN_STALE: Final = 10_000
 
 _LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 
+#: The types a loaded key may have (tuples come from JSON arrays, checked
+#: part by part when they are read).
+_KEY_TYPES: Final = frozenset({str, int, tuple})
+
 #: How many times a load starts over when a compaction elsewhere removed a
 #: file it was about to read.
 _LOAD_ATTEMPTS: Final = 5
@@ -78,6 +82,12 @@ class Store:
         self.gzipped = gzipped
         self.fault: Callable[[str], None] = _faults.HOOK
         layout.check_directory(self.path)
+        if os.path.isdir(self.path) and not os.path.lexists(
+            os.path.join(self.path, layout.MANIFEST)
+        ):
+            # Refuse a directory that is not a POD before a lock file is
+            # dropped into it: opening must not change what it refuses.
+            layout.classify_foreign(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
         except OSError as exc:
@@ -200,9 +210,11 @@ class Store:
     def _load(self, manifest: dict) -> dict:
         data: dict = {}
         snapshot_records = 0
+        texts = []
         if manifest.get("snapshot"):
             name = manifest["snapshot"]
             text, _, first_line = self._read_text(name, 0)
+            texts.append((text, os.path.join(self.path, name), first_line))
             snapshot_records = journal.load_into(
                 text, data, os.path.join(self.path, name), first_line
             )
@@ -227,6 +239,12 @@ class Store:
             # A generation's journal is created by its first sync.
             text, consumed, first_line = b"", 0, lambda: 1
         journal_records = journal.load_into(text, data, os.path.join(self.path, name), first_line)
+        if not _KEY_TYPES.issuperset(map(type, data)):
+            # The fast load takes any hashable JSON key (a float, null,
+            # true); the record by record parse names the line with one.
+            texts.append((text, os.path.join(self.path, name), first_line))
+            for args in texts:
+                journal.parse(*args)
         self.generation = manifest["generation"]
         self.journal_path = os.path.join(self.path, manifest["journal"])
         self.journal_pos = consumed
