@@ -157,12 +157,17 @@ class PersistentOrderedDict(MutableMapping):
         if type(value) not in _IMMUTABLE:
             dirty = self._dirty
             if key not in dirty:
+                if len(dirty) + len(self._pending_keys) + 1 >= self.sync_at and not self._held:
+                    # Sync before remembering this read, not after: a sync
+                    # would forget it, and the change the caller is about to
+                    # make in place would never be written.
+                    self.sync()
+                    dirty = self._dirty
+                    value = self._data[key]  # the sync may have taken in a newer one
                 try:
                     dirty[key] = hash(dumps((key, value), option=_LINE_OPTIONS))
                 except TypeError:
                     dirty[key] = _CHANGED
-                if len(dirty) + len(self._pending_keys) >= self.sync_at and not self._held:
-                    self.sync()
         return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -180,12 +185,13 @@ class PersistentOrderedDict(MutableMapping):
             raise_for(key, value)
         data = self._data
         old = data.get(key, _MISSING)
-        # ``old is value``: the stored object itself, maybe changed in place
-        # since the last sync, so its bytes on disk are unknown: write it.
+        # ``old is value`` for a dict or list: the stored object itself, maybe
+        # changed in place since the last sync, so its bytes on disk are
+        # unknown: write it.
         changed = (
             old is _MISSING
-            or old is value
             or type(old) is not type(value)
+            or (old is value and type(value) not in _IMMUTABLE)
             or old != value
             or dumps((key, old), option=_LINE_OPTIONS) != line
         )
