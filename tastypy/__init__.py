@@ -9,6 +9,9 @@ from tastypy.errors import (
     CorruptFileError,
     DuplicateKeyError,
     FormatVersionError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    InvalidValueError,
     KindMismatchError,
     LegacyFormatError,
     LockTimeoutError,
@@ -18,6 +21,7 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
+from tastypy.legacy import import_legacy
 from tastypy.pod import POD, PersistentOrderedDict
 from tastypy.repair import check, repair
 
@@ -28,6 +32,9 @@ __all__ = [
     "CorruptFileError",
     "DuplicateKeyError",
     "FormatVersionError",
+    "InvalidArgumentError",
+    "InvalidKeyError",
+    "InvalidValueError",
     "KindMismatchError",
     "LegacyFormatError",
     "LockTimeoutError",
@@ -39,5 +46,6 @@ __all__ = [
     "TastypyError",
     "__version__",
     "check",
+    "import_legacy",
     "repair",
 ]
