@@ -264,3 +264,130 @@ def test_a_temporary_manifest_left_by_a_crash_at_creation_is_ignored(tmp_path):
     with tastypy.POD(path) as pod:
         pod["a"] = 1
     assert read_pod(path) == [("a", 1)]
+
+
+# -- hostile directories ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A file outside the POD, which links inside it must never let us write."""
+    target = tmp_path / "outside.txt"
+    target.write_bytes(b"precious\n")
+    return target
+
+
+def test_a_symlinked_journal_is_read_but_never_written_through(pod_dir, outside):
+    os.replace(pod_dir / JOURNAL, outside)
+    os.symlink(outside, pod_dir / JOURNAL)
+    # Reading through it is harmless; writing is refused, clearly.
+    assert len(read_pod(pod_dir)) == 4
+    content = outside.read_bytes()
+    with tastypy.POD(pod_dir) as pod:
+        pod["e"] = 5
+        with pytest.raises(tastypy.StorageError) as info:
+            pod.sync()
+        assert str(pod_dir / JOURNAL) in str(info.value)
+        assert "symbolic link" in str(info.value)
+        pod.revert()
+    assert outside.read_bytes() == content
+
+
+def test_symlinks_are_replaced_not_written_through_by_a_compaction(pod_dir, outside):
+    from tastypy.repair import compact
+
+    # A planted temporary file of this very process, and a linked manifest.
+    os.symlink(outside, pod_dir / f"snapshot-000001.jsonl.{os.getpid()}.tmp")
+    manifest = (pod_dir / "manifest.json").read_bytes()
+    linked = outside.with_name("manifest-outside.json")
+    linked.write_bytes(manifest)
+    os.unlink(pod_dir / "manifest.json")
+    os.symlink(linked, pod_dir / "manifest.json")
+
+    compact(pod_dir)
+    assert outside.read_bytes() == b"precious\n"
+    assert linked.read_bytes() == manifest
+    assert not os.path.islink(pod_dir / "manifest.json")
+    assert len(read_pod(pod_dir)) == 4
+
+
+def test_a_dangling_symlink_as_lock_file_creates_nothing_outside(pod_dir, tmp_path):
+    os.unlink(pod_dir / "tastypy.lock")
+    nowhere = tmp_path / "created-by-us"
+    os.symlink(nowhere, pod_dir / "tastypy.lock")
+    with pytest.raises(tastypy.StorageError) as info:
+        tastypy.POD(pod_dir)
+    assert "tastypy.lock" in str(info.value)
+    assert not nowhere.exists()
+
+
+UMASK = """
+import os, stat, sys
+import tastypy
+
+os.umask(int(sys.argv[2], 8))
+base = sys.argv[1]
+for lock in ("posix", "soft"):
+    path = os.path.join(base, lock)
+    with tastypy.POD(path, lock=lock) as pod:
+        pod["a"] = 1
+        pod.sync()
+        pod.compact()
+        pod["b"] = 2
+    with open(os.path.join(path, "journal-000001.jsonl"), "ab") as f:
+        f.write(b"garbage\\n")
+    tastypy.repair(path)
+modes = {}
+for root, dirs, files in os.walk(base):
+    for name in dirs + files:
+        full = os.path.join(root, name)
+        modes[os.path.relpath(full, base)] = stat.S_IMODE(os.lstat(full).st_mode)
+print(modes)
+"""
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_follow_the_umask_and_are_never_world_writable(tmp_path, umask):
+    import ast
+
+    from conftest import run_python
+
+    proc = run_python(UMASK, tmp_path, oct(umask))
+    assert proc.returncode == 0, proc.stderr
+    modes = ast.literal_eval(proc.stdout)
+    assert any(name.endswith("snapshot-000002.jsonl") for name in modes)
+    assert any("repair-" in name for name in modes)
+    for name, mode in modes.items():
+        assert mode & umask == 0, f"{name} has mode {oct(mode)} despite umask {oct(umask)}"
+        assert mode & 0o002 == 0, f"{name} is world-writable"
+
+
+def test_nothing_read_from_disk_is_executed(pod_dir, tmp_path):
+    # Values that would run code if they were ever evaluated or unpickled.
+    flag = tmp_path / "ran"
+    payloads = [
+        f"__import__('os').system('touch {flag}')",
+        "cos\nsystem\n(S'touch ran'\ntR.",
+        {"__reduce__": ["os.system", [f"touch {flag}"]], "py/object": "os.system"},
+    ]
+    lines = (pod_dir / JOURNAL).read_bytes()
+    for i, payload in enumerate(payloads):
+        lines += orjson.dumps([f"p{i}", payload]) + b"\n"
+    (pod_dir / JOURNAL).write_bytes(lines + b'{"sync":3}\n')
+    items = dict(read_pod(pod_dir))
+    assert [items[f"p{i}"] for i in range(3)] == payloads
+    assert tastypy.check(pod_dir).ok
+    assert not flag.exists()
+
+
+def test_the_library_has_no_way_to_run_code_from_data():
+    import tastypy as package
+
+    root = os.path.dirname(package.__file__)
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                    source = f.read()
+                for word in ("import pickle", "import marshal", "import shelve", "eval(", "exec("):
+                    assert word not in source, f"{name} uses {word}"

@@ -72,7 +72,10 @@ class DirectoryLock:
         # flock would then treat parent and child as one holder.
         if self._pid != os.getpid():
             try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+                # O_NOFOLLOW: a link planted as the lock file must not make
+                # us create a file wherever it points.
+                flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                self._fd = os.open(self.path, flags, 0o666)
             except OSError as exc:
                 raise StorageError(
                     f"cannot open the lock file {self.path}: {exc.strerror or exc}. "
