@@ -103,8 +103,12 @@ class Store:
         self.journal_pos = 0
         self.journal_records = 0
         self.snapshot_records = 0
-        with self.locked():
-            self._ensure_manifest()
+        try:
+            with self.locked():
+                self._ensure_manifest()
+        except BaseException:
+            self._lock.close()
+            raise
 
     # -- locking ---------------------------------------------------------
 
@@ -139,6 +143,13 @@ class Store:
                 + ", or convert it by copying its items into a new one."
             )
         self.gzipped = bool(manifest.get("gzipped", False))
+        journal_path = os.path.join(self.path, manifest["journal"])
+        if os.path.exists(journal_path) and not os.access(journal_path, os.W_OK):
+            # Refused now rather than at the first sync, or at exit.
+            raise StorageError(
+                f"{journal_path} is not writable by you. tastypy appends to it on every "
+                "sync; fix its permissions or copy the POD somewhere writable."
+            )
         return manifest
 
     def _manifest(self) -> dict:

@@ -1,0 +1,326 @@
+"""Bad input gets a clear error from tastypy.errors, and loses nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pwd
+import shutil
+import tempfile
+
+import pytest
+from conftest import run_python
+
+import tastypy
+from tastypy import POD
+from tastypy.errors import (
+    CorruptFileError,
+    FormatVersionError,
+    InvalidArgumentError,
+    LegacyFormatError,
+    NotAPODError,
+    StorageError,
+    TastypyError,
+)
+
+
+def snapshot_of(directory) -> dict:
+    """Every file under ``directory`` with its bytes."""
+    out = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = f.read()
+    return out
+
+
+# -- wrong paths ----------------------------------------------------------------------
+
+
+def test_a_file_where_the_directory_should_be(tmp_path):
+    path = tmp_path / "my.pod"
+    path.write_text("my notes")
+    with pytest.raises(NotAPODError) as info:
+        POD(path)
+    assert isinstance(info.value, TastypyError)
+    assert str(path) in str(info.value) and "is a file" in str(info.value)
+    assert path.read_text() == "my notes"
+
+
+def test_a_non_empty_directory_that_is_not_a_pod(tmp_path):
+    path = tmp_path / "photos"
+    path.mkdir()
+    (path / "cat.jpg").write_bytes(b"\xff\xd8")
+    (path / "notes.txt").write_text("hi")
+    before = snapshot_of(path)
+    with pytest.raises(NotAPODError) as info:
+        POD(path)
+    assert str(path) in str(info.value) and "cat.jpg" in str(info.value)
+    assert "new or empty directory" in str(info.value)
+    assert snapshot_of(path) == before  # not even a lock file was added
+
+
+def test_an_empty_directory_becomes_a_pod(tmp_path):
+    path = tmp_path / "empty"
+    path.mkdir()
+    with POD(path) as pod:
+        pod["a"] = 1
+    with POD(path) as pod:
+        assert pod["a"] == 1
+
+
+# -- damaged files -----------------------------------------------------------------------
+
+
+def make_pod(path, batches):
+    with POD(path) as pod:
+        for batch in batches:
+            pod.update(batch)
+            pod.sync()
+    return path / "journal-000000.jsonl"
+
+
+def test_a_corrupt_line_in_the_middle_names_the_file_and_line_and_how_to_salvage(tmp_path):
+    path = tmp_path / "p"
+    journal = make_pod(path, [{"a": 1, "b": 2}, {"c": 3}, {"d": 4}])
+    lines = journal.read_text().splitlines(keepends=True)
+    assert lines[3] == '["c",3]\n'
+    lines[3] = '["c",3 oops\n'
+    journal.write_text("".join(lines))
+    before = snapshot_of(path)
+    with pytest.raises(CorruptFileError) as info:
+        POD(path)
+    message = str(info.value)
+    assert str(journal) in message and "line 4" in message
+    assert "tastypy repair" in message
+    assert info.value.path == str(journal) and info.value.line == 4
+    assert snapshot_of(path) == before  # refusing changed nothing
+
+
+def test_a_line_that_is_json_but_not_a_record(tmp_path):
+    path = tmp_path / "p"
+    journal = make_pod(path, [{"a": 1}, {"b": 2}])
+    text = journal.read_text().replace('["a",1]', '{"a":1}')
+    journal.write_text(text)
+    with pytest.raises(CorruptFileError, match=r"line 1 is not a record"):
+        POD(path)
+
+
+def test_a_torn_last_line_is_recovered_silently_and_the_rest_kept(tmp_path, caplog):
+    path = tmp_path / "p"
+    journal = make_pod(path, [{"a": 1}, {"b": [2]}])
+    with open(journal, "ab") as f:
+        f.write(b'["c",{"half":')
+    with POD(path) as pod:
+        assert dict(pod) == {"a": 1, "b": [2]}
+        pod["c"] = 3
+    with POD(path) as pod:
+        assert dict(pod) == {"a": 1, "b": [2], "c": 3}
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_manifest_from_a_newer_format_version(tmp_path):
+    path = tmp_path / "p"
+    make_pod(path, [{"a": 1}])
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["version"] = 99
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    before = snapshot_of(path)
+    with pytest.raises(FormatVersionError) as info:
+        POD(path)
+    message = str(info.value)
+    assert "99" in message and "newer" in message and "Upgrade tastypy" in message
+    assert str(path / "manifest.json") in message
+    assert snapshot_of(path) == before
+
+
+def test_a_manifest_that_is_not_json(tmp_path):
+    path = tmp_path / "p"
+    make_pod(path, [{"a": 1}])
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="manifest.json is not valid JSON"):
+        POD(path)
+
+
+def test_a_missing_manifest_beside_data_files(tmp_path):
+    path = tmp_path / "p"
+    make_pod(path, [{"a": 1}])
+    (path / "manifest.json").unlink()
+    with pytest.raises(CorruptFileError, match="manifest.json is missing"):
+        POD(path)
+    assert (path / "journal-000000.jsonl").exists()
+
+
+# -- the original tastypy 0.0.3 -----------------------------------------------------------------
+
+
+def write_legacy(directory, shards, gz=False):
+    directory.mkdir()
+    for number, items in enumerate(shards):
+        text = "".join(f"{key}\t{value}\n" for key, value in items)
+        name = f"{number}.json" + (".gz" if gz else "")
+        if gz:
+            (directory / name).write_bytes(gzip.compress(text.encode()))
+        else:
+            (directory / name).write_text(text)
+
+
+LEGACY = [
+    [('"a"', '{"_aborted": false, "_tries": 0, "_done": false}'), ('"b"', '[1, 2]')],
+    [("3", '"int key"'), ('"tab\\\\tkey"', "null"), ('"caf\\\\u00e9"', '{"1": "x"}')],
+]
+
+
+def test_a_directory_of_tastypy_003_points_at_import_legacy(tmp_path):
+    old = tmp_path / "old.pod"
+    write_legacy(old, LEGACY)
+    before = snapshot_of(old)
+    with pytest.raises(LegacyFormatError) as info:
+        POD(old)
+    message = str(info.value)
+    assert "0.0.3" in message and "tastypy.import_legacy(" in message and str(old) in message
+    assert snapshot_of(old) == before
+
+
+def test_import_legacy_copies_items_in_order(tmp_path):
+    old = tmp_path / "old.pod"
+    write_legacy(old, LEGACY)
+    before = snapshot_of(old)
+    assert tastypy.import_legacy(old, tmp_path / "new.pod") == 5
+    assert snapshot_of(old) == before  # only read
+    with POD(tmp_path / "new.pod") as pod:
+        assert list(pod.items()) == [
+            ("a", {"_aborted": False, "_tries": 0, "_done": False}),
+            ("b", [1, 2]),
+            (3, "int key"),
+            ("tab\tkey", None),  # a real tab: 0.0.3 doubled JSON's backslash
+            ("café", {"1": "x"}),
+        ]
+
+
+def test_import_legacy_of_a_gzipped_pod(tmp_path):
+    old = tmp_path / "old.pod"
+    write_legacy(old, [[('"x"', "1"), ('"y"', '"two"')]], gz=True)
+    with pytest.raises(LegacyFormatError):
+        POD(old)
+    tastypy.import_legacy(old, tmp_path / "new.pod", gzipped=True)
+    with POD(tmp_path / "new.pod") as pod:
+        assert dict(pod) == {"x": 1, "y": "two"}
+
+
+def test_import_legacy_refuses_damage_and_a_used_target(tmp_path):
+    old = tmp_path / "old.pod"
+    write_legacy(old, [[('"x"', "1")], [('"y"', "{broken")]])
+    with pytest.raises(CorruptFileError, match=r"1\.json, line 1"):
+        tastypy.import_legacy(old, tmp_path / "new.pod")
+    gap = tmp_path / "gap.pod"
+    write_legacy(gap, [[('"x"', "1")], [('"y"', "2")], [('"z"', "3")]])
+    (gap / "1.json").unlink()
+    with pytest.raises(CorruptFileError, match=r"1\.json is missing"):
+        tastypy.import_legacy(gap, tmp_path / "new2.pod")
+    used = tmp_path / "used.pod"
+    with POD(used) as pod:
+        pod["keep"] = 1
+    good = tmp_path / "good.pod"
+    write_legacy(good, [[('"x"', "1")]])
+    with pytest.raises(NotAPODError, match="not empty"):
+        tastypy.import_legacy(good, used)
+    with POD(used) as pod:
+        assert dict(pod) == {"keep": 1}
+    with pytest.raises(NotAPODError):
+        tastypy.import_legacy(tmp_path / "nowhere", tmp_path / "new3.pod")
+
+
+# -- read-only directories -----------------------------------------------------------------
+
+DROP_TO_NOBODY = """
+import os, pwd, sys
+import tastypy  # imported as root: the interpreter's own files are not readable by nobody
+nobody = pwd.getpwnam("nobody")
+os.setgroups([])
+os.setgid(nobody.pw_gid)
+os.setuid(nobody.pw_uid)
+for path in sys.argv[1:]:
+    try:
+        tastypy.POD(path)
+    except tastypy.StorageError as exc:
+        print("refused:", exc)
+    else:
+        print("opened:", path)
+"""
+
+
+@pytest.fixture
+def world_readable_dir():
+    # tmp_path lives in a directory only root may enter; this one is 0o755.
+    directory = tempfile.mkdtemp(prefix="tastypy-ro-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to the user nobody")
+def test_a_read_only_directory_is_refused_at_open_not_at_exit(world_readable_dir):
+    pwd.getpwnam("nobody")
+    existing = os.path.join(world_readable_dir, "root.pod")
+    with POD(existing) as pod:
+        pod["a"] = 1
+    # A POD directory nobody may write into; one that nobody may write into
+    # but whose journal is root's; and a new POD in a directory of root's.
+    own_dir = os.path.join(world_readable_dir, "nobodys")
+    os.mkdir(own_dir)
+    shutil.copytree(existing, os.path.join(own_dir, "p"))
+    nobody = pwd.getpwnam("nobody")
+    os.chown(own_dir, nobody.pw_uid, nobody.pw_gid)
+    os.chown(os.path.join(own_dir, "p"), nobody.pw_uid, nobody.pw_gid)
+    os.chmod(os.path.join(own_dir, "p", "tastypy.lock"), 0o666)
+    before = snapshot_of(world_readable_dir)
+    new = os.path.join(world_readable_dir, "new.pod")
+    result = run_python(DROP_TO_NOBODY, existing, os.path.join(own_dir, "p"), new)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout
+    assert lines[0].startswith("refused:") and "not writable by you" in lines[0]
+    assert existing in lines[0]
+    assert lines[1].startswith("refused:") and "journal-000000.jsonl is not writable" in lines[1]
+    assert lines[2].startswith("refused:") and "Permission denied" in lines[2] and new in lines[2]
+    assert result.stderr == ""  # nothing left to fail at exit
+    assert snapshot_of(world_readable_dir) == before
+    with POD(existing) as pod:
+        assert dict(pod) == {"a": 1}
+
+
+# -- arguments --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sync_at", [0, -1, -1000])
+def test_sync_at_must_be_positive(tmp_path, sync_at):
+    with pytest.raises(InvalidArgumentError, match="sync_at must be a positive int") as info:
+        POD(tmp_path / "p", sync_at=sync_at)
+    assert isinstance(info.value, ValueError)
+    assert repr(sync_at) in str(info.value)
+    assert not (tmp_path / "p").exists()  # refused before touching the disk
+
+
+@pytest.mark.parametrize("sync_at", [1.5, "10", None, True, 10.0])
+def test_sync_at_must_be_an_int(tmp_path, sync_at):
+    with pytest.raises(InvalidArgumentError, match="sync_at must be a positive int") as info:
+        POD(tmp_path / "p", sync_at=sync_at)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("file_size", [0, -5, "big", 2.5])
+def test_file_size_must_be_a_positive_int(tmp_path, file_size):
+    with pytest.raises(InvalidArgumentError, match="file_size"):
+        POD(tmp_path / "p", file_size=file_size)
+
+
+def test_a_lock_mode_that_does_not_exist(tmp_path):
+    with pytest.raises(ValueError, match="lock="):
+        POD(tmp_path / "p", lock="nfs-magic")
+
+
+def test_storage_error_is_an_os_error():
+    assert issubclass(StorageError, OSError) and issubclass(StorageError, TastypyError)
