@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     repair.add_argument("--kind", choices=("pod", "tracker"), default=None)
     compact = sub.add_parser("compact", help="fold the journal into a new snapshot now")
     compact.add_argument("path")
+    for command in (repair, compact):
+        command.add_argument(
+            "--lock",
+            choices=("auto", "posix", "soft"),
+            default="auto",
+            help="the lock mode the POD's writers use (soft on NFS and the like)",
+        )
 
     return parser
 
@@ -47,9 +54,9 @@ def _reliability(args: argparse.Namespace) -> int:
             print(report)
             return 0 if report.ok else 1
         if args.command == "repair":
-            print(repair(args.path, kind=args.kind))
+            print(repair(args.path, kind=args.kind, lock=args.lock))
         else:
-            print(compact(args.path))
+            print(compact(args.path, lock=args.lock))
     except TastypyError as exc:
         print(f"tastypy {args.command}: {exc}", file=sys.stderr)
         return 1

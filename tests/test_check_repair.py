@@ -313,3 +313,20 @@ def test_compact_something_that_is_not_a_pod(tmp_path):
     (tmp_path / "pod" / JOURNAL).write_bytes(b'["a",1]\n{"sync":1}\n')
     proc = cli("compact", tmp_path / "pod")
     assert proc.returncode == 1 and "tastypy repair" in proc.stderr
+
+
+def test_repair_and_compact_with_soft_locks(tmp_path):
+    path = tmp_path / "pod"
+    with tastypy.POD(path, lock="soft") as pod:
+        pod["a"] = 1
+    assert cli("compact", path, "--lock", "soft").returncode == 0
+    (path / "journal-000001.jsonl").write_bytes(
+        b'["b",2]\n{"sync":1}\ngarbage\n["c",3]\n{"sync":1}\n'
+    )
+    proc = cli("repair", path, "--lock", "soft")
+    assert proc.returncode == 0, proc.stderr
+    assert "line 3" in proc.stdout
+    # The soft lock file exists only while held.
+    assert "tastypy.lock" not in os.listdir(path)
+    with tastypy.POD(path, lock="soft") as pod:
+        assert pod == {"a": 1, "b": 2, "c": 3}
