@@ -181,34 +181,58 @@ def _classify(line: bytes) -> tuple[str, Any]:
     )
 
 
+_GZIP_MAGIC: Final = journal.GZIP_MAGIC
+
+
 def _decompress(raw: bytes, scan: _Scan, snapshot: bool) -> bytes:
+    """The text of every whole gzip member (one per batch). Past a damaged
+    member, reading resumes at the next member header."""
     out = []
-    rest = raw
-    while rest:
+    view = memoryview(raw)
+    pos = 0
+    bad = -1  # where unreadable bytes began, while skipping them
+
+    def unreadable(end: int) -> None:
+        scan.problems.append(
+            Problem(
+                scan.path,
+                None,
+                f"compressed data damaged: bytes {bad} to {end} (of {len(raw)}) are unreadable",
+            )
+        )
+
+    while pos < len(raw):
         d = zlib.decompressobj(31)
         try:
-            text = d.decompress(rest)
-        except zlib.error as exc:
+            text = d.decompress(view[pos:])
+        except zlib.error:
             text = None
-            why = f"compressed data damaged ({exc})"
-        else:
-            why = "ends inside a compressed batch"
-        if text is None or not d.eof:
-            at = len(raw) - len(rest)
-            if text is not None and not snapshot and not d.unused_data:
-                # A member cut short at the end: a torn batch.
-                scan.torn_bytes = len(rest)
-            else:
-                scan.problems.append(
-                    Problem(
-                        scan.path,
-                        None,
-                        f"{why} at byte {at}; the {len(rest)} bytes from there are unreadable",
-                    )
-                )
+        if text is not None and d.eof:
+            if bad >= 0:
+                unreadable(pos)
+                bad = -1
+            out.append(text)
+            pos = len(raw) - len(d.unused_data)
+            continue
+        if text is not None and bad < 0:
+            # A member cut short by the end of the file: a torn batch.
+            if snapshot:
+                bad = pos
+                break
+            scan.torn_bytes = len(raw) - pos
             break
-        out.append(text)
-        rest = d.unused_data
+        if bad < 0:
+            if not snapshot and raw.find(_GZIP_MAGIC, pos + 1) < 0 and b"\0" * 16 in raw[pos:]:
+                # Zero-filled blocks after a power loss: a torn batch, as
+                # the loader sees it.
+                scan.torn_bytes = len(raw) - pos
+                break
+            bad = pos
+        pos = raw.find(_GZIP_MAGIC, pos + 1)
+        if pos < 0:
+            break
+    if bad >= 0:
+        unreadable(len(raw))
     return b"".join(out)
 
 

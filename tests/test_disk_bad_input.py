@@ -9,6 +9,7 @@ on disk, whether it succeeds or fails.
 from __future__ import annotations
 
 import os
+import zlib
 
 import orjson
 import pytest
@@ -155,6 +156,37 @@ def test_duplicate_records_last_one_wins(pod_dir):
     write_lines(pod_dir, lines)
     assert read_pod(pod_dir) == [("a", 11), ("b", "again"), ("c", "ç"), ("d", 4)]
     assert tastypy.check(pod_dir).ok
+
+
+def gzipped_pod(path):
+    with tastypy.POD(path, gzipped=True) as pod:
+        for key in "abc":
+            pod[key] = key * 3
+            pod.sync()
+    journal = path / "journal-000000.jsonl.gz"
+    raw = journal.read_bytes()
+    d = zlib.decompressobj(31)
+    d.decompress(raw)
+    return journal, raw, len(raw) - len(d.unused_data)
+
+
+def test_a_damaged_gzip_member_before_others_is_an_error(tmp_path):
+    # Taken for a torn tail, it would be cut off with every batch after it.
+    path = tmp_path / "pod"
+    journal, raw, second = gzipped_pod(path)
+    journal.write_bytes(raw[: second + 12] + b"\xff" * 8 + raw[second + 20 :])
+    message = refuse_to_open(path)
+    assert f"{journal}: the compressed data is damaged at byte {second}" in message
+    assert "tastypy repair" in message
+
+
+@pytest.mark.parametrize("tail", [b"", b"\0" * 4096], ids=["cut", "zero-filled"])
+def test_a_torn_last_gzip_member_is_recovered_silently(tmp_path, tail):
+    path = tmp_path / "pod"
+    journal, raw, _ = gzipped_pod(path)
+    journal.write_bytes(raw[:-7] + tail)
+    assert read_pod(path) == [("a", "aaa"), ("b", "bbb")]
+    assert tastypy.check(path).ok
 
 
 # -- the manifest ----------------------------------------------------------------------

@@ -96,6 +96,8 @@ def read_from(path: str, offset: int, gzipped: bool) -> tuple[bytes, int, int]:
     size = offset + len(raw)
     if gzipped:
         text, consumed = gunzip_members(raw)
+        if consumed != len(raw):
+            _check_gz_tail(raw[consumed:], path, offset + consumed)
         keep = committed_part(text)
         if keep != len(text):
             # A member that decompressed but lacks its commit line: only its
@@ -106,6 +108,32 @@ def read_from(path: str, offset: int, gzipped: bool) -> tuple[bytes, int, int]:
     if keep != len(raw):
         _check_tail(raw, keep, path, offset)
     return raw[:keep], keep, size
+
+
+GZIP_MAGIC: Final = b"\x1f\x8b\x08"
+
+
+def _check_gz_tail(rest: bytes, path: str, at: int) -> None:
+    """Refuse bytes after the last whole gzip member that are not a torn one.
+
+    A member cut short (a crash mid-write) decompresses without error as far
+    as it goes; zero-filled blocks (a power loss) do not. Anything else, and
+    above all a later member after a damaged one, is damage that the next
+    sync would otherwise cut off with every batch after it.
+    """
+    try:
+        zlib.decompressobj(31).decompress(rest)
+        return
+    except zlib.error as exc:
+        why = str(exc)
+    if rest.find(GZIP_MAGIC, 1) < 0 and b"\0" * 16 in rest:
+        return
+    raise CorruptFileError(
+        f"{path}: the compressed data is damaged at byte {at} ({why}), before the end of the "
+        f"file. Run `tastypy repair {os.path.dirname(path)}` to salvage every readable batch "
+        "(the damaged file is kept aside).",
+        path,
+    )
 
 
 def _check_tail(raw: bytes, keep: int, path: str, offset: int) -> None:
