@@ -256,10 +256,17 @@ class PersistentOrderedDict(MutableMapping):
         return KeysView(self)
 
     def values(self) -> ValuesView:
-        return ValuesView(self)
+        return _ValuesView(self)
 
     def items(self) -> ItemsView:
-        return ItemsView(self)
+        return _ItemsView(self)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """Like ``dict.setdefault``; a change made through what it returns is
+        saved, also when ``default`` was just stored."""
+        if key not in self._data:
+            self[key] = default
+        return self[key]
 
     def iterkeys(self) -> Iterator:
         """Same as ``iter(pod.keys())``; kept for code written for tastypy 0.0.3."""
@@ -568,6 +575,30 @@ class PersistentOrderedDict(MutableMapping):
 
 
 POD = PersistentOrderedDict
+
+
+class _ValuesView(ValuesView):
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator:
+        pod = self._mapping
+        for key in pod:
+            try:
+                yield pod[key]
+            except KeyError:  # taken out by another process, in a sync meanwhile
+                continue
+
+
+class _ItemsView(ItemsView):
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator:
+        pod = self._mapping
+        for key in pod:
+            try:
+                yield key, pod[key]
+            except KeyError:  # taken out by another process, in a sync meanwhile
+                continue
 
 
 class _Setter:

@@ -96,6 +96,29 @@ def test_pop_popitem_setdefault(pod_path):
             pod.popitem()
 
 
+def test_setdefault_of_a_new_key_returns_the_stored_value_and_tracks_it(pod_path):
+    with POD(pod_path) as pod:
+        pod.setdefault("new", []).append(1)
+        pod.setdefault("d", {})["x"] = 1
+        pod.setdefault("none")
+        assert dict(pod) == {"new": [1], "d": {"x": 1}, "none": None}
+    assert on_disk(pod_path) == {"new": [1], "d": {"x": 1}, "none": None}
+
+
+def test_iterating_items_survives_a_deletion_taken_in_by_a_sync(pod_path):
+    with POD(pod_path) as a, POD(pod_path, sync_at=2) as b:
+        a.update({f"k{i}": {"i": i} for i in range(10)})
+        a.sync()
+        b.refresh()
+        del a["k9"]
+        a.sync()
+        # Reading b's values triggers syncs, which take in a's deletion.
+        items = list(b.items())
+        values = list(b.values())
+        assert [k for k, _ in items] == [f"k{i}" for i in range(9)]
+        assert values == [{"i": i} for i in range(9)]
+
+
 def test_update_forms_and_clear(pod_path):
     with POD(pod_path) as pod:
         pod.update({"a": 1})
