@@ -24,6 +24,7 @@ from tastypy.errors import (
 from tastypy.legacy import import_legacy
 from tastypy.pod import POD, PersistentOrderedDict
 from tastypy.repair import check, repair
+from tastypy.tracker import ProgressTracker, Tracker
 
 __version__ = "1.0.0.dev0"
 
@@ -42,8 +43,10 @@ __all__ = [
     "PersistentOrderedDict",
     "PersistentOrderedDictException",
     "PersistentOrderedDictIntegrityError",
+    "ProgressTracker",
     "StorageError",
     "TastypyError",
+    "Tracker",
     "__version__",
     "check",
     "import_legacy",
