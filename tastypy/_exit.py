@@ -32,8 +32,10 @@ log = logging.getLogger("tastypy")
 _registry: dict[int, weakref.ref] = {}
 _registry_lock = threading.Lock()
 _atexit_installed = False
-_chained = False  # whether _previous_sigterm holds what our handler chains to
-_previous_sigterm: Any = None
+#: The SIGTERM handlers ours replaced, oldest first: the one found when the
+#: first POD opened, then any a user installed over ours later.
+_previous: list[Any] = []
+_depth = 0  # how deep in _previous the handler being run is
 
 _MAIN_IDENT = threading.main_thread().ident
 _busy = 0  # syncs in progress in the main thread
@@ -93,15 +95,13 @@ def leave() -> None:
 
 
 def _install_sigterm() -> None:
-    global _previous_sigterm, _chained
     if threading.current_thread() is not threading.main_thread():
         return
     current = signal.getsignal(signal.SIGTERM)
     if current is _on_sigterm:
         return
     # First install, or a user's handler replaced ours since: chain it.
-    _previous_sigterm = current
-    _chained = True
+    _previous.append(current)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
@@ -114,10 +114,20 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _handle(signum: int, frame: Any) -> None:
-    sync_all()
-    previous = _previous_sigterm if _chained else None
+    global _depth
+    level = _depth
+    if level == 0:
+        sync_all()
+    # A user's handler installed over ours may itself call the handler it
+    # replaced (ours): that call goes on down the chain, not round again.
+    index = len(_previous) - 1 - level
+    previous = _previous[index] if index >= 0 else signal.SIG_DFL
     if callable(previous):
-        previous(signum, frame)
+        _depth = level + 1
+        try:
+            previous(signum, frame)
+        finally:
+            _depth = level
         return
     if previous == signal.SIG_IGN:
         return

@@ -564,9 +564,12 @@ class PersistentOrderedDict(MutableMapping):
                 self.sync()
         except Exception:
             log.exception("tastypy: could not sync %s when it was garbage-collected", self)
-        store = getattr(self, "_store", None)
-        if store is not None:
-            store.close()
+        try:
+            store = getattr(self, "_store", None)
+            if store is not None:
+                store.close()
+        except Exception:  # at interpreter shutdown, os may be half torn down
+            pass
 
     def _refuse_closed(self) -> None:
         raise PersistentOrderedDictException(

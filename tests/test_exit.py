@@ -150,6 +150,32 @@ time.sleep(60)
     assert read(tmp_path / "b") == {"x": 1}
 
 
+def test_a_user_handler_that_calls_the_handler_it_replaced(tmp_path):
+    # A library's usual politeness: keep the old handler and call it. The old
+    # one is tastypy's, which chained the new one again when the second POD
+    # opened; the call must go on to the default action, not round again.
+    code = """
+old = signal.getsignal(signal.SIGTERM)
+def polite(signum, frame):
+    print("polite handler", flush=True)
+    old(signum, frame)
+signal.signal(signal.SIGTERM, polite)
+other = tastypy.POD(sys.argv[2], sync_at=10**6)
+other["x"] = 1
+ready()
+time.sleep(60)
+"""
+    proc = spawn_python(PRELUDE + code, tmp_path / "a", tmp_path / "b")
+    assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert out.count("polite handler") == 1, err
+    assert proc.returncode == -signal.SIGTERM, err
+    assert "RecursionError" not in err
+    assert read(tmp_path / "a") == EXPECTED
+    assert read(tmp_path / "b") == {"x": 1}
+
+
 def test_a_user_handler_that_returns_lets_the_job_carry_on(pod_path):
     code = """
 stop = []
