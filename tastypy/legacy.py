@@ -31,9 +31,11 @@ def _shards(directory: str) -> list[tuple[int, str]]:
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
-        raise NotAPODError(f"{directory} does not exist; give the directory of the old POD.")
+        raise NotAPODError(
+            f"{directory} does not exist; give the directory of the old POD."
+        ) from None
     except NotADirectoryError:
-        raise NotAPODError(f"{directory} is a file; give the directory of the old POD.")
+        raise NotAPODError(f"{directory} is a file; give the directory of the old POD.") from None
     found = []
     kinds = set()
     for name in names:
@@ -54,7 +56,9 @@ def _shards(directory: str) -> list[tuple[int, str]]:
     found.sort()
     for expected, (number, name) in enumerate(found):
         if number != expected:
-            missing = os.path.join(directory, f"{expected}.json" + (".gz" if kinds == {True} else ""))
+            missing = os.path.join(
+                directory, f"{expected}.json" + (".gz" if kinds == {True} else "")
+            )
             raise CorruptFileError(
                 f"{missing} is missing (the shards go up to {name}): part of the old POD "
                 "is lost. Restore the file, or rename the later shards to close the gap "
@@ -103,9 +107,7 @@ def read_legacy(directory: str | os.PathLike[str]) -> list[tuple[Any, Any]]:
 
 
 def _looks_like_tracker(items: list[tuple[Any, Any]]) -> bool:
-    return bool(items) and all(
-        type(v) is dict and "_done" in v and "_tries" in v for _, v in items
-    )
+    return bool(items) and all(type(v) is dict and "_done" in v and "_tries" in v for _, v in items)
 
 
 def import_legacy(

@@ -701,5 +701,3 @@ class _Deep:
 
     def __repr__(self) -> str:
         return repr(self._target())
-
-

@@ -164,13 +164,13 @@ def test_json_rules_tuples_become_lists_nested_keys_become_strings(tmp_path):
         pod["integer-key"] = {1: "bar", 2.5: "x", None: "n"}
         pod["bool-key"] = {True: "t"}
         pod["tuple"] = ("baz", 42, ("nested",))
-        pod["unicode"] = "ünï ☃ \n\t\"quoted\""
+        pod["unicode"] = 'ünï ☃ \n\t"quoted"'
         pod["numbers"] = [0, -1, 2**63 - 1, 1.25, -0.0, 1e300]
     with POD(tmp_path / "p") as pod:
         assert pod["integer-key"] == {"1": "bar", "2.5": "x", "null": "n"}
         assert pod["bool-key"] == {"true": "t"}
         assert pod["tuple"] == ["baz", 42, ["nested"]]
-        assert pod["unicode"] == "ünï ☃ \n\t\"quoted\""
+        assert pod["unicode"] == 'ünï ☃ \n\t"quoted"'
         assert pod["numbers"] == [0, -1, 2**63 - 1, 1.25, -0.0, 1e300]
 
 

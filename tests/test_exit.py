@@ -117,15 +117,19 @@ def handler(signum, frame):
 
 
 def test_sigterm_runs_a_user_handler_installed_before_the_pod(pod_path):
-    code = """
+    code = (
+        """
 pod.close()
-""" + USER_HANDLER + """
+"""
+        + USER_HANDLER
+        + """
 signal.signal(signal.SIGTERM, handler)
 pod = tastypy.POD(sys.argv[1], sync_at=10**6)
 pod["later"] = 1
 ready()
 time.sleep(60)
 """
+    )
     status, out, err = signalled(pod_path, code, signal.SIGTERM)
     assert "handler ran; synced before: True" in out, err
     assert status == 3
@@ -133,13 +137,16 @@ time.sleep(60)
 
 
 def test_a_user_handler_installed_after_the_first_pod_is_chained_by_the_next(tmp_path):
-    code = USER_HANDLER + """
+    code = (
+        USER_HANDLER
+        + """
 signal.signal(signal.SIGTERM, handler)  # replaces tastypy's handler ...
 other = tastypy.POD(sys.argv[2], sync_at=10**6)  # ... which chains it again
 other["x"] = 1
 ready()
 time.sleep(60)
 """
+    )
     proc = spawn_python(PRELUDE + code, tmp_path / "a", tmp_path / "b")
     assert proc.stdout.readline() == "ready\n", proc.stderr.read()
     proc.send_signal(signal.SIGTERM)

@@ -604,7 +604,9 @@ LEAVES = st.one_of(
     st.text(max_size=5),
 )
 CONTAINERS = st.recursive(
-    st.one_of(st.lists(LEAVES, max_size=2), st.dictionaries(st.text(max_size=3), LEAVES, max_size=2)),
+    st.one_of(
+        st.lists(LEAVES, max_size=2), st.dictionaries(st.text(max_size=3), LEAVES, max_size=2)
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
     ),

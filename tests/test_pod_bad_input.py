@@ -168,7 +168,7 @@ def write_legacy(directory, shards, gz=False):
 
 
 LEGACY = [
-    [('"a"', '{"_aborted": false, "_tries": 0, "_done": false}'), ('"b"', '[1, 2]')],
+    [('"a"', '{"_aborted": false, "_tries": 0, "_done": false}'), ('"b"', "[1, 2]")],
     [("3", '"int key"'), ('"tab\\\\tkey"', "null"), ('"caf\\\\u00e9"', '{"1": "x"}')],
 ]
 

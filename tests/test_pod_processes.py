@@ -12,7 +12,8 @@ from tastypy import POD
 WRITER = """
 import os, sys, time
 import tastypy
-path, wid, n, sync_at, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+path, go = sys.argv[1], sys.argv[5]
+wid, n, sync_at = map(int, sys.argv[2:5])
 while not os.path.exists(go):
     time.sleep(0.002)
 pod = tastypy.POD(path, sync_at=sync_at)

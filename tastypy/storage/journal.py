@@ -273,9 +273,7 @@ def _parse_slow(text: bytes, path: str, first_line: Callable[[], int]) -> list[A
     return out
 
 
-def load_into(
-    text: bytes, data: dict, path: str, first_line: Callable[[], int] = lambda: 1
-) -> int:
+def load_into(text: bytes, data: dict, path: str, first_line: Callable[[], int] = lambda: 1) -> int:
     """Replay the committed ``text`` into ``data``; return how many records.
 
     Each batch is first fed straight from orjson into ``dict.update`` (no

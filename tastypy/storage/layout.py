@@ -132,7 +132,7 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CorruptFileError(
-            f"{path} is not a tastypy manifest (no \"format\": \"tastypy\"). Run "
+            f'{path} is not a tastypy manifest (no "format": "tastypy"). Run '
             f"`tastypy repair {directory}` to rebuild it.",
             path,
         )
