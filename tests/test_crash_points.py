@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import orjson
 import pytest
 from crashkit import (
     APPLY_SOURCE,
@@ -194,3 +195,72 @@ def test_unarmed_writer_finishes(tmp_path):
     proc = write(path, "compact", BATCH)
     assert proc.returncode == 0 and "finished" in proc.stdout, proc.stderr
     assert read_pod(path) == list(AFTER.items())
+
+
+# -- a tracker: every try is written before the task runs ---------------------------------
+
+TRACKER_WORKER = """
+import os, sys
+import tastypy
+
+def work(tracker, on_try):
+    # Three passes over 60 tasks; a deterministic third of the tries succeed.
+    for rnd in range(3):
+        for i in range(60):
+            key = f"t{i}"
+            if tracker.try_it(key):
+                on_try()
+                if (i * 7 + rnd) % 3 == 0:
+                    tracker.mark_done(key)
+
+if __name__ == "__main__":
+    path, side = sys.argv[1], sys.argv[2]
+    tracker = tastypy.Tracker(path, max_tries=3, sync_at=25)
+    log = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    tries = [0]
+
+    def on_try():
+        tries[0] += 1
+        os.write(log, b"%d\\n" % tries[0])
+
+    work(tracker, on_try)
+    os._exit(0)
+"""
+
+
+def tracker_states(tmp_path):
+    """The tracker's items right after each try (when every change made so
+    far has been written), from the same work run in this process."""
+    namespace: dict = {}
+    exec(TRACKER_WORKER.replace('__name__ == "__main__"', "False"), namespace)
+    states = [[]]
+    with tastypy.Tracker(tmp_path / "reference", max_tries=3, sync_at=25) as tracker:
+        namespace["work"](
+            tracker,
+            lambda: states.append(orjson.loads(orjson.dumps(list(tracker.to_dict().items())))),
+        )
+    return [[tuple(item) for item in state] for state in states]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    # A try is written by the tracker's quick path; every 25th by a durable
+    # sync (the only one to pass after-fsync).
+    [
+        *(f"{p}:{hit}" for p in ("before-write", "mid-write", "after-write") for hit in (1, 9, 70)),
+        "after-fsync:1",
+        "after-fsync:3",
+    ],
+)
+def test_kill_a_tracker_between_its_tries(tmp_path, fault):
+    states = tracker_states(tmp_path)
+    path = tmp_path / "tracker"
+    side = tmp_path / "tries.txt"
+    assert_killed(run_child(TRACKER_WORKER, path, side, fault=fault))
+    logged = side.read_bytes().split() if side.exists() else []
+    tried = int(logged[-1]) if logged else 0
+    with tastypy.Tracker(path, max_tries=3) as tracker:
+        items = [(k, dict(v)) for k, v in tracker.to_dict().items()]
+    # Every try the worker saw counted is on disk, with everything before it.
+    assert items in (states[tried], states[min(tried + 1, len(states) - 1)])
+    assert tastypy.check(path).ok
