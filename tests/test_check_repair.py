@@ -346,3 +346,26 @@ def test_repair_and_compact_with_soft_locks(tmp_path):
     assert "tastypy.lock" not in os.listdir(path)
     with tastypy.POD(path, lock="soft") as pod:
         assert pod == {"a": 1, "b": 2, "c": 3}
+
+
+def test_repair_a_tracker_and_open_it_as_one(tmp_path):
+    path = tmp_path / "tracker"
+    with tastypy.Tracker(path) as tracker:
+        for i in range(10):
+            tracker.try_it(f"t{i}")
+            if i % 2:
+                tracker.mark_done(f"t{i}")
+        tracker.sync()
+    lines = journal_lines(path)
+    bad = next(i for i, line in enumerate(lines) if line.startswith(b'["t3"'))
+    lines[bad] = b"####"
+    write_lines(path, lines)
+    with pytest.raises(tastypy.CorruptFileError):
+        tastypy.Tracker(path)
+    os.unlink(path / "manifest.json")  # and the kind must be guessed
+    report = tastypy.repair(path)
+    assert report.repaired
+    with tastypy.Tracker(path) as tracker:
+        assert len(tracker) == 10
+        assert tracker.num_done() >= 4
+        assert tracker.done("t9") and not tracker.done("t0")
