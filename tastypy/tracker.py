@@ -184,7 +184,7 @@ class ProgressTracker(PersistentOrderedDict):
             lock=lock,
             lock_timeout=lock_timeout,
         )
-        self._tail = TailAppender(self._store, "soft" if lock == "soft" else "posix")
+        self._tail = TailAppender(self._store)
 
     # -- settings ------------------------------------------------------------
 

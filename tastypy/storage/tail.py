@@ -113,8 +113,11 @@ class TailAppender:
     of this process syncs the same object meanwhile.
     """
 
-    def __init__(self, store, lock_mode: str):
+    def __init__(self, store):
         self.store = store
+        # The lock the store runs (``auto`` resolved): only a flock on
+        # ``tastypy.lock`` excludes the store's writers as this one does.
+        lock_mode = getattr(getattr(store, "_lock", None), "mode", None)
         self.enabled = (
             fcntl is not None
             and lock_mode == "posix"
