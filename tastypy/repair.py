@@ -445,7 +445,7 @@ def _read(directory: str) -> _State:
     report.keys = len(state.data)
     live = {layout.MANIFEST, layout.LOCK_FILE, state.snapshot, state.journal}
     for name in names:
-        if name in live:
+        if name in live or name.startswith(layout.LOCK_FILE):
             continue
         m = _GENERATION.match(name)
         full = os.path.join(directory, name)
