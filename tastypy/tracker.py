@@ -173,6 +173,7 @@ class ProgressTracker(PersistentOrderedDict):
         # Keys written by the quick path since the store last confirmed that
         # its journal is still the live one (see _reload).
         self._unconfirmed: list = []
+        self._rewrite = False
         self._tail: TailAppender | None = None
         super().__init__(
             path,
@@ -268,6 +269,7 @@ class ProgressTracker(PersistentOrderedDict):
         keys = self._unconfirmed
         if keys:
             self._unconfirmed = []
+            self._rewrite = True
             data = self._data
             dirty = self._dirty
             for key in dict.fromkeys(keys):
@@ -287,6 +289,11 @@ class ProgressTracker(PersistentOrderedDict):
         # The sync read the manifest and found our generation (or reloaded
         # and kept the unconfirmed keys as changes): those writes are safe.
         del self._unconfirmed[:confirmed]
+        if self._rewrite:
+            # Keys a reload put back as changes: write them now, not later
+            # (this may be the last sync before close).
+            self._rewrite = False
+            super()._sync(durable)
         if durable:
             tail = self._tail
             if (
