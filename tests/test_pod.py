@@ -735,3 +735,119 @@ PODMachine.TestCase.settings = _SETTINGS
 AutoSyncPODMachine.TestCase.settings = _SETTINGS
 test_pod_against_a_dict = PODMachine.TestCase
 test_pod_against_a_dict_with_automatic_syncs = AutoSyncPODMachine.TestCase
+
+
+_DELETED = object()
+
+
+class TwoHandlesMachine(RuleBasedStateMachine):
+    """Two handles on one directory, as two processes would have: the model
+    says what is on disk (the synced batches, in order; for one key the last
+    sync wins) and what each handle holds (what it last saw on disk, under
+    its own unsynced changes). Every value written is new, so no change is
+    ever an equal rewrite."""
+
+    def __init__(self):
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="tastypy-two-"))
+        self.path = self.dir / "p"
+        self.pods = [POD(self.path, sync_at=10**9), POD(self.path, sync_at=10**9)]
+        self.disk: dict = {}
+        self.seen = [{}, {}]  # the disk as each handle last took it in
+        self.pending: list[dict] = [{}, {}]  # key -> value or _DELETED
+        self.counter = 0
+
+    def teardown(self):
+        for pod in self.pods:
+            pod.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _next(self):
+        self.counter += 1
+        return self.counter
+
+    def local(self, h: int) -> dict:
+        view = dict(self.seen[h])
+        for key, value in self.pending[h].items():
+            if value is _DELETED:
+                view.pop(key, None)
+            else:
+                view[key] = value
+        return view
+
+    def _changed(self, h, key, value):
+        self.pending[h].pop(key, None)  # the latest change comes last
+        self.pending[h][key] = value if value is _DELETED else copy.deepcopy(value)
+
+    @rule(h=st.integers(0, 1), key=st.sampled_from("abcde"), as_list=st.booleans())
+    def set(self, h, key, as_list):
+        n = self._next()
+        value = [n] if as_list else {"n": n}
+        self.pods[h][key] = value
+        self._changed(h, key, value)
+
+    @rule(h=st.integers(0, 1), key=st.sampled_from("abcde"))
+    def delete(self, h, key):
+        if key in self.local(h):
+            del self.pods[h][key]
+            self._changed(h, key, _DELETED)
+        else:
+            with pytest.raises(KeyError):
+                del self.pods[h][key]
+
+    @rule(h=st.integers(0, 1), key=st.sampled_from("abcde"))
+    def nested_change(self, h, key):
+        value = self.local(h).get(key)
+        n = self._next()
+        if isinstance(value, list):
+            self.pods[h][key].append(n)
+            self._changed(h, key, value + [n])
+        elif isinstance(value, dict):
+            self.pods[h][key][f"x{n}"] = n
+            self._changed(h, key, {**value, f"x{n}": n})
+
+    @rule(h=st.integers(0, 1))
+    def sync(self, h):
+        self.pods[h].sync()
+        for key, value in self.pending[h].items():
+            if value is _DELETED:
+                self.disk.pop(key, None)
+            else:
+                self.disk[key] = copy.deepcopy(value)
+        self.pending[h] = {}
+        self.seen[h] = copy.deepcopy(self.disk)
+
+    @rule(h=st.integers(0, 1))
+    def refresh(self, h):
+        self.pods[h].refresh()
+        self.seen[h] = copy.deepcopy(self.disk)
+
+    @rule(h=st.integers(0, 1))
+    def revert(self, h):
+        self.pods[h].revert()
+        self.pending[h] = {}
+        self.seen[h] = copy.deepcopy(self.disk)
+
+    @rule(h=st.integers(0, 1))
+    def compact(self, h):
+        self.sync(h)
+        self.pods[h].compact()
+
+    @rule(h=st.integers(0, 1))
+    def reopen(self, h):
+        self.sync(h)
+        self.pods[h].close()
+        self.pods[h] = POD(self.path, sync_at=10**9)
+
+    @invariant()
+    def handles_hold_what_the_model_says(self):
+        for h in (0, 1):
+            assert self.pods[h].copy() == self.local(h), h
+
+    @invariant()
+    def the_disk_holds_what_the_model_says(self):
+        assert on_disk(self.path) == self.disk
+
+
+TwoHandlesMachine.TestCase.settings = _SETTINGS
+test_two_handles_against_a_model = TwoHandlesMachine.TestCase
