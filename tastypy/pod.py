@@ -210,6 +210,8 @@ class PersistentOrderedDict(MutableMapping):
             self.sync()
 
     def __delitem__(self, key: Any) -> None:
+        if self._closed:
+            self._refuse_closed()
         del self._data[key]
         self._dirty.pop(key, None)
         self._pending += b"[%b]\n" % dumps(key)

@@ -446,6 +446,9 @@ def test_close_syncs_and_later_writes_raise(pod_path):
     with pytest.raises(PersistentOrderedDictException, match="closed"):
         pod["b"] = 2
     with pytest.raises(PersistentOrderedDictException, match="closed"):
+        del pod["a"]
+    assert pod["a"] == [1]
+    with pytest.raises(PersistentOrderedDictException, match="closed"):
         pod.sync()
     with pytest.raises(PersistentOrderedDictException, match="closed"):
         pod.refresh()
