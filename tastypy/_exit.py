@@ -9,7 +9,8 @@ decides what happens next. When there is no user handler, the default action
 is restored and the signal re-raised, so the process still ends with the
 status of a SIGTERM (-15 to ``subprocess``, 143 to a shell). A user handler
 installed *after* the first POD was opened replaces ours; the next POD
-opened chains it again.
+opened chains it again, and if that handler calls the one it replaced (ours),
+the call goes on down the chain rather than round again.
 
 Signal handlers run in the main thread between two bytecodes. A SIGTERM that
 arrives while the main thread is inside a sync is put off until that sync has
