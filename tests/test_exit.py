@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 
-import pytest
 from conftest import run_python, spawn_python
 
 from tastypy import POD
@@ -304,7 +302,6 @@ raise SystemExit(0)
         assert read(tmp_path / str(n)) == {"n": n}
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_failing_sync_at_exit_is_logged_and_the_others_still_sync(tmp_path):
     code = """
 import os, sys, tastypy, shutil

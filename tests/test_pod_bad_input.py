@@ -235,14 +235,15 @@ def test_import_legacy_refuses_damage_and_a_used_target(tmp_path):
 
 # -- read-only directories -----------------------------------------------------------------
 
-DROP_TO_NOBODY = """
+OPEN_EACH = """
 import os, pwd, sys
-import tastypy  # imported as root: the interpreter's own files are not readable by nobody
-nobody = pwd.getpwnam("nobody")
-os.setgroups([])
-os.setgid(nobody.pw_gid)
-os.setuid(nobody.pw_uid)
-for path in sys.argv[1:]:
+import tastypy  # imported before dropping root: the interpreter's files may be root's only
+if sys.argv[1] == "drop":
+    nobody = pwd.getpwnam("nobody")
+    os.setgroups([])
+    os.setgid(nobody.pw_gid)
+    os.setuid(nobody.pw_uid)
+for path in sys.argv[2:]:
     try:
         tastypy.POD(path)
     except tastypy.StorageError as exc:
@@ -254,31 +255,44 @@ for path in sys.argv[1:]:
 
 @pytest.fixture
 def world_readable_dir():
-    # tmp_path lives in a directory only root may enter; this one is 0o755.
+    # tmp_path lives in a directory only its owner may enter; this one is 0o755.
     directory = tempfile.mkdtemp(prefix="tastypy-ro-", dir="/tmp")
     os.chmod(directory, 0o755)
     yield directory
+    for root, dirs, _ in os.walk(directory):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
     shutil.rmtree(directory)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to the user nobody")
 def test_a_read_only_directory_is_refused_at_open_not_at_exit(world_readable_dir):
-    pwd.getpwnam("nobody")
-    existing = os.path.join(world_readable_dir, "root.pod")
+    top = world_readable_dir
+    existing = os.path.join(top, "theirs.pod")
     with POD(existing) as pod:
         pod["a"] = 1
-    # A POD directory nobody may write into; one that nobody may write into
-    # but whose journal is root's; and a new POD in a directory of root's.
-    own_dir = os.path.join(world_readable_dir, "nobodys")
-    os.mkdir(own_dir)
-    shutil.copytree(existing, os.path.join(own_dir, "p"))
-    nobody = pwd.getpwnam("nobody")
-    os.chown(own_dir, nobody.pw_uid, nobody.pw_gid)
-    os.chown(os.path.join(own_dir, "p"), nobody.pw_uid, nobody.pw_gid)
-    os.chmod(os.path.join(own_dir, "p", "tastypy.lock"), 0o666)
-    before = snapshot_of(world_readable_dir)
-    new = os.path.join(world_readable_dir, "new.pod")
-    result = run_python(DROP_TO_NOBODY, existing, os.path.join(own_dir, "p"), new)
+    # Three ways to be read-only for the user who opens: a POD directory he
+    # may not write into; one he may write into, whose journal he may not
+    # append to; and a new POD in a directory he may not write into.
+    mine = os.path.join(top, "mine")
+    shutil.copytree(existing, os.path.join(mine, "p"))
+    locked_parent = os.path.join(top, "locked")
+    os.mkdir(locked_parent)
+    new = os.path.join(locked_parent, "new.pod")
+    if os.geteuid() == 0:
+        # root may write anywhere: the test opens as the user nobody, for
+        # whom the files above (root's, 0o755 and 0o644) are read-only.
+        how = "drop"
+        nobody = pwd.getpwnam("nobody")
+        for path in (mine, os.path.join(mine, "p")):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        os.chmod(os.path.join(mine, "p", "tastypy.lock"), 0o666)
+    else:
+        how = "stay"
+        os.chmod(existing, 0o555)
+        os.chmod(os.path.join(mine, "p", "journal-000000.jsonl"), 0o444)
+        os.chmod(locked_parent, 0o555)
+    before = snapshot_of(top)
+    result = run_python(OPEN_EACH, how, existing, os.path.join(mine, "p"), new)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 3, result.stdout
@@ -287,7 +301,8 @@ def test_a_read_only_directory_is_refused_at_open_not_at_exit(world_readable_dir
     assert lines[1].startswith("refused:") and "journal-000000.jsonl is not writable" in lines[1]
     assert lines[2].startswith("refused:") and "Permission denied" in lines[2] and new in lines[2]
     assert result.stderr == ""  # nothing left to fail at exit
-    assert snapshot_of(world_readable_dir) == before
+    assert snapshot_of(top) == before
+    os.chmod(existing, 0o755)
     with POD(existing) as pod:
         assert dict(pod) == {"a": 1}
 
