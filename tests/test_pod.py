@@ -488,6 +488,10 @@ def test_init_only_fills_absent_keys(pod_path):
         assert dict(pod) == {"a": 10, "b": 2, "c": 3}
     with POD(pod_path, init=[("d", 4)]) as pod:
         assert pod["d"] == 4
+    size = journal_size(pod_path)
+    with POD(pod_path, init={"a": 1, "b": 2, "c": 3, "d": 4}) as pod:
+        assert pod["a"] == 10
+    assert journal_size(pod_path) == size  # reopening with init wrote nothing
 
 
 def test_original_call_positionally_and_by_keyword(tmp_path):
