@@ -136,6 +136,17 @@ def test_a_manifest_from_a_newer_format_version(tmp_path):
     assert snapshot_of(path) == before
 
 
+@pytest.mark.parametrize("version", [0, -1, "1", None, 1.0])
+def test_a_manifest_version_no_tastypy_writes_is_corruption(tmp_path, version):
+    path = tmp_path / "p"
+    make_pod(path, [{"a": 1}])
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["version"] = version
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptFileError, match="which no tastypy writes"):
+        POD(path)
+
+
 def test_a_manifest_that_is_not_json(tmp_path):
     path = tmp_path / "p"
     make_pod(path, [{"a": 1}])

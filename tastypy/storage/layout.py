@@ -137,7 +137,13 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
             path,
         )
     version = manifest.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise CorruptFileError(
+            f"{path} has the format version {version!r}, which no tastypy writes. Run "
+            f"`tastypy repair {directory}` to rebuild the manifest.",
+            path,
+        )
+    if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"{path} has format version {version!r}, newer than the version {FORMAT_VERSION} "
             "this tastypy reads. Upgrade tastypy (pip install -U tastypy) to open it."
