@@ -555,6 +555,14 @@ def _machine(r: Results) -> str:
         ["peer cap", size_label(cfg["peer_cap"])],
         ["duration", f"{cfg.get('minutes', '?')} min"],
     ]
+    for extra in cfg.get("merged", []):
+        run.append(
+            [
+                "merged in",
+                f"`{extra['command'].strip()}` on {extra['date']}, {extra['reps']} repetitions, "
+                f"{extra['minutes']} min (load average at start {extra['load_average_at_start']})",
+            ]
+        )
     return (
         "## Machine\n\n"
         + _table(["", ""], rows)
@@ -606,6 +614,14 @@ def markdown(doc: dict, notes: str = "") -> str:
     return body.rstrip() + "\n\n" + NOTES_MARK + "\n" + notes
 
 
+_SHORT: Final = {
+    "w1": "write 2N records",
+    "w2": "reopen N records",
+    "w3": "N/10 random updates",
+    "w7": "N try_it + mark_done",
+}
+
+
 def plot(doc: dict, docs_dir: str) -> list[str]:
     try:
         import matplotlib
@@ -618,8 +634,12 @@ def plot(doc: dict, docs_dir: str) -> list[str]:
     written = []
     panels = [w for w in ("w1", "w2", "w3", "w7") if r.sizes(w)]
     if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
-        for ax, w in zip(axes[0], panels):
+        cols = min(2, len(panels))
+        rows = (len(panels) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.5 * rows), squeeze=False)
+        for ax in axes.flat[len(panels) :]:
+            ax.set_visible(False)
+        for ax, w in zip(axes.flat, panels):
             for who in r.contenders(w):
                 pts = [(n, r.value(w, who, n)) for n in r.sizes(w) if r.value(w, who, n)]
                 if pts:
@@ -627,7 +647,7 @@ def plot(doc: dict, docs_dir: str) -> list[str]:
                     ax.plot(xs, ys, marker="o", label=LABELS.get(who, who).replace("`", ""))
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_title(w.upper(), fontsize=10)
+            ax.set_title(TITLES[w].split(" — ")[0] + " — " + _SHORT[w], fontsize=10)
             ax.set_xlabel("N (records)")
             ax.set_ylabel("seconds (median)")
             ax.grid(True, which="both", alpha=0.3)

@@ -283,6 +283,29 @@ class Driver:
             self.drop_bases(n)
 
 
+def merge(driver: Driver, previous: dict) -> None:
+    """Fold this run into ``previous``: its entries replace the same
+    (workload, contender, size); the earlier run's set-up stays the headline."""
+    fresh = {(e["workload"], e["contender"], e["n"]) for e in driver.results}
+    kept = [e for e in previous["results"] if (e["workload"], e["contender"], e["n"]) not in fresh]
+    config = previous["config"]
+    config.setdefault("merged", []).append(
+        {
+            "command": driver.config["command"],
+            "date": driver.config["date"],
+            "reps": driver.config["reps"],
+            "minutes": driver.config["minutes"],
+            "load_average_at_start": driver.machine["load_average_at_start"],
+        }
+    )
+    config["scale_sizes"] = sorted(
+        set(config.get("scale_sizes", [])) | set(driver.config["scale_sizes"])
+    )
+    driver.config = config
+    driver.machine = previous["machine"]
+    driver.results = kept + driver.results
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -310,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dir", default=None, help="scratch directory (default: a new temp dir)")
     p.add_argument("--no-report", action="store_true", help="print the tables, do not write docs/")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help=f"add this run's results to those in {RESULTS} (replacing the same "
+        "workload, contender and size) instead of starting afresh",
+    )
     p.add_argument(
         "--report-only",
         action="store_true",
@@ -353,6 +382,10 @@ def main(argv: list[str] | None = None) -> None:
         "w5_procs": W5_PROCS,
         "w5_share": W5_SHARE,
     }
+    previous = None
+    if args.merge and not args.no_report:
+        with open(os.path.join(ROOT, RESULTS), "rb") as f:
+            previous = orjson.loads(f.read())
     started = time.monotonic()
     try:
         for n in sizes:
@@ -363,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
     driver.config["minutes"] = round((time.monotonic() - started) / 60, 1)
+    if previous is not None:
+        merge(driver, previous)
     driver.save()
     doc = {"config": driver.config, "machine": driver.machine, "results": driver.results}
     if args.no_report:
