@@ -141,3 +141,37 @@ pod.close()
         assert list(a) == list(b)
         for value in a.values():
             assert value[0] in (0, 1) and 0 <= value[1] < 30
+
+
+THREADED_WRITER = """
+import sys, threading
+import tastypy
+path, wid, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pod = tastypy.POD(path, sync_at=101)
+def work(t):
+    for i in range(n):
+        pod[(wid, t, i)] = [i]
+        pod[(wid, t, i)].append(t)
+        if i % 500 == 0:
+            pod.refresh()
+threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join()
+pod.close()
+"""
+
+
+@pytest.mark.slow
+def test_processes_with_threads_writing_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "p"
+    n = 5000
+    procs = [spawn_python(THREADED_WRITER, path, w, n) for w in range(6)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    with POD(path) as pod:
+        assert len(pod) == 6 * 4 * n
+        for (w, t, i), value in pod.items():
+            assert value == [i, t]
