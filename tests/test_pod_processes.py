@@ -173,5 +173,5 @@ def test_processes_with_threads_writing_at_once_lose_nothing(tmp_path):
         assert proc.returncode == 0, err
     with POD(path) as pod:
         assert len(pod) == 6 * 4 * n
-        for (w, t, i), value in pod.items():
+        for (_, t, i), value in pod.items():
             assert value == [i, t]
