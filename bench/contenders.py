@@ -461,16 +461,22 @@ def tracker_loop(d: str, keys: list, ready: Callable[[], None] = _nothing) -> tu
 
 
 def diskcache_loop(d: str, keys: list, ready: Callable[[], None] = _nothing) -> tuple[float, float]:
-    """The same with diskcache: each try and each done is its own transaction
-    (read-modify-write, atomic across processes; diskcache's default
-    synchronous=NORMAL in WAL mode, which survives SIGKILL)."""
+    """The same with diskcache, doing what tastypy's Tracker does: each try is
+    one transaction (read-modify-write, atomic across processes) committed
+    before the task runs, and it also writes the done mark of the task
+    before it (the last one is written at the end). diskcache's default
+    synchronous=NORMAL in WAL mode: a commit survives SIGKILL."""
     import diskcache
 
     cache = diskcache.Cache(os.path.join(d, "cache"), eviction_policy="none")
     ready()
     t0 = now()
+    pending = None
     for k in keys:
         with cache.transact():
+            if pending is not None:
+                cache[pending[0]] = pending[1]
+                pending = None
             rec = cache.get(k)
             if rec is None:
                 rec = {"_done": False, "_tries": 0, "_aborted": False}
@@ -479,31 +485,35 @@ def diskcache_loop(d: str, keys: list, ready: Callable[[], None] = _nothing) -> 
                 rec["_tries"] += 1
                 cache[k] = rec
         if ok:
-            with cache.transact():
-                rec = cache[k]
-                rec["_done"] = True
-                cache[k] = rec
+            rec["_done"] = True  # the task ran; mark_done
+            pending = (k, rec)
+    if pending is not None:
+        cache[pending[0]] = pending[1]
     cache.close()
     return t0, now()
 
 
 def raw_loop(d: str, keys: list, ready: Callable[[], None] = _nothing) -> tuple[float, float]:
-    """The limit: records in a dict, each change one ``write`` of one JSON line
-    to an O_APPEND file (in the OS's hands, so it survives SIGKILL)."""
+    """The limit: records in a dict; each try is one ``write`` to an O_APPEND
+    file (in the OS's hands, so it survives SIGKILL) of the try's JSON line,
+    preceded by the previous task's done line."""
     fd = os.open(os.path.join(d, "tasks.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     data: dict = {}
     write = os.write
     ready()
     t0 = now()
+    pending = b""
     for k in keys:
         rec = data.get(k)
         if rec is None:
             rec = data[k] = {"_done": False, "_tries": 0, "_aborted": False}
         if not rec["_done"] and not rec["_aborted"] and rec["_tries"] < MAX_TRIES:
             rec["_tries"] += 1
-            write(fd, dumps([k, rec], option=_NL))
-            rec["_done"] = True
-            write(fd, dumps([k, rec], option=_NL))
+            write(fd, pending + dumps([k, rec], option=_NL))
+            rec["_done"] = True  # the task ran; mark_done
+            pending = dumps([k, rec], option=_NL)
+    if pending:
+        write(fd, pending)
     os.close(fd)
     return t0, now()
 

@@ -34,7 +34,7 @@ TITLES: Final = {
     "w4": "W4 — in-memory operations, tastypy against a plain dict (one op per key)",
     "w5": "W5 — 8 processes × N/40 tasks each, `try_it` + `mark_done`, concurrently",
     "w6": "W6 — memory held by N loaded tracker records",
-    "w7": "W7 — N `try_it` + `mark_done` cycles in one process, each step safe against SIGKILL",
+    "w7": "W7 — N `try_it` + `mark_done` cycles in one process, each try on record first",
 }
 
 DEFINITIONS: Final = """\
@@ -86,11 +86,16 @@ which is their default).
   records parsed from JSON lines with orjson.
 * **W7**: N tasks, one process: `try_it(key)` then `mark_done(key)` for
   each. A try must be on record before the task runs and survive the
-  process being killed (SIGKILL) at any instant, so no batching: diskcache
-  does a read-modify-write transaction for the try and another for the done
-  (its default `synchronous=NORMAL` in WAL mode survives SIGKILL); the raw
-  limit keeps the records in a dict and `write()`s one JSON line per change
-  to an `O_APPEND` file.
+  process being killed (SIGKILL) at any instant, so tries are not batched.
+  tastypy's Tracker writes, before `try_it` returns True, one journal
+  append (no fsync) holding the try and every change made since its last
+  write — so the previous task's done mark rides along with the next try
+  (and the last one with `close()`). The others do the same: diskcache runs
+  one read-modify-write transaction per try that also writes the previous
+  task's done mark (its default `synchronous=NORMAL` in WAL mode survives
+  SIGKILL); the raw limit keeps the records in a dict and makes one
+  `write()` per try to an `O_APPEND` file, of the previous done line and
+  the try line.
 * **Scale**: for stores of N records (10k up to 10M), in a fresh process:
   the open time (as W2), the RSS the loaded data holds, and the time of one
   sync of 1000 changed keys (median of 9; for the raw limit, appending 1000
@@ -614,6 +619,18 @@ def markdown(doc: dict, notes: str = "") -> str:
     return body.rstrip() + "\n\n" + NOTES_MARK + "\n" + notes
 
 
+#: One colour per contender in every panel.
+COLORS: Final = {
+    "tastypy": "#1f77b4",
+    "tastypy-mutate": "#17becf",
+    "raw": "#2ca02c",
+    "raw-lines": "#98df8a",
+    "raw-dict": "#bcbd22",
+    "diskcache": "#d62728",
+    "sqlitedict": "#9467bd",
+    "shelve": "#8c564b",
+}
+
 _SHORT: Final = {
     "w1": "write 2N records",
     "w2": "reopen N records",
@@ -644,7 +661,14 @@ def plot(doc: dict, docs_dir: str) -> list[str]:
                 pts = [(n, r.value(w, who, n)) for n in r.sizes(w) if r.value(w, who, n)]
                 if pts:
                     xs, ys = zip(*pts)
-                    ax.plot(xs, ys, marker="o", label=LABELS.get(who, who).replace("`", ""))
+                    ax.plot(
+                        xs,
+                        ys,
+                        marker="o",
+                        color=COLORS.get(who),
+                        linewidth=2.5 if who == "tastypy" else 1.3,
+                        label=LABELS.get(who, who).replace("`", ""),
+                    )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_title(TITLES[w].split(" — ")[0] + " — " + _SHORT[w], fontsize=10)
@@ -667,7 +691,7 @@ def plot(doc: dict, docs_dir: str) -> list[str]:
             ("sync_s", axes[1], "one sync of 1000 changed keys", "seconds"),
             ("rss_mb", axes[2], "memory held by the loaded data", "MB"),
         ):
-            for who, label in (("tastypy", "tastypy"), ("raw", "raw limit / dict")):
+            for who, label in (("tastypy", "tastypy"), ("raw", "raw limit / plain dict")):
                 pts = [
                     (n, r.value("scale", who, n, field))
                     for n in sizes
@@ -675,7 +699,7 @@ def plot(doc: dict, docs_dir: str) -> list[str]:
                 ]
                 if pts:
                     xs, ys = zip(*pts)
-                    ax.plot(xs, ys, marker="o", label=label)
+                    ax.plot(xs, ys, marker="o", color=COLORS[who], label=label)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_title(title, fontsize=10)
