@@ -373,7 +373,7 @@ def _w6_table(r: Results) -> str:
 def _scale_table(r: Results) -> str:
     sizes = r.sizes("scale")
     if not sizes:
-        return "## Scale\n\nNot run."
+        return "### Scale\n\nNot run."
     rows = []
     for n in sizes:
         t = r.get("scale", "tastypy", n) or {}
@@ -409,7 +409,7 @@ def _scale_table(r: Results) -> str:
         "load peak tastypy / raw",
     ]
     return (
-        "## Scale\n\nOpen time, the time of one sync of 1000 changed keys, and the memory the "
+        "### Scale\n\nOpen time, the time of one sync of 1000 changed keys, and the memory the "
         "loaded data holds, for tastypy and the raw limit (a dict read from JSON lines). "
         "10M is opt-in (`--scale-10m`) and runs once.\n\n" + _table(head, rows)
     )
@@ -579,12 +579,18 @@ def _machine(r: Results) -> str:
     )
 
 
-def tables(doc: dict) -> str:
+def targets_section(doc: dict) -> str:
     r = Results(doc)
-    parts = [
-        "## Targets (DESIGN.md)",
-        _table(["workload", "target", "measured", "result"], targets(r)),
-    ]
+    return (
+        "## Targets (DESIGN.md)\n\nEach target at the largest size measured (ratios of medians; "
+        "against a peer, at the largest size both ran).\n\n"
+        + _table(["workload", "target", "measured", "result"], targets(r))
+    )
+
+
+def details(doc: dict) -> str:
+    r = Results(doc)
+    parts = ["## Results"]
     for w in ("w1", "w2", "w3"):
         if r.sizes(w):
             parts.append(_store_table(r, w))
@@ -594,6 +600,10 @@ def tables(doc: dict) -> str:
     parts.append(_tasks_table(r, "w7"))
     parts.append(_scale_table(r))
     return "\n\n".join(parts)
+
+
+def tables(doc: dict) -> str:
+    return targets_section(doc) + "\n\n" + details(doc)
 
 
 def markdown(doc: dict, notes: str = "") -> str:
@@ -606,7 +616,7 @@ def markdown(doc: dict, notes: str = "") -> str:
         "(from the repository root):\n\n"
         "```bash\n"
         'pip install -e ".[bench]"\n'
-        "python -m bench              # sizes 10k, 100k, 1M; 3 repetitions; about an hour\n"
+        "python -m bench              # sizes 10k, 100k, 1M, 3 repetitions: 15-20 minutes\n"
         "python -m bench --quick      # smoke run, small sizes, prints the tables only\n"
         "python -m bench --workloads w1,w2 --sizes 100k --reps 5\n"
         "python -m bench --scale-10m  # also measure open/sync/memory at 10M entries (slow)\n"
@@ -615,7 +625,7 @@ def markdown(doc: dict, notes: str = "") -> str:
         f"![time against size, log-log]({PLOT_TIMES})\n\n"
         f"![open time, sync time and memory against size]({PLOT_SCALE})\n"
     )
-    body = "\n\n".join([head, _machine(r), tables(doc), DEFINITIONS])
+    body = "\n\n".join([head, targets_section(doc), _machine(r), details(doc), DEFINITIONS])
     return body.rstrip() + "\n\n" + NOTES_MARK + "\n" + notes
 
 
