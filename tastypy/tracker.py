@@ -744,10 +744,14 @@ class ProgressTracker(PersistentOrderedDict):
                         unconfirmed.extend(self._pending_keys[:n_keys])
                         del pending[:n_bytes]
                         del self._pending_keys[:n_keys]
-                    unconfirmed.extend([k for k, _ in handled])
-                for key, marker in handled:
-                    if dirty.get(key, _MISSING) is marker:
-                        del dirty[key]
+                    for key, marker in handled:
+                        unconfirmed.append(key)
+                        if dirty.get(key, _MISSING) is marker:
+                            del dirty[key]
+                else:
+                    for key, marker in handled:
+                        if dirty.get(key, _MISSING) is marker:
+                            del dirty[key]
                 return True
             finally:
                 if main:

@@ -12,6 +12,7 @@ system calls) and with the ordinary sync (``lock='soft'``).
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -235,3 +236,51 @@ def test_tries_written_while_a_compaction_died_halfway_are_not_lost(tmp_path):
     got = records(path)
     assert [k for k, rec in got.items() if rec["_done"]] == list(range(10))
     assert got[10]["_tries"] == 1
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_a_full_disk_stops_the_loop_before_the_task_runs(tmp_path, lock):
+    path = tmp_path / "job.tracker"
+    proc = run_python(
+        """
+        import json, os, resource, signal, sys
+        import tastypy
+        # Past RLIMIT_FSIZE a write fails with EFBIG, as a full disk fails
+        # with ENOSPC.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        tracker = tastypy.Tracker(sys.argv[1], max_tries=3, lock=sys.argv[2])
+        tracker.try_it(0)
+        tracker.mark_done(0)
+        journal = os.path.join(sys.argv[1], "journal-000000.jsonl")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(journal) + 2000, hard))
+        ran, error = [], None
+        try:
+            for task in range(1, 1000):
+                if tracker.try_it(task):
+                    ran.append(task)
+                    tracker.mark_done(task)
+        except tastypy.StorageError as exc:
+            error = str(exc)
+        with tastypy.Tracker(sys.argv[1]) as other:
+            on_disk = sorted(k for k, rec in other.items() if rec["_done"])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        # Space is back: the loop carries on where it stopped.
+        for task in range(1, 1000):
+            if tracker.try_it(task):
+                ran.append(task)
+                tracker.mark_done(task)
+        tracker.close()
+        print(json.dumps({"ran": ran, "error": error, "on_disk": on_disk}))
+        """,
+        path,
+        lock,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert "journal-000000.jsonl" in out["error"]
+    # The failing try raised before its task ran; every task ran exactly once.
+    assert out["ran"] == list(range(1, 1000))
+    assert out["on_disk"] == list(range(len(out["on_disk"])))
+    got = records(path)
+    assert all(rec["_done"] for rec in got.values()) and len(got) == 1000

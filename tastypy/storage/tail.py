@@ -106,6 +106,32 @@ def is_local_filesystem(path: str) -> bool:
     return filesystem_type(path) in _LOCAL_FILESYSTEMS
 
 
+_pwrite = os.pwrite
+_fstat = os.fstat
+if fcntl is not None:
+    _flock = fcntl.flock
+    _LOCK_EX_NB: Final = fcntl.LOCK_EX | fcntl.LOCK_NB
+    _LOCK_UN: Final = fcntl.LOCK_UN
+
+
+def _write_all(fd: int, data: bytes, pos: int) -> None:
+    while data:
+        written = _pwrite(fd, data, pos)
+        data = data[written:]
+        pos += written
+
+
+def _write_hooked(fd: int, batch: bytes, pos: int, hook) -> None:
+    # Only an armed fault hook splits the write, so that a crash can land
+    # inside a batch (as in journal.append).
+    hook("before-write")
+    half = len(batch) // 2
+    _write_all(fd, batch[:half], pos)
+    hook("mid-write")
+    _write_all(fd, batch[half:], pos + half)
+    hook("after-write")
+
+
 class TailAppender:
     """Appends small batches to ``store``'s journal with four system calls.
 
@@ -162,26 +188,22 @@ class TailAppender:
                 return False
         lock_fd = self._lock_fd
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(lock_fd, _LOCK_EX_NB)
         except OSError:
             return False  # held by someone: the ordinary path waits for it
         try:
             fd = self._fd
             pos = store.journal_pos
-            st = os.fstat(fd)
+            st = _fstat(fd)
             if st.st_size != pos or not st.st_nlink:
                 return False
-            hook = store.fault
             try:
-                if hook is not _faults.no_fault:
-                    hook("before-write")
-                    half = len(batch) // 2
-                    os.pwrite(fd, batch[:half], pos)
-                    hook("mid-write")
-                    self._write_all(fd, batch[half:], pos + half)
-                    hook("after-write")
+                if store.fault is _faults.no_fault:
+                    written = _pwrite(fd, batch, pos)
+                    if written != len(batch):
+                        _write_all(fd, batch[written:], pos + written)
                 else:
-                    self._write_all(fd, batch, pos)
+                    _write_hooked(fd, batch, pos, store.fault)
             except OSError:
                 # Take the part written back before anyone can read it; the
                 # ordinary path then retries and reports what is wrong.
@@ -194,15 +216,7 @@ class TailAppender:
             store.journal_records += count
             return True
         finally:
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
-
-    @staticmethod
-    def _write_all(fd: int, data: bytes, pos: int) -> None:
-        written = os.pwrite(fd, data, pos)
-        while written < len(data):
-            data = data[written:]
-            pos += written
-            written = os.pwrite(fd, data, pos)
+            _flock(lock_fd, _LOCK_UN)
 
     def fsync(self) -> None:
         """Make what this appended durable (if its journal is still current:
