@@ -644,9 +644,11 @@ class PODMachine(RuleBasedStateMachine):
         self.synced: dict = {}
 
     def teardown(self):
-        self.pod.close()
-        assert on_disk(self.dir / "p") == self.model
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.pod.close()
+            assert on_disk(self.dir / "p") == self.model
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     @rule(target=keys, key=KEYS)
     def new_key(self, key):
@@ -765,9 +767,11 @@ class TwoHandlesMachine(RuleBasedStateMachine):
         self.counter = 0
 
     def teardown(self):
-        for pod in self.pods:
-            pod.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            for pod in self.pods:
+                pod.close()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def _next(self):
         self.counter += 1
