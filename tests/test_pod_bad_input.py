@@ -211,6 +211,27 @@ def test_import_legacy_copies_items_in_order(tmp_path):
         ]
 
 
+def test_import_legacy_of_a_tracker_makes_a_tracker(tmp_path):
+    old = tmp_path / "old.tracker"
+    write_legacy(
+        old,
+        [
+            [
+                ('"a"', '{"_aborted": false, "_tries": 1, "_done": true}'),
+                ('"b"', '{"_aborted": false, "_tries": 0, "_done": false, "x": 5}'),
+            ]
+        ],
+    )
+    assert tastypy.import_legacy(old, tmp_path / "new.tracker") == 2
+    with tastypy.ProgressTracker(tmp_path / "new.tracker") as tracker:
+        assert tracker["b"]["x"] == 5
+        assert tracker.num_done() == 1
+    # cls= chooses the class: the same records as a plain POD
+    tastypy.import_legacy(old, tmp_path / "as.pod", cls=POD)
+    with POD(tmp_path / "as.pod") as pod:
+        assert pod["a"]["_done"] is True
+
+
 def test_import_legacy_of_a_gzipped_pod(tmp_path):
     old = tmp_path / "old.pod"
     write_legacy(old, [[('"x"', "1"), ('"y"', '"two"')]], gz=True)
