@@ -41,6 +41,10 @@ _LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 #: The fields every record has, with the value of a task never tried.
 _DEFAULTS: Final = (("_done", False), ("_tries", 0), ("_aborted", False))
 
+#: With a huge ``sync_at``, an ordinary sync (no fsync) still runs after
+#: this many quick writes, to confirm they went to the live journal.
+_CONFIRM_AT: Final = 10_000
+
 #: Seconds between two lines of the plain progress display.
 _PLAIN_INTERVAL: Final = 2.0
 
@@ -611,7 +615,11 @@ class ProgressTracker(PersistentOrderedDict):
         if rec.get("_aborted") and not allow_aborted:
             return False
         max_tries = self._max_tries
-        return not max_tries or rec.get("_tries", 0) < max_tries
+        if not max_tries:
+            return True
+        tries = rec.get("_tries", 0)
+        # A count damaged in place is not a task to hand out; try_it says why.
+        return type(tries) is int and tries < max_tries
 
     def should_do(self, key: Any, allow_aborted: bool = False) -> bool:
         """True if the task is not done, not aborted (unless ``allow_aborted``)
@@ -692,7 +700,7 @@ class ProgressTracker(PersistentOrderedDict):
         self._since_durable += 1
         if self._since_durable >= self.sync_at:
             self._sync(True)
-        elif not self._quick_write():
+        elif len(self._unconfirmed) >= _CONFIRM_AT or not self._quick_write():
             self._sync(False)
 
     def _quick_write(self) -> bool:

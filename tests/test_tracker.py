@@ -738,3 +738,26 @@ def test_closed_tracker_refuses_changes(path):
     with pytest.raises(PersistentOrderedDictException, match="closed"):
         tracker.mark_done("a")
     assert reopened(path)["data"] == {"a": new_record()}
+
+
+def test_threads_sharing_a_tracker_lose_nothing(open_tracker, path):
+    import threading
+
+    tracker = open_tracker(max_tries=3, sync_at=50)
+
+    def worker(first: int) -> None:
+        for key in range(first, first + 500):
+            if tracker.try_it(key):
+                tracker[key]["by"] = first
+                tracker.mark_done(key)
+
+    threads = [threading.Thread(target=worker, args=(i * 500,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (tracker.num_done(), tracker.num_tried(), len(tracker)) == (2000, 2000, 2000)
+    tracker.close()
+    got = reopened(path)
+    assert got["counts"] == (2000, 2000, 0)
+    assert all(rec["by"] == key // 500 * 500 for key, rec in got["data"].items())
