@@ -75,17 +75,20 @@ class Driver:
 
     # -- running one measurement ------------------------------------------------
 
-    def worker(self, spec: dict, timeout: float = 3600) -> dict:
+    def worker(self, spec: dict, timeout: float = 1800) -> dict:
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.worker", orjson.dumps(spec).decode()],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.worker", orjson.dumps(spec).decode()],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"no result after {timeout:.0f} s"}
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             return {"error": " | ".join(tail) or f"exit status {proc.returncode}"}
