@@ -1120,7 +1120,7 @@ class _Progress:
             if done != bar.n:
                 bar.update(done - bar.n)
             if task.outcome == "failed":
-                bar.set_postfix(failed=self.failed, refresh=False)
+                bar.set_postfix(failed_tries=self.failed, refresh=False)
             return
         now = time.monotonic()
         if now - self.last >= _PLAIN_INTERVAL:
@@ -1136,7 +1136,7 @@ class _Progress:
         share = 100 * done / total if total else 100.0
         sys.stderr.write(
             f"tastypy: {done:,}/{total:,} done ({share:.1f} %), {self.failed:,} failed "
-            f"this run, {rate:,.0f} tasks/s, ETA {eta}\n"
+            f"tries this pass, {rate:,.0f} tasks/s, ETA {eta}\n"
         )
         sys.stderr.flush()
 
