@@ -8,7 +8,8 @@ Profiles, each on its own fresh POD:
   read marks the key dirty; every 1000 reads a sync finds nothing to write);
 * ``sync``: 200 syncs of 1000 changed keys each into a POD of N keys;
 * ``load``: opening a POD of N keys written 1000 per sync;
-* ``tryit``: ``try_it`` + ``mark_done`` on N/10 tasks (when tastypy.Tracker exists).
+* ``tryit``: ``try_it`` + ``mark_done`` on N/10 tasks (when tastypy.Tracker exists);
+* ``shared``: W5's shape, 8 processes sharing N/5 tasks; one of them is profiled.
 """
 
 from __future__ import annotations
@@ -114,12 +115,52 @@ def case_tryit(d: str, keys: list):
     return None, run
 
 
+def case_shared(d: str, keys: list):
+    """W5's shape: 8 processes share N/5 tasks; the profile is of one of them."""
+    Tracker = tracker_class()
+    if Tracker is None:
+        return "tastypy.Tracker does not exist yet", None
+    import multiprocessing
+
+    tasks = keys[: max(8, len(keys) // 5)]
+    path = os.path.join(d, "tracker")
+    Tracker(path, max_tries=3).close()
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(8)
+    dump = os.path.join(d, "child0.prof")
+
+    def child(i: int) -> None:
+        t = Tracker(path, max_tries=3)
+        barrier.wait()
+        prof = cProfile.Profile() if i == 0 else None
+        if prof:
+            prof.enable()
+        for k in tasks[i::8]:
+            if t.try_it(k):
+                t.mark_done(k)
+        t.close()
+        if prof:
+            prof.disable()
+            prof.dump_stats(dump)
+
+    def run() -> None:
+        workers = [ctx.Process(target=child, args=(i,)) for i in range(1, 8)]
+        for w in workers:
+            w.start()
+        child(0)
+        for w in workers:
+            w.join()
+
+    return None, (run, dump)
+
+
 CASES = {
     "set": case_set,
     "get": case_get,
     "sync": case_sync,
     "load": case_load,
     "tryit": case_tryit,
+    "shared": case_shared,
 }
 
 
@@ -138,12 +179,17 @@ def main() -> None:
             if skipped:
                 print(f"== {name}: skipped, {skipped}\n")
                 continue
-            prof = cProfile.Profile()
-            t0 = time.perf_counter()
-            prof.runcall(run)
-            elapsed = time.perf_counter() - t0
             out = io.StringIO()
-            stats = pstats.Stats(prof, stream=out)
+            t0 = time.perf_counter()
+            if isinstance(run, tuple):  # profiled inside a child process
+                run, dump = run
+                run()
+                stats = pstats.Stats(dump, stream=out)
+            else:
+                prof = cProfile.Profile()
+                prof.runcall(run)
+                stats = pstats.Stats(prof, stream=out)
+            elapsed = time.perf_counter() - t0
             stats.sort_stats(args.sort).print_stats(args.top)
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
             body = out.getvalue().replace(d, "<tmp>").replace(root, "")
