@@ -169,7 +169,9 @@ class TailAppender:
         try:
             if self._lock_fd < 0:
                 self._lock_fd = os.open(
-                    os.path.join(store.path, layout.LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666
+                    os.path.join(store.path, layout.LOCK_FILE),
+                    os.O_RDWR | os.O_CREAT | _NOFOLLOW,
+                    0o666,
                 )
             self._fd = os.open(store.journal_path, os.O_WRONLY | _NOFOLLOW)
         except OSError:
