@@ -186,7 +186,11 @@ def classify_foreign(directory: str) -> None:
     """Raise the right error for a directory that has files but no manifest."""
     # A crash while the POD was being created may leave a temporary manifest:
     # the directory is still new.
-    names = [n for n in os.listdir(directory) if n != LOCK_FILE and _TEMP_FILE.match(n) is None]
+    names = [
+        n
+        for n in os.listdir(directory)
+        if not n.startswith(LOCK_FILE) and _TEMP_FILE.match(n) is None
+    ]
     if not names:
         return
     data = sorted(n for n in names if is_data_file(n))
