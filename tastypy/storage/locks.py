@@ -219,22 +219,25 @@ class Holder(NamedTuple):
         return f"pid {self.pid} on {where}, since {since} ({age:.0f} s ago by this host's clock)"
 
 
-def _record(lease: float) -> bytes:
-    """The line a soft lock's file (or a claim to break one) holds."""
+def _record(lease: float) -> tuple[bytes, str]:
+    """The line a soft lock's file (or a claim to break one) holds, and its
+    token (unique to this acquisition)."""
     me = _self()
-    return orjson.dumps(
+    token = f"{me.token}-{next(me.count)}"
+    line = orjson.dumps(
         {
             "host": me.host,
             "pid": me.pid,
             "start": me.start,
             "since": round(time.time(), 3),
             "lease": lease,
-            "token": f"{me.token}-{next(me.count)}",
+            "token": token,
             "boot": me.boot,
             "pidns": me.pidns,
         },
         option=orjson.OPT_APPEND_NEWLINE,
     )
+    return line, token
 
 
 def _parse_holder(data: bytes) -> Holder | None:
@@ -343,7 +346,9 @@ class SoftLock:
             raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
         self.path = path
         self.lease = float(lease)
-        self._ino = -1
+        #: (inode, ctime) and token of our file while we hold the lock.
+        self._identity: tuple[int, int] | None = None
+        self._token = ""
         #: (status key, first seen, last seen) of the file a waiter watches.
         self._seen: list[Any] | None = None
         self._inspected = 0.0
@@ -358,8 +363,10 @@ class SoftLock:
         except FileExistsError:
             return False
         try:
-            os.write(fd, _record(self.lease))
-            self._ino = os.fstat(fd).st_ino
+            record, self._token = _record(self.lease)
+            os.write(fd, record)
+            st = os.fstat(fd)
+            self._identity = (st.st_ino, st.st_ctime_ns)
         except BaseException:
             os.close(fd)
             try:
@@ -371,14 +378,26 @@ class SoftLock:
         _register(self)
         return True
 
+    def _still_mine(self) -> bool:
+        try:
+            st = os.lstat(self.path)
+            if (st.st_ino, st.st_ctime_ns) == self._identity:
+                return True
+            # A file system may change the times after our write (NFS sets
+            # them when the write reaches the server), and a new file may get
+            # the inode number of a removed one: the record decides.
+            found = _read_marker(self.path)
+        except FileNotFoundError:
+            return False
+        if found is None or found[0] is None or found[0].token != self._token:
+            return False
+        self._identity = (found[1].st_ino, found[1].st_ctime_ns)
+        return True
+
     def release(self) -> None:
         with _registry:
             _held.pop(id(self), None)
-            try:
-                ino = os.lstat(self.path).st_ino
-            except FileNotFoundError:
-                ino = -1
-            if ino != self._ino:
+            if not self._still_mine():
                 log.error(
                     "tastypy: the lock %s was taken from this process while it held it "
                     "(it could not refresh it for %.0f s); writes made meanwhile may have "
@@ -388,14 +407,16 @@ class SoftLock:
                 )
                 return
             os.unlink(self.path)
-            self._ino = -1
+            self._identity = None
 
     def _refresh(self) -> None:
         # Called by the heartbeat with the registry lock held, so never at
         # the same time as release().
         try:
-            if os.lstat(self.path).st_ino == self._ino:
+            if self._still_mine():
                 os.utime(self.path)
+                st = os.lstat(self.path)
+                self._identity = (st.st_ino, st.st_ctime_ns)
         except OSError as exc:
             log.warning("tastypy: could not refresh the lock %s: %s", self.path, exc)
 
@@ -507,7 +528,7 @@ class SoftLock:
     def _claim(self, ident: str) -> str | None:
         """Create the claim to remove the lock file ``ident``: the first free
         generation after claims whose holders are provably gone."""
-        record = _record(self.lease)
+        record, _ = _record(self.lease)
         for generation in itertools.count():
             claim = f"{self.path}.break.{ident}.{generation}"
             try:
@@ -591,7 +612,7 @@ def _command_line(pid: int) -> str:
             args = f.read().split(b"\0")
     except OSError:
         return ""
-    text = " ".join(a.decode("utf-8", "replace") for a in args if a)
+    text = " ".join(" ".join(a.decode("utf-8", "replace") for a in args).split())
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -714,6 +735,8 @@ class DirectoryLock:
                     self._posix_timed_out(fd, began)
                 time.sleep(pause)
                 pause = min(pause * 2, _POLL_MAX)
+        except LockTimeoutError:
+            raise
         except OSError as exc:
             if exc.errno == errno.ENOLCK:
                 raise StorageError(
@@ -737,6 +760,8 @@ class DirectoryLock:
                     self._soft_timed_out(soft)
                 time.sleep(pause * random.uniform(0.5, 1.5))
                 pause = min(pause * 2, _SOFT_POLL_MAX)
+        except LockTimeoutError:
+            raise
         except OSError as exc:
             raise StorageError(
                 f"cannot create the lock file {soft.path}: {exc.strerror or exc}. Check that "
