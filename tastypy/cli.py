@@ -40,6 +40,25 @@ def _parser() -> argparse.ArgumentParser:
             help="the lock mode the POD's writers use (soft on NFS and the like)",
         )
 
+    verify = sub.add_parser(
+        "verify-fs",
+        help="check that locking (exclusion and visibility) works in a directory",
+        description="Run several processes contending for a lock in DIR and report whether "
+        "exclusion and visibility held (exit status 0 if they did). See docs/locks.md.",
+    )
+    verify.add_argument("directory", help="where your PODs live (a work directory is made in it)")
+    verify.add_argument(
+        "--lock",
+        choices=("auto", "posix", "soft", "both"),
+        default="auto",
+        help="the lock to check (default: the one lock='auto' picks there)",
+    )
+    verify.add_argument("--processes", type=int, default=4, help="processes on this host")
+    verify.add_argument("--rounds", type=int, default=200, help="lock holds per process")
+    verify.add_argument("--seconds", type=float, help="run for this long instead of --rounds")
+    verify.add_argument("--session", help="a name shared by runs on several hosts at once")
+    verify.add_argument("--keep", action="store_true", help="keep the work directory")
+
     return parser
 
 
@@ -71,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.path, tasks=args.tasks, progress=not args.no_progress)
     if args.command in ("check", "repair", "compact"):
         return _reliability(args)
+    if args.command == "verify-fs":
+        from tastypy.verify_fs import run
+
+        return run(args)
     return 2  # pragma: no cover - argparse refuses unknown commands
 
 
