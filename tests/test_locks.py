@@ -31,6 +31,8 @@ from tastypy.storage.locks import DirectoryLock
 
 directory, mode, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 lock = DirectoryLock(os.path.join(directory, "tastypy.lock"), mode, timeout=60)
+if sys.argv[4:] == ["create"]:  # as where hard links are refused
+    lock._soft._linking = False
 path = os.path.join(directory, "counter")
 seen = []
 for _ in range(rounds):
@@ -58,6 +60,7 @@ with lock.held():
     print("held", flush=True)
     time.sleep(hold)
 print("released", flush=True)
+time.sleep(600)
 """
 
 
@@ -69,6 +72,13 @@ def start_holder(directory, mode, hold, lease=60.0):
     proc = spawn_python(HOLDER, directory, mode, hold, lease)
     assert proc.stdout.readline().strip() == "held", proc.stderr.read()
     return proc
+
+
+def assert_nothing_left(directory) -> None:
+    """No lock file, and no template, claim or aside in the work directory."""
+    assert not (directory / "tastypy.lock.held").exists()
+    work = directory / "tastypy.lock.d"
+    assert not work.exists() or os.listdir(work) == []
 
 
 def stop(proc) -> None:
@@ -201,7 +211,24 @@ def test_no_update_is_lost_under_contention(tmp_path, mode):
         seen += [int(v) for v in out.split()]
     assert sorted(seen) == list(range(workers * rounds))
     assert (tmp_path / "counter").read_text() == str(workers * rounds)
-    assert not [n for n in os.listdir(tmp_path) if n.startswith("tastypy.lock.")]
+    assert_nothing_left(tmp_path)
+
+
+def test_linking_and_creating_processes_exclude_each_other(tmp_path):
+    # Where hard links are refused, the lock file is created with O_EXCL;
+    # both ways make the same file exclusively.
+    workers, rounds = 4, 100
+    procs = [
+        spawn_python(COUNTER, tmp_path, "soft", rounds, *(["create"] if i % 2 else []))
+        for i in range(workers)
+    ]
+    seen = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        seen += [int(v) for v in out.split()]
+    assert sorted(seen) == list(range(workers * rounds))
+    assert_nothing_left(tmp_path)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -305,6 +332,8 @@ def test_a_soft_lock_left_by_a_killed_process_is_recovered(tmp_path, reap, caplo
     assert "removed the stale lock" in caplog.text
     assert "whose process is gone" in caplog.text
     stop(proc)
+    lock.close()
+    assert_nothing_left(tmp_path)  # the dead holder's template went with its lock
 
 
 def test_many_waiters_recover_one_stale_lock_without_overlapping(tmp_path):
@@ -321,8 +350,7 @@ def test_many_waiters_recover_one_stale_lock_without_overlapping(tmp_path):
         assert p.returncode == 0, err
         seen += [int(v) for v in out.split()]
     assert sorted(seen) == list(range(workers * rounds))
-    leftovers = [n for n in os.listdir(tmp_path) if n.startswith("tastypy.lock.")]
-    assert not leftovers
+    assert_nothing_left(tmp_path)
 
 
 def test_a_live_local_holder_is_never_broken(tmp_path):
@@ -398,3 +426,59 @@ def test_a_holder_whose_lock_was_taken_does_not_remove_the_new_one(tmp_path, cap
             marker.write_bytes(foreign_record())
     assert b"node-17.cluster" in marker.read_bytes()
     assert "was taken from this process" in caplog.text
+
+
+LOOPER = """
+import os, sys, time
+from tastypy.storage.locks import DirectoryLock
+
+lock = DirectoryLock(os.path.join(sys.argv[1], "tastypy.lock"), "soft")
+with lock.held():
+    pass
+print("idle", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    with lock.held():
+        pass
+"""
+
+
+def test_the_lock_file_holds_its_whole_record_from_the_start(tmp_path):
+    # The file appears by hard link from a template already written, so a
+    # holder killed at any instant leaves a file that names it.
+    proc = spawn_python(LOOPER, tmp_path, 3)
+    try:
+        assert proc.stdout.readline().strip() == "idle"
+        marker = str(tmp_path / "tastypy.lock.held")
+        seen = 0
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            try:
+                fd = os.open(marker, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                data = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+            assert orjson.loads(data)["pid"] == proc.pid
+            seen += 1
+        assert seen > 10
+    finally:
+        stop(proc)
+
+
+def test_what_a_killed_process_left_is_swept(tmp_path):
+    proc = start_holder(tmp_path, "soft", hold=0)  # takes the lock once, then idles
+    assert proc.stdout.readline().strip() == "released"
+    waiter = lock_in(tmp_path, "soft", timeout=10)
+    with waiter.held():
+        pass
+    waiter.close()
+    stop(proc)
+    assert len(os.listdir(tmp_path / "tastypy.lock.d")) >= 1  # its template
+    lock = lock_in(tmp_path, "soft")
+    with lock.held():
+        assert len(os.listdir(tmp_path / "tastypy.lock.d")) == 1  # ours only
+    lock.close()
+    assert_nothing_left(tmp_path)

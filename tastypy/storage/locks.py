@@ -37,7 +37,9 @@ back a SoftFileLock costs some 250 µs against some 50 µs here.
 
 from __future__ import annotations
 
+import atexit
 import errno
+import hashlib
 import itertools
 import logging
 import os
@@ -45,6 +47,7 @@ import random
 import socket
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Any, Final, Iterator, NamedTuple
 
@@ -75,6 +78,8 @@ DEFAULT_LEASE: Final = 60.0
 
 #: Suffix of the soft lock's file, beside the posix lock file.
 SOFT_SUFFIX: Final = ".held"
+#: Suffix of the soft lock's work directory (templates, claims).
+WORK_SUFFIX: Final = ".d"
 
 #: What a soft-lock process writes into the posix lock file, so that a
 #: process on a host where the same directory looks local (the file server)
@@ -89,6 +94,23 @@ _SOFT_POLL_MAX: Final = 0.05
 #: How often a waiter reads the soft lock's record to judge its holder.
 _INSPECT_EVERY: Final = 0.1
 _RECORD_LIMIT: Final = 4096
+#: A template's record is padded with spaces to this size (JSON allows them).
+_TEMPLATE_SIZE: Final = 1024
+#: Files in the work directory untouched for this long are garbage.
+_SWEEP_AGE: Final = 86400.0
+#: link() errors that mean "no hard links here", so create the file instead.
+_NO_LINKS: Final = frozenset(
+    e
+    for e in (
+        errno.EPERM,
+        errno.EACCES,
+        errno.EXDEV,
+        errno.EMLINK,
+        errno.ENOSYS,
+        getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+        errno.EOPNOTSUPP,
+    )
+)
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
 _READ: Final = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
@@ -156,10 +178,15 @@ class _Self:
         # process of the same host, boot and namespace.
         self.boot = _read_text("/proc/sys/kernel/random/boot_id")
         self.pidns = _pid_namespace()
+        self.key = _host_key(self.host, self.boot, self.pidns)
         stat = _proc_stat(self.pid)
         self.start = stat[1] if stat else None
         self.token = os.urandom(6).hex()
         self.count = itertools.count()
+
+
+def _host_key(host: str, boot: str, pidns: int) -> str:
+    return hashlib.sha256(f"{host}\0{boot}\0{pidns}".encode()).hexdigest()[:12]
 
 
 _me: _Self | None = None
@@ -173,6 +200,26 @@ def _self() -> _Self:
     return me
 
 
+def _pid_alive(pid: int, start: int | None) -> bool:
+    """Whether a process of this host with ``pid`` (and, if known, started at
+    ``start``) still runs; a zombie or a recycled pid does not count."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return True
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc: the pid answered, so trust it
+    state, started = stat
+    if state in ("Z", "X", "x"):
+        return False
+    return start is None or started == start
+
+
 class Holder(NamedTuple):
     """What a soft lock's file says about the process holding it."""
 
@@ -184,33 +231,21 @@ class Holder(NamedTuple):
     token: str
     boot: str
     pidns: int
+    file: str
 
     def local(self) -> bool:
         """Whether the holder runs on this host, boot and PID namespace, so that
         its pid can be checked here."""
         me = _self()
-        return (self.host, self.boot, self.pidns) == (me.host, me.boot, me.pidns) and bool(
-            self.boot
+        return bool(self.boot) and (self.host, self.boot, self.pidns) == (
+            me.host,
+            me.boot,
+            me.pidns,
         )
 
     def alive(self) -> bool:
-        """For a local holder: whether its process still runs (a zombie or a
-        recycled pid does not count)."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        except OSError:
-            return True
-        stat = _proc_stat(self.pid)
-        if stat is None:
-            return True  # no /proc: the pid answered, so trust it
-        state, start = stat
-        if state in ("Z", "X", "x"):
-            return False
-        return self.start is None or start == self.start
+        """For a local holder: whether its process still runs."""
+        return _pid_alive(self.pid, self.start)
 
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
@@ -219,7 +254,7 @@ class Holder(NamedTuple):
         return f"pid {self.pid} on {where}, since {since} ({age:.0f} s ago by this host's clock)"
 
 
-def _record(lease: float) -> tuple[bytes, str]:
+def _record(lease: float, file: str = "") -> tuple[bytes, str]:
     """The line a soft lock's file (or a claim to break one) holds, and its
     token (unique to this acquisition)."""
     me = _self()
@@ -234,6 +269,7 @@ def _record(lease: float) -> tuple[bytes, str]:
             "token": token,
             "boot": me.boot,
             "pidns": me.pidns,
+            "file": file,
         },
         option=orjson.OPT_APPEND_NEWLINE,
     )
@@ -252,6 +288,7 @@ def _parse_holder(data: bytes) -> Holder | None:
             str(rec["token"]),
             str(rec.get("boot", "")),
             int(rec.get("pidns", 0)),
+            str(rec.get("file", "")),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
@@ -287,27 +324,51 @@ def read_holder(directory_or_lock: str) -> Holder | None:
     return None if found is None else found[0]
 
 
-# -- the heartbeat ---------------------------------------------------------------
+# -- the heartbeat, and this process's templates ---------------------------------
 
 _held: dict[int, SoftLock] = {}
 _registry = threading.Lock()
 _wake = threading.Event()
 _beat_pid = -1
 _beat_every = DEFAULT_LEASE / 4
+#: Template files of this process (path -> descriptor), removed at exit.
+_templates: dict[str, int] = {}
 
 
 def _reset_after_fork() -> None:
-    # The heartbeat thread does not exist in a child, and the registry lock
-    # may have been held by it at the fork.
+    # The heartbeat thread does not exist in a child, the registry lock may
+    # have been held by it at the fork, and the parent's templates are the
+    # parent's to remove.
     global _registry, _wake, _beat_pid
     _registry = threading.Lock()
     _wake = threading.Event()
     _held.clear()
+    _templates.clear()
     _beat_pid = -1
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _remove_template(path: str, fd: int, pid: int = -1) -> None:
+    if pid >= 0 and pid != os.getpid():
+        return  # a forked child's copy: the template is the parent's
+    _templates.pop(path, None)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+@atexit.register
+def _remove_templates() -> None:
+    for path, fd in list(_templates.items()):
+        _remove_template(path, fd)
 
 
 def _heartbeat() -> None:
@@ -337,17 +398,34 @@ def _register(lock: SoftLock) -> None:
 class SoftLock:
     """Exclusive creation of ``path``, with the recovery of stale files.
 
+    The lock file is made by hard-linking a *template* of this process (a
+    file in ``workdir`` into which the record was written just before) to
+    ``path``: ``link`` fails if ``path`` exists, and the lock file holds its
+    whole record from the instant it appears, so a holder killed at any
+    instant leaves a file that names it. Where hard links are refused (some
+    SMB shares), the lock file is created with ``O_EXCL`` and then written.
+
     Not re-entrant and not shared between threads: :class:`DirectoryLock`
     wraps it.
     """
 
-    def __init__(self, path: str, lease: float = DEFAULT_LEASE):
+    def __init__(self, path: str, lease: float = DEFAULT_LEASE, workdir: str | None = None):
         if not lease > 0:
             raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
         self.path = path
         self.lease = float(lease)
-        #: (inode, ctime) and token of our file while we hold the lock.
-        self._identity: tuple[int, int] | None = None
+        #: Templates, claims to break a stale lock and files set aside.
+        self.workdir = workdir or path + ".d"
+        self._linking = True
+        self._template = ""
+        self._tfd = -1
+        self._tpid = -1
+        self._tino = -1
+        self._tlen = 0
+        #: (inode, ctime) and token of our file while we hold the lock; the
+        #: ctime is None when the file is our template (its inode cannot be
+        #: reused while the template exists).
+        self._identity: tuple[int, int | None] | None = None
         self._token = ""
         #: (status key, first seen, last seen) of the file a waiter watches.
         self._seen: list[Any] | None = None
@@ -358,6 +436,83 @@ class SoftLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free, without waiting."""
+        if self._linking:
+            got = self._try_link()
+            if got is not None:
+                if got:
+                    _register(self)
+                return got
+        got = self._try_create()
+        if got:
+            _register(self)
+        return got
+
+    def _template_fd(self) -> int:
+        if self._tfd >= 0 and self._tpid == os.getpid():
+            return self._tfd
+        me = _self()
+        first = self._tpid < 0
+        self._tfd = -1
+        os.makedirs(self.workdir, exist_ok=True)
+        name = f"{me.key}.{me.pid}.{me.token}{next(me.count)}"
+        path = os.path.join(self.workdir, name)
+        fd = os.open(path, _CREATE, 0o644)
+        self._template, self._tfd, self._tpid = path, fd, me.pid
+        self._tino = os.fstat(fd).st_ino
+        self._tlen = 0
+        _templates[path] = fd
+        # A lock dropped without close() (a POD never closed) takes its
+        # template with it; at exit, _remove_templates does.
+        self._finalizer = weakref.finalize(self, _remove_template, path, fd, me.pid)
+        self._finalizer.atexit = False
+        if first:
+            self._sweep()
+        return fd
+
+    def _forget_template(self) -> None:
+        if self._tfd >= 0 and self._tpid == os.getpid():
+            self._finalizer.detach()
+            _remove_template(self._template, self._tfd)
+        self._tfd = -1
+        self._tpid = -1
+
+    def _try_link(self) -> bool | None:
+        """True/False as :meth:`try_acquire`; None where it cannot link."""
+        for _ in range(2):
+            try:
+                fd = self._template_fd()
+                record, token = _record(self.lease, os.path.basename(self._template))
+                # Always the same length, so that one pwrite replaces the
+                # whole record: a waiter that opened the file just before we
+                # released it may read it while we write the next record.
+                if len(record) < _TEMPLATE_SIZE:
+                    record = record[:-1] + b" " * (_TEMPLATE_SIZE - len(record)) + b"\n"
+                os.pwrite(fd, record, 0)
+                if len(record) < self._tlen:
+                    os.ftruncate(fd, len(record))
+                self._tlen = len(record)
+                os.link(self._template, self.path)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno in _NO_LINKS:
+                    # No hard links here (or no right to make a work
+                    # directory): create the lock file directly instead.
+                    self._linking = False
+                    self._forget_template()
+                    return None
+                if exc.errno in (errno.ENOENT, errno.ESTALE):
+                    # Our template was removed (swept as garbage by another
+                    # process, or the work directory was): make another.
+                    self._forget_template()
+                    continue
+                raise
+            self._token = token
+            self._identity = (self._tino, None)
+            return True
+        return None
+
+    def _try_create(self) -> bool:
         try:
             fd = os.open(self.path, _CREATE, 0o644)
         except FileExistsError:
@@ -375,13 +530,15 @@ class SoftLock:
                 pass
             raise
         os.close(fd)
-        _register(self)
         return True
 
     def _still_mine(self) -> bool:
+        if self._identity is None:
+            return False
+        ino, ctime = self._identity
         try:
             st = os.lstat(self.path)
-            if (st.st_ino, st.st_ctime_ns) == self._identity:
+            if st.st_ino == ino and (ctime is None or st.st_ctime_ns == ctime):
                 return True
             # A file system may change the times after our write (NFS sets
             # them when the write reaches the server), and a new file may get
@@ -391,7 +548,8 @@ class SoftLock:
             return False
         if found is None or found[0] is None or found[0].token != self._token:
             return False
-        self._identity = (found[1].st_ino, found[1].st_ctime_ns)
+        if ctime is not None:
+            self._identity = (found[1].st_ino, found[1].st_ctime_ns)
         return True
 
     def release(self) -> None:
@@ -405,20 +563,51 @@ class SoftLock:
                     self.path,
                     self.lease,
                 )
+                self._identity = None
                 return
             os.unlink(self.path)
             self._identity = None
+
+    def close(self) -> None:
+        """Remove this process's template (made again if the lock is taken again)."""
+        self._forget_template()
 
     def _refresh(self) -> None:
         # Called by the heartbeat with the registry lock held, so never at
         # the same time as release().
         try:
-            if self._still_mine():
+            if self._identity is not None and self._identity[1] is None:
+                os.utime(self._tfd)  # our template is the lock file
+            elif self._still_mine():
                 os.utime(self.path)
                 st = os.lstat(self.path)
                 self._identity = (st.st_ino, st.st_ctime_ns)
         except OSError as exc:
             log.warning("tastypy: could not refresh the lock %s: %s", self.path, exc)
+
+    def _sweep(self) -> None:
+        """Remove what dead processes left in the work directory: templates
+        of processes of this host that are gone, and anything untouched for a
+        day (a template is rewritten at every acquisition and refreshed while
+        held, so only a process idle for a day loses its own, and makes
+        another)."""
+        me = _self()
+        old = time.time() - _SWEEP_AGE
+        try:
+            entries = list(os.scandir(self.workdir))
+        except OSError:
+            return
+        for entry in entries:
+            parts = entry.name.split(".")
+            try:
+                if len(parts) == 3 and parts[0] == me.key and me.boot:
+                    gone = parts[1].isdigit() and not _pid_alive(int(parts[1]), None)
+                else:
+                    gone = entry.stat(follow_symlinks=False).st_mtime < old
+                if gone and entry.path != self._template:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
     # the waiter's side
 
@@ -486,7 +675,8 @@ class SoftLock:
         try:
             if not same(_read_marker(self.path)):
                 return
-            aside = f"{self.path}.aside.{_self().token}-{next(_self().count)}"
+            me = _self()
+            aside = os.path.join(self.workdir, f"aside.{me.token}{next(me.count)}")
             try:
                 os.rename(self.path, aside)
             except FileNotFoundError:
@@ -502,6 +692,11 @@ class SoftLock:
                     log.warning("tastypy: removed the stale lock %s of %s", self.path, whose)
                     self._seen = None
                     self._claims_seen.clear()
+                    if holder is not None and holder.file and "/" not in holder.file:
+                        try:
+                            os.unlink(os.path.join(self.workdir, holder.file))
+                        except OSError:
+                            pass
                     self._sweep_claims(ident, keep=claim)
                 else:
                     # Its holder came back to life and a new holder took the
@@ -529,8 +724,9 @@ class SoftLock:
         """Create the claim to remove the lock file ``ident``: the first free
         generation after claims whose holders are provably gone."""
         record, _ = _record(self.lease)
+        os.makedirs(self.workdir, exist_ok=True)
         for generation in itertools.count():
-            claim = f"{self.path}.break.{ident}.{generation}"
+            claim = os.path.join(self.workdir, f"break.{ident}.{generation}")
             try:
                 fd = os.open(claim, _CREATE, 0o644)
             except FileExistsError:
@@ -562,15 +758,14 @@ class SoftLock:
     def _sweep_claims(self, ident: str, keep: str) -> None:
         # Claims of breakers that died: useless once the file they were for is
         # gone, since its token never comes back.
-        directory, name = os.path.split(self.path)
-        prefix = f"{name}.break.{ident}."
+        prefix = f"break.{ident}."
         try:
-            names = os.listdir(directory or ".")
+            names = os.listdir(self.workdir)
         except OSError:
             return
-        for other in names:
-            full = os.path.join(directory, other)
-            if other.startswith(prefix) and full != keep:
+        for name in names:
+            full = os.path.join(self.workdir, name)
+            if name.startswith(prefix) and full != keep:
                 try:
                     os.unlink(full)
                 except OSError:
@@ -678,7 +873,9 @@ class DirectoryLock:
                         "lock everywhere (lock='auto' does).",
                         os.path.dirname(path),
                     )
-        self._soft = SoftLock(path + SOFT_SUFFIX, lease) if self.mode == "soft" else None
+        self._soft = (
+            SoftLock(path + SOFT_SUFFIX, lease, path + WORK_SUFFIX) if self.mode == "soft" else None
+        )
         if self._soft is not None:
             self._leave_note()
         log.debug("tastypy: %s lock for %s: %s", self.mode, path, self.reason)
@@ -834,7 +1031,12 @@ class DirectoryLock:
                     self._release()
 
     def close(self) -> None:
+        """Give back the descriptor or template this process keeps (both are
+        made again if the lock is taken again)."""
         if self._fd >= 0 and self._pid == os.getpid():
             os.close(self._fd)
         self._fd = -1
         self._pid = -1
+        soft = getattr(self, "_soft", None)
+        if soft is not None and self._depth == 0:
+            soft.close()
