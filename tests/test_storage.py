@@ -382,3 +382,29 @@ def test_store_load_starts_over_when_a_compaction_removed_its_file(tmp_path):
     with store.locked():
         assert store.load() == {"a": 1, "b": 2, "c": 3}
     store.close()
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_writer_with_a_stale_size_never_cuts_others_batches(tmp_path, gzipped):
+    # On NFS a cached size can make a writer believe the journal ends where
+    # it last read it. Appending there would cut other hosts' synced
+    # batches; the append must refuse instead and leave the file whole.
+    path = tmp_path / "p.pod"
+    with POD(path, gzipped=gzipped) as pod:
+        pod["a"] = 1
+    stale = Store(path)
+    with stale.locked():
+        stale.load()
+    with POD(path) as other:
+        other["b"] = 2
+    before = journal_file(path).read_bytes() if not gzipped else None
+    jpath = str(next(path.glob("journal-*")))
+    size_before = os.path.getsize(jpath)
+    batch = journal.frame(b'["c",3]\n', 1, gzipped)
+    with pytest.raises(OSError, match="stale size"):
+        journal.append(jpath, stale.journal_pos, batch, lambda point: None)
+    assert os.path.getsize(jpath) == size_before
+    if before is not None:
+        assert journal_file(path).read_bytes() == before
+    with POD(path) as pod:
+        assert pod == {"a": 1, "b": 2}

@@ -12,6 +12,7 @@ a torn member is recognised as the torn tail.
 
 from __future__ import annotations
 
+import errno
 import os
 import zlib
 from typing import Any, Callable, Final
@@ -356,10 +357,11 @@ def append(
     """
     # O_NOFOLLOW: a journal that is a symbolic link is refused, so a POD
     # directory cannot redirect our writes to a file outside it.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o666)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
     try:
         size = os.fstat(fd).st_size
         if size != committed_size:
+            _check_cuttable(fd, path, committed_size, size)
             hook("before-truncate")
             os.ftruncate(fd, committed_size)
             os.fsync(fd)
@@ -394,6 +396,30 @@ def append(
 
 
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _check_cuttable(fd: int, path: str, committed_size: int, size: int) -> None:
+    """Refuse to cut anything but a torn batch off the end of the journal.
+
+    The caller read the journal up to ``committed_size`` under the lock, so
+    past it there can only be a batch a dead writer left unfinished. If
+    there is more (a stale size from a network filesystem's attribute
+    cache, or a writer that did not take the same lock), cutting would
+    destroy other processes' synced batches: stop instead, and let the sync
+    be retried after reading them.
+    """
+    if size > committed_size:
+        tail = os.pread(fd, size - committed_size, committed_size)
+        whole = gunzip_members(tail)[1] if tail[:3] == b"\x1f\x8b\x08" else committed_part(tail)
+        if not whole:
+            return
+    raise OSError(
+        errno.ESTALE,
+        f"the journal holds {size} bytes where {committed_size} were expected under the "
+        "lock: another process wrote to it without the same lock, or the filesystem reported "
+        "a stale size. Nothing was cut; sync again. If this repeats, open every handle with "
+        "the same lock= (see docs/locks.md)",
+    )
 
 
 def _write_all(fd: int, view: memoryview) -> None:

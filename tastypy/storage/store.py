@@ -270,7 +270,13 @@ class Store:
         if manifest["generation"] != self.generation:
             return None
         try:
-            size = os.stat(self.journal_path).st_size
+            # Open, not stat: on NFS an open revalidates the cached size
+            # (close-to-open consistency); a stat may answer from the cache.
+            fd = os.open(self.journal_path, os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             size = 0
         except OSError as exc:
