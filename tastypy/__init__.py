@@ -23,7 +23,7 @@ from tastypy.errors import (
 )
 from tastypy.legacy import import_legacy
 from tastypy.pod import POD, PersistentOrderedDict
-from tastypy.repair import check, repair
+from tastypy.storage.repair import check, repair
 from tastypy.tracker import ProgressTracker, Tracker
 
 __version__ = "1.0.0.dev0"

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 def _reliability(args: argparse.Namespace) -> int:
     """``check``, ``repair`` and ``compact``: exit status 0 when all is well, else 1."""
     from tastypy.errors import TastypyError
-    from tastypy.repair import check, compact, repair
+    from tastypy.storage.repair import check, compact, repair
 
     try:
         if args.command == "check":

@@ -19,7 +19,7 @@ from conftest import child_env as _child_env
 from conftest import run_python, spawn_python
 
 import tastypy
-from tastypy.repair import check
+from tastypy.storage.repair import check
 
 #: Applies one operation to a POD or to a dict; shared by children and models.
 APPLY_SOURCE = """

@@ -18,7 +18,7 @@ from conftest import run_python
 from crashkit import files_of, read_pod
 
 import tastypy
-from tastypy.repair import compact
+from tastypy.storage.repair import compact
 
 JOURNAL = "journal-000000.jsonl"
 ITEMS = [("a", 1), ("b", {"x": [1, 2]}), (("t", 1), "tuple key"), (7, "int key"), ("e", "é")]

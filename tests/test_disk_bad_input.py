@@ -75,7 +75,7 @@ def test_zero_bytes_after_the_last_batch_are_a_torn_tail(pod_dir):
 
 
 def test_a_truncated_snapshot_is_an_error_not_a_smaller_pod(pod_dir):
-    from tastypy.repair import compact
+    from tastypy.storage.repair import compact
 
     compact(pod_dir)
     snapshot = pod_dir / "snapshot-000001.jsonl"
@@ -87,7 +87,7 @@ def test_a_truncated_snapshot_is_an_error_not_a_smaller_pod(pod_dir):
 
 
 def test_a_missing_snapshot_is_an_error(pod_dir):
-    from tastypy.repair import compact
+    from tastypy.storage.repair import compact
 
     compact(pod_dir)
     os.unlink(pod_dir / "snapshot-000001.jsonl")
@@ -326,7 +326,7 @@ def test_a_symlinked_journal_is_read_but_never_written_through(pod_dir, outside)
 
 
 def test_symlinks_are_replaced_not_written_through_by_a_compaction(pod_dir, outside):
-    from tastypy.repair import compact
+    from tastypy.storage.repair import compact
 
     # A planted temporary file of this very process, and a linked manifest.
     os.symlink(outside, pod_dir / f"snapshot-000001.jsonl.{os.getpid()}.tmp")
