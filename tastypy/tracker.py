@@ -2,22 +2,28 @@
 
 Every value is a task record, a dict holding at least ``_done``, ``_tries``
 and ``_aborted``; users attach anything else. :meth:`ProgressTracker.try_it`
-counts a try and writes it to the journal (no fsync) before it returns, so a
-task that kills its own process still has its try counted, and everything
-marked done before it is still done. See ``docs/tracker.md`` and
-``docs/survival.md``.
+claims a task for this process: under the directory lock, after taking in
+what other processes wrote, it checks that the task is still to do and not
+leased by another process, counts the try, leases the task to this process
+and writes all that to the journal (no fsync) before it returns. So any
+number of processes on any number of hosts can share one tracker and run
+every task once, a task that kills its own process still has its try
+counted, and everything marked done before it is still done. See
+``docs/tracker.md``, ``docs/leases.md`` and ``docs/survival.md``.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
+import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -30,9 +36,9 @@ from tastypy.errors import (
 )
 from tastypy.pod import _CHANGED, _MISSING, PersistentOrderedDict, _Setter
 from tastypy.storage import journal
-from tastypy.storage.tail import TailAppender
+from tastypy.storage.tail import TailAppender, file_time
 
-__all__ = ["ProgressTracker", "Tracker", "Task"]
+__all__ = ["ProgressTracker", "Tracker", "Task", "LeaseInfo", "DEFAULT_LEASE"]
 
 log = logging.getLogger("tastypy")
 
@@ -47,6 +53,123 @@ _CONFIRM_AT: Final = 10_000
 
 #: Seconds between two lines of the plain progress display.
 _PLAIN_INTERVAL: Final = 2.0
+
+#: Seconds a task stays leased to the process that claimed it, unless the
+#: tracker (``lease=``) or the call says otherwise: doloop's ``lock_for``.
+DEFAULT_LEASE: Final = 3600.0
+
+#: The fields of a record that say who may run it. When a task being claimed
+#: was changed here (not yet written) and by another process, these come
+#: from the other process's version, so that its claim is not overwritten.
+_CLAIM_FIELDS: Final = ("_done", "_aborted", "_lease_until", "_holder")
+
+#: Seconds between two measures of how far this host's clock is from the
+#: filesystem's (on filesystems shared by hosts), and the offset above which
+#: a warning says so.
+_CLOCK_EVERY: Final = 30.0
+_CLOCK_WARN: Final = 5.0
+_CLOCK_SAMPLES: Final = 5
+
+#: ``claim`` passes this as the keys it decides on: it may take any key.
+_ANY: Final = object()
+
+_time = time.time
+
+#: The name of this host in lease records; ``TASTYPY_HOST`` overrides it
+#: where host names are not unique (containers started with one name).
+_HOST: Final = os.environ.get("TASTYPY_HOST") or socket.gethostname()
+
+#: Who holds the leases this process takes: ``host:pid``.
+_me = f"{_HOST}:{os.getpid()}"
+
+
+def _after_fork() -> None:
+    global _me
+    _me = f"{_HOST}:{os.getpid()}"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _pid_runs(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, but is not ours to signal
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # no /proc: the pid answered, so trust it
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X", b"x")
+
+
+def _holder_gone(holder: Any) -> bool:
+    """Whether the lease holder ``host:pid`` is a process of this host that
+    no longer runs: then its leases are void at once, not at expiry."""
+    if type(holder) is not str:
+        return False
+    host, sep, pid = holder.rpartition(":")
+    if not sep or host != _HOST or holder == _me:
+        return False
+    try:
+        number = int(pid)
+    except ValueError:
+        return False
+    return number > 0 and not _pid_runs(number)
+
+
+def _until(offset: float, span: float) -> float:
+    """``span`` seconds from now on the lease clock, as epoch seconds."""
+    return _time() + offset + span
+
+
+class _Ordinary(Exception):
+    """The quick path cannot write this: the ordinary path must."""
+
+
+def _check_span(value: Any, name: str, negative: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or (value <= 0 and not negative)
+    ):
+        what = "a finite number of seconds" if negative else "a number of seconds > 0"
+        raise InvalidArgumentError(f"{name} must be {what}, got {value!r}.")
+    return float(value)
+
+
+def _key_list(keys: Any) -> list:
+    """``keys`` as a list; one str or int key is accepted alone."""
+    if type(keys) in (str, int):
+        return [keys]
+    try:
+        return list(keys)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"expected a list of keys, got {type(keys).__name__} ({keys!r:.60})"
+        ) from None
+
+
+class LeaseInfo(NamedTuple):
+    """Where one task stands, as :meth:`ProgressTracker.lease_info` reports it."""
+
+    #: Whether the task is done.
+    done: bool
+    #: How many times it was tried.
+    tries: int
+    #: Who holds (or last held) its lease: ``"host:pid"``, or None.
+    holder: str | None
+    #: Seconds until its lease expires (negative: expired that long ago;
+    #: None: no lease).
+    lease_left: float | None
+
 
 # A record's share of the counters, as bits: done, tried (at least once),
 # aborted. Counters are sums of these over the records.
@@ -161,8 +284,28 @@ class ProgressTracker(PersistentOrderedDict):
         *,
         lock: str = "auto",
         lock_timeout: float = 600.0,
+        lease: float | None = DEFAULT_LEASE,
     ):
         self._max_tries = _check_max_tries(max_tries)
+        self._lease = DEFAULT_LEASE if lease is None else _check_span(lease, "lease")
+        # Keys whose record may hold a lease or a bump (a superset, checked
+        # when used); None until claim() first needs it.
+        self._lease_index: dict | None = None
+        # claim()'s order of tasks never tried, then tried before; consumed
+        # from _queue_pos and built again when used up.
+        self._queue: list = []
+        self._queue_pos = 0
+        # Grants made by the decision running now, to take back if its write fails.
+        self._undo: list | None = None
+        # Bumped whenever changes of other processes are taken in.
+        self._absorbed = 0
+        # Whether others wrote at our last quick write: then claims take in
+        # what is new before deciding, rather than deciding first.
+        self._contended = False
+        # This host's clock + offset = the filesystem's clock (see _clock).
+        self._clock_offset = 0.0
+        self._clock_samples: list = []
+        self._clock_next = 0.0
         self._n_done = 0
         self._n_tried = 0
         self._n_aborted = 0
@@ -201,6 +344,21 @@ class ProgressTracker(PersistentOrderedDict):
     @max_tries.setter
     def max_tries(self, value: int | None) -> None:
         self._max_tries = _check_max_tries(value)
+
+    @property
+    def lease(self) -> float:
+        """Seconds a claimed task stays leased to this process (default one
+        hour), unless a call says otherwise. Settable."""
+        return self._lease
+
+    @lease.setter
+    def lease(self, value: float) -> None:
+        self._lease = _check_span(value, "lease")
+
+    @property
+    def holder(self) -> str:
+        """How lease records name this process: ``"host:pid"``."""
+        return _me
 
     def __repr__(self) -> str:
         return (
@@ -253,7 +411,15 @@ class ProgressTracker(PersistentOrderedDict):
     # -- hooks of the POD ------------------------------------------------------
 
     def _loaded(self) -> None:
+        self._absorbed = getattr(self, "_absorbed", 0) + 1
         self._count_all()
+        self._lease_index = None
+        self._queue = []
+        self._queue_pos = 0
+
+    def _take_in(self, changes: list, ours: set) -> None:
+        self._absorbed += 1
+        super()._take_in(changes, ours)
 
     def _replaced(self, key: Any, old: Any, new: Any) -> None:
         lent = self._lent
@@ -262,6 +428,10 @@ class ProgressTracker(PersistentOrderedDict):
         else:
             c_old = 0 if old is _MISSING else _contrib(old)
         self._shift(c_old, 0 if new is _MISSING else _contrib(new))
+        if type(new) is dict and "_lease_until" in new:
+            index = self._lease_index
+            if index is not None:
+                index[key] = None
 
     def _reload(self, ours: set) -> None:
         # Another process compacted the POD since we last looked. What the
@@ -312,17 +482,46 @@ class ProgressTracker(PersistentOrderedDict):
             self._since_durable = 0
 
     def _exit_sync(self) -> None:
-        if not self._closed and (self._dirty or self._pending or self._since_durable):
-            self.sync()
+        if self._closed:
+            return
+        try:
+            self._release_held()
+        finally:
+            if self._dirty or self._pending or self._since_durable:
+                self.sync()
+
+    def _held_keys(self) -> list:
+        """The tasks leased to this process and not done."""
+        me = _me
+        return [
+            k
+            for k, r in self._data.items()
+            if type(r) is dict and r.get("_holder") == me and not r.get("_done")
+        ]
+
+    def _release_held(self) -> None:
+        """End the leases this process still holds (at exit and close); their
+        tries stay counted: the tasks were handed out."""
+        try:
+            keys = self._held_keys()
+            if keys:
+                self.release(keys, tried=True)
+        except Exception:
+            log.exception("tastypy: could not release the leases held in %s", self.path)
 
     def close(self) -> None:
         try:
+            if not self._closed:
+                self._release_held()
             super().close()
         finally:
             if self._tail is not None:
                 self._tail.close()
 
     def __del__(self) -> None:
+        # Dropped without close(): nobody can end its leases any more.
+        if not getattr(self, "_closed", True) and getattr(self, "_tail", None) is not None:
+            self._release_held()
         super().__del__()
         tail = getattr(self, "_tail", None)
         if tail is not None:
@@ -359,6 +558,8 @@ class ProgressTracker(PersistentOrderedDict):
             if self._epoch == epoch:
                 cur = data.get(key, _MISSING)
                 self._shift(0, 0 if cur is _MISSING else _contrib(cur))
+        if "_lease_until" in value and self._lease_index is not None:
+            self._lease_index[key] = None
 
     def __delitem__(self, key: Any) -> None:
         data = self._data
@@ -425,6 +626,10 @@ class ProgressTracker(PersistentOrderedDict):
             old = data.get(key)
             record = dict(old) if type(old) is dict else dict(_DEFAULTS)
             record.update(value)
+            if record.get("_done") is True and "_lease_until" not in value:
+                # Marked done through the merge: its lease ends, as with mark_done.
+                record.pop("_lease_until", None)
+                record.pop("_holder", None)
             _check_record(key, record)
             merged.append((key, record))
         with self.holding():
@@ -475,7 +680,9 @@ class ProgressTracker(PersistentOrderedDict):
                 f"tracker[{key!r}]['_tries'] to a non-negative int."
             )
         self._shift(c_old, _contrib(rec))
-        self._touch(key)
+        # Marked, not _touch-ed: this may run inside a write that holds the
+        # lock, where a sync must not start.
+        self._dirty[key] = _CHANGED
         return rec
 
     def _touch(self, key: Any) -> None:
@@ -529,12 +736,26 @@ class ProgressTracker(PersistentOrderedDict):
                     self[key] = dict(_DEFAULTS)
 
     def mark_done(self, key: Any) -> None:
-        """Mark the task done. It is written at the next try, sync or exit."""
-        rec = self._rec(key)
-        if not rec["_done"]:
+        """Mark the task done, and end its lease. It is written at the next
+        try, sync or exit."""
+        rec = self._data.get(key)
+        if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
+            rec = self._rec(key)
+        if "_lease_until" in rec:
+            del rec["_lease_until"]
+            rec.pop("_holder", None)
+            if not rec["_done"]:
+                rec["_done"] = True
+                self._n_done += 1
+        elif not rec["_done"]:
             rec["_done"] = True
             self._n_done += 1
-            self._touch(key)
+        else:
+            return
+        dirty = self._dirty
+        dirty[key] = _CHANGED
+        if len(dirty) + len(self._pending_keys) >= self.sync_at and not self._held:
+            self.sync()
 
     def mark_not_done(self, key: Any) -> None:
         """Mark the task not done."""
@@ -639,131 +860,855 @@ class ProgressTracker(PersistentOrderedDict):
         """Like :meth:`should_try`, adding the key first if it is not there."""
         return self._try(key, True, allow_aborted)
 
-    def try_it(self, key: Any) -> bool:
-        """Decide whether to run a task now, and if so count the try.
+    def try_it(self, key: Any, *, lease: float | None = None) -> bool:
+        """Claim a task for this process now, and if so count the try.
 
         Adds ``key`` if it is not there. Returns False if the task is done,
-        aborted, or was tried ``max_tries`` times; otherwise counts one try
-        and returns True. Before returning True it writes every unsynced
-        change to the journal (without fsync), so if the task then kills the
-        process, its try is counted and everything marked done before it
-        stays done.
-        """
-        return self._try(key, True, False)
+        aborted, was tried ``max_tries`` times, or is leased to another
+        process; otherwise counts one try, leases the task to this process
+        for ``lease`` seconds (default: the tracker's :attr:`lease`, one
+        hour) and returns True. The check, the try and the lease are decided
+        under the directory lock after taking in what other processes wrote,
+        so two processes never both get True for one task while its lease
+        runs. :meth:`mark_done` (or an attempt that records an error) ends
+        the lease.
 
-    def _try(self, key: Any, add: bool, allow_aborted: bool, started: str | None = None) -> bool:
+        Before returning True it writes every unsynced change to the journal
+        (without fsync), so if the task then kills the process, its try is
+        counted and everything marked done before it stays done.
+        """
+        return self._try(key, True, False, None, lease)
+
+    def _claimable(self, rec: dict, now: float | None, allow_aborted: bool) -> bool:
+        """Whether this process may take the task of ``rec`` now (KeyError or
+        TypeError for a damaged record)."""
+        if rec["_done"] or (rec["_aborted"] and not allow_aborted):
+            return False
+        max_tries = self._max_tries
+        if max_tries and rec["_tries"] >= max_tries:
+            return False
+        until = rec.get("_lease_until")
+        if until is not None:
+            holder = rec.get("_holder")
+            if holder != _me and type(until) in (int, float):
+                if until > (self._clock() if now is None else now) and not _holder_gone(holder):
+                    return False
+        return True
+
+    def _try(
+        self,
+        key: Any,
+        add: bool,
+        allow_aborted: bool,
+        started: str | None = None,
+        lease: float | None = None,
+    ) -> bool:
         """The one place that decides whether ``key`` is tried now and counts the try."""
         if self._closed:
             self._refuse_closed()
-        data = self._data
-        rec = data.get(key)
+        simple = False
+        rec = self._data.get(key)
         if rec is None:
             if not add:
                 raise self._missing(key)
             t = type(key)
             if t is not str and t is not int:
                 check_key(key)
-            rec = {"_done": False, "_tries": 1, "_aborted": False}
-            data[key] = rec
-            self._n_tried += 1
         else:
+            # What this process knows already says no: no need to ask the disk.
             if key in self._lent:
                 self._settle_key(key, rec)
             try:
                 if rec["_done"] or (rec["_aborted"] and not allow_aborted):
                     return False
                 tries = rec["_tries"]
+                if type(tries) is not int:
+                    raise TypeError  # damaged in place: _repair says how
                 max_tries = self._max_tries
                 if max_tries and tries >= max_tries:
                     return False
-                rec["_tries"] = tries + 1
-            except (KeyError, TypeError):
+                if "_lease_until" in rec:
+                    if not self._claimable(rec, None, allow_aborted):
+                        return False
+                elif started is None:
+                    simple = True
+            except (KeyError, TypeError, AttributeError):
                 self._repair(key, rec)
-                return self._try(key, add, allow_aborted, started)
-            if not tries:
-                self._n_tried += 1
+                return self._try(key, add, allow_aborted, started, lease)
+        span = self._lease if lease is None else _check_span(lease, "lease")
+        tail = self._tail
+        if (
+            not self._held
+            and tail is not None
+            and tail.enabled
+            and self._since_durable + 1 < self.sync_at
+            and len(self._unconfirmed) < _CONFIRM_AT
+        ):
+            # The common case, without the general machinery (see _transact).
+            self._since_durable += 1
+            with self._sync_lock:
+                main = _exit.enter()
+                try:
+                    if not self._contended:
+                        # Alone so far: grant on what this process knows and
+                        # append only if nobody wrote since (the appender
+                        # checks under the lock), which keeps that right.
+                        data = self._data
+                        if rec is None:
+                            rec = data[key] = {"_done": False, "_tries": 0, "_aborted": False}
+                            saved = None
+                        elif simple:
+                            saved = True  # undone by taking its fields out
+                        else:
+                            saved = rec.copy()
+                        tries = rec["_tries"]
+                        rec["_tries"] = tries + 1
+                        if not tries:
+                            self._n_tried += 1
+                        rec["_lease_until"] = _time() + self._clock_offset + span
+                        rec["_holder"] = _me
+                        if started is not None:
+                            rec["_started"] = started
+                            rec.pop("_ended", None)
+                        self._dirty[key] = _CHANGED
+                        written = False
+                        try:
+                            written = self._quick_write(tail)
+                        finally:
+                            if not written:
+                                # Left marked dirty: written unchanged at worst.
+                                if saved is None:
+                                    if data.get(key) is rec:
+                                        del data[key]
+                                    self._dirty.pop(key, None)
+                                    self._n_tried -= 1
+                                elif saved is True:
+                                    rec["_tries"] = tries
+                                    if not tries:
+                                        self._n_tried -= 1
+                                    del rec["_lease_until"]
+                                    del rec["_holder"]
+                                else:
+                                    self._rollback([(key, rec, saved, _CHANGED)])
+                        if written:
+                            if self._lease_index is not None:
+                                self._lease_index[key] = None
+                            return True
+                        if written is None:
+                            raise _Ordinary
+                        self._contended = True
+                    # Others write too: take that in under the lock, then decide.
+                    changes = tail.begin()
+                    if changes is not None:
+                        written = False
+                        undo = self._undo = []
+                        try:
+                            if changes:
+                                self._absorb(changes, (key,))
+                            else:
+                                self._contended = False
+                            if not self._decide_try(key, add, allow_aborted, started, span):
+                                return False
+                            written = self._write_session(tail)
+                        finally:
+                            self._undo = None
+                            tail.end()
+                            if not written:
+                                self._rollback(undo)
+                        if written:
+                            return True
+                except _Ordinary:
+                    pass
+                finally:
+                    if main:
+                        _exit.leave()
+            return self._transact(
+                lambda: self._decide_try(key, add, allow_aborted, started, span),
+                (key,),
+                durable=False,
+            )
+        return self._transact(
+            lambda: self._decide_try(key, add, allow_aborted, started, span), (key,)
+        )
+
+    def _decide_try(
+        self,
+        key: Any,
+        add: bool,
+        allow_aborted: bool,
+        started: str | None,
+        span: float,
+        seen: int = -1,
+    ) -> bool:
+        """try_it's decision, on what this process knows (under the lock: on
+        what is on disk). ``seen``: the count of changes taken in when the
+        caller checked the record; if none came since, the check holds."""
+        data = self._data
+        rec = data.get(key)
+        if rec is None:
+            if not add:
+                return False  # deleted by another process meanwhile
+            rec = {"_done": False, "_tries": 0, "_aborted": False}
+            data[key] = rec
+            new = True
+        else:
+            new = False
+            if seen != self._absorbed or key in self._lent:
+                if key in self._lent:
+                    self._settle_key(key, rec)
+                try:
+                    ok = self._claimable(rec, None, allow_aborted)
+                except (KeyError, TypeError, AttributeError):
+                    rec = self._repair(key, rec)
+                    ok = self._claimable(rec, None, allow_aborted)
+                if not ok:
+                    return False
+        self._grant(key, rec, _until(self._clock_offset, span), started, new)
+        return True
+
+    def _grant(self, key: Any, rec: dict, until: float, started: str | None, new: bool) -> None:
+        """Count a try of ``key`` and lease it to this process until ``until``."""
+        dirty = self._dirty
+        undo = self._undo
+        if undo is not None:
+            undo.append((key, rec, None if new else rec.copy(), dirty.get(key, _MISSING)))
+        tries = rec["_tries"]
+        rec["_tries"] = tries + 1
+        if not tries:
+            self._n_tried += 1
+        rec["_lease_until"] = until
+        rec["_holder"] = _me
         if started is not None:
             rec["_started"] = started
             rec.pop("_ended", None)
-        self._dirty[key] = _CHANGED
-        self._write_try()
-        return True
+        dirty[key] = _CHANGED
+        index = self._lease_index
+        if index is not None:
+            index[key] = None
 
-    def _write_try(self) -> None:
-        """Get every unsynced change onto disk before a task runs.
+    def _rollback(self, undo: list) -> None:
+        """Take back the grants of a decision whose write failed."""
+        data = self._data
+        dirty = self._dirty
+        for key, rec, saved, marker in reversed(undo):
+            if saved is None:  # a record the grant created
+                if data.get(key) is rec:
+                    del data[key]
+                self._shift(_contrib(rec), 0)
+            else:
+                c_now = _contrib(rec)
+                rec.clear()
+                rec.update(saved)
+                self._shift(c_now, _contrib(rec))
+            if marker is _MISSING:
+                dirty.pop(key, None)
+            else:
+                dirty[key] = marker
 
-        Without fsync, except every ``sync_at`` tries: a write survives the
-        death of the process; only a power loss needs the fsync.
-        """
-        if self._held:
+    # -- writing under the lock --------------------------------------------------------
+
+    def _clock(self) -> float:
+        """Seconds since the epoch on the clock leases are judged by: this
+        host's clock, corrected on shared filesystems by the offset to the
+        filesystem's own clock (see ``docs/leases.md``)."""
+        return _time() + self._clock_offset
+
+    def _measure_clock(self) -> None:
+        """After an append through the ordinary path: compare the journal's
+        modification time, just set by the filesystem, with this host's clock."""
+        now = time.monotonic()
+        if now < self._clock_next:
             return
-        self._since_durable += 1
-        if self._since_durable >= self.sync_at:
-            self._sync(True)
-        elif len(self._unconfirmed) >= _CONFIRM_AT or not self._quick_write():
-            self._sync(False)
+        self._clock_next = now + _CLOCK_EVERY
+        mtime = file_time(self._store.journal_path)
+        if mtime is None:
+            return
+        samples = self._clock_samples
+        samples.append(mtime - _time())
+        del samples[:-_CLOCK_SAMPLES]
+        offset = sorted(samples)[len(samples) // 2]
+        if abs(offset) > _CLOCK_WARN and abs(self._clock_offset) <= _CLOCK_WARN:
+            log.warning(
+                "tastypy: the clock of this host is %+.1f s off the clock of the filesystem "
+                "holding %s; leases are judged by the filesystem's clock.",
+                -offset,
+                self.path,
+            )
+        self._clock_offset = offset
 
-    def _quick_write(self) -> bool:
-        """Append the unsynced changes through the tail appender; False if the
-        ordinary sync must do it (see :mod:`tastypy.storage.tail`)."""
-        tail = self._tail
-        if tail is None or not tail.enabled:
-            return False
+    def _transact(self, decide: Callable[[], Any], claims: Any = (), durable: bool | None = None):
+        """Run ``decide()`` under the directory lock, after taking in what
+        other processes wrote, then write every unsynced change (the
+        decision's too) before the lock is released. Returns what
+        ``decide`` returned.
+
+        ``claims``: the keys ``decide`` may lease (``_ANY``: any). Without
+        fsync, except every ``sync_at`` writes (or with ``durable=True``).
+        Inside :meth:`hold`, decides on what this process knows and writes
+        nothing.
+        """
+        if self._closed:
+            self._refuse_closed()
+        if self._held:
+            return decide()
+        if durable is None:
+            self._since_durable += 1
+            durable = self._since_durable >= self.sync_at
+        if not durable and len(self._unconfirmed) < _CONFIRM_AT:
+            tail = self._tail
+            if tail is not None and tail.enabled:
+                done, result = self._transact_quick(tail, decide, claims)
+                if done:
+                    return result
+        return self._transact_ordinary(decide, claims, durable)
+
+    def _transact_quick(self, tail: TailAppender, decide: Callable[[], Any], claims: Any):
+        """The transaction through the tail appender; ``(False, None)``, with
+        nothing decided, if the ordinary path must do it (see
+        :mod:`tastypy.storage.tail`)."""
         with self._sync_lock:
             # A SIGTERM handler (it syncs) must wait until the lock file is
             # released again.
             main = _exit.enter()
             try:
-                data = self._data
-                dirty = self._dirty
-                pending = self._pending
-                n_bytes = len(pending)
-                if n_bytes:
-                    n_keys = len(self._pending_keys)
-                    lines = [bytes(pending[:n_bytes])]
-                    count = lines[0].count(b"\n")
-                else:
-                    lines = []
-                    count = 0
-                handled = list(dirty.items())
-                for key, marker in handled:
-                    value = data.get(key, _MISSING)
-                    if value is _MISSING:
-                        continue
-                    try:
-                        line = dumps((key, value), option=_LINE_OPTIONS)
-                    except TypeError:
-                        return False  # the ordinary sync names the key
-                    if b"null" in line and _has_nonfinite(value):
-                        return False
-                    if marker is _CHANGED or hash(line) != marker:
-                        lines.append(line)
-                        count += 1
-                if count:
-                    if self._store.gzipped:
-                        batch = journal.frame(b"".join(lines), count, True)
-                    else:
-                        lines.append(b'{"sync":%d}\n' % count)
-                        batch = b"".join(lines)
-                    if not tail.append(batch, count):
-                        return False
-                    unconfirmed = self._unconfirmed
-                    if n_bytes:
-                        unconfirmed.extend(self._pending_keys[:n_keys])
-                        del pending[:n_bytes]
-                        del self._pending_keys[:n_keys]
-                    for key, marker in handled:
-                        unconfirmed.append(key)
-                        if dirty.get(key, _MISSING) is marker:
-                            del dirty[key]
-                else:
-                    for key, marker in handled:
-                        if dirty.get(key, _MISSING) is marker:
-                            del dirty[key]
-                return True
+                changes = tail.begin()
+                if changes is None:
+                    return False, None
+                undo = self._undo = []
+                written = False
+                try:
+                    if changes:
+                        self._absorb(changes, claims)
+                    result = decide()
+                    written = self._write_session(tail)
+                finally:
+                    self._undo = None
+                    tail.end()
+                    if not written:
+                        self._rollback(undo)
+                if written:
+                    return True, result
+                return False, None
             finally:
                 if main:
                     _exit.leave()
+
+    def _quick_write(self, tail: TailAppender) -> bool | None:
+        """Append every unsynced change if nobody wrote since the store last
+        looked (the appender takes and gives back the lock). True if written
+        (or nothing to write); False, with nothing written, if the journal
+        changed, the lock is busy or the write failed; None if a value JSON
+        cannot hold is waiting (the ordinary sync names it).
+
+        The hot path of a try loop: :meth:`_batch` and :meth:`_written`
+        written out in one."""
+        data = self._data
+        dirty = self._dirty
+        pending = self._pending
+        n_bytes = len(pending)
+        if n_bytes:
+            n_keys = len(self._pending_keys)
+            lines = [bytes(pending[:n_bytes])]
+            count = lines[0].count(b"\n")
+        else:
+            lines = []
+            count = 0
+        handled = list(dirty.items())
+        for key, marker in handled:
+            value = data.get(key, _MISSING)
+            if value is _MISSING:
+                continue
+            try:
+                line = dumps((key, value), option=_LINE_OPTIONS)
+            except TypeError:
+                return None
+            if b"null" in line and _has_nonfinite(value):
+                return None
+            if marker is _CHANGED or hash(line) != marker:
+                lines.append(line)
+                count += 1
+        if count:
+            if self._store.gzipped:
+                batch = journal.frame(b"".join(lines), count, True)
+            else:
+                lines.append(b'{"sync":%d}\n' % count)
+                batch = b"".join(lines)
+            if not tail.append(batch, count):
+                return False
+        unconfirmed = self._unconfirmed
+        if n_bytes:
+            unconfirmed.extend(self._pending_keys[:n_keys])
+            del pending[:n_bytes]
+            del self._pending_keys[:n_keys]
+        for key, marker in handled:
+            unconfirmed.append(key)
+            if dirty.get(key, _MISSING) is marker:
+                del dirty[key]
+        return True
+
+    def _batch(self) -> tuple | None:
+        """Every unsynced change as one framed batch for the appender:
+        ``(batch, count, n_bytes, n_keys, handled)``; None if a value JSON
+        cannot hold is waiting."""
+        data = self._data
+        dirty = self._dirty
+        pending = self._pending
+        n_bytes = len(pending)
+        n_keys = len(self._pending_keys)
+        body = pending[:n_bytes]
+        handled = list(dirty.items())
+        for key, marker in handled:
+            value = data.get(key, _MISSING)
+            if value is _MISSING:
+                continue
+            try:
+                line = dumps((key, value), option=_LINE_OPTIONS)
+            except TypeError:
+                return None
+            if b"null" in line and _has_nonfinite(value):
+                return None
+            if marker is _CHANGED or hash(line) != marker:
+                body += line
+        count = body.count(b"\n")
+        if count:
+            if self._store.gzipped:
+                body = journal.frame(body, count, True)
+            else:
+                body += b'{"sync":%d}\n' % count
+        return body, count, n_bytes, n_keys, handled
+
+    def _written(self, n_bytes: int, n_keys: int, handled: list) -> None:
+        """A quick write went through: forget what it covered (changes other
+        threads made meanwhile stay), and remember its keys until the store
+        confirms that the journal is still the live one."""
+        unconfirmed = self._unconfirmed
+        dirty = self._dirty
+        if n_bytes:
+            unconfirmed.extend(self._pending_keys[:n_keys])
+            del self._pending[:n_bytes]
+            del self._pending_keys[:n_keys]
+        for key, marker in handled:
+            unconfirmed.append(key)
+            if dirty.get(key, _MISSING) is marker:
+                del dirty[key]
+
+    def _write_session(self, tail: TailAppender) -> bool | None:
+        """Append every unsynced change inside the appender's session (the
+        lock is held). True if written (or nothing to write); False, with
+        nothing written, if the write failed; None if a value JSON cannot
+        hold is waiting (the ordinary sync names it)."""
+        batch = self._batch()
+        if batch is None:
+            return None
+        body, count, n_bytes, n_keys, handled = batch
+        if count and not tail.write(body, count):
+            return False
+        self._written(n_bytes, n_keys, handled)
+        return True
+
+    def _transact_ordinary(self, decide: Callable[[], Any], claims: Any, durable: bool):
+        store = self._store
+        bad: list = []
+        with self._locked():
+            confirmed = len(self._unconfirmed)
+            ours = set(self._pending_keys)
+            ours.update(self._dirty)
+            changes = store.read_new()
+            if changes is None:
+                if claims is _ANY:
+                    conflict = list(ours)
+                else:
+                    conflict = [k for k in claims if k in ours]
+                disk = store.load() if conflict else None
+                self._reload(ours)
+                self._rewrite = False  # written below, in this batch
+                if disk:
+                    for key in conflict:
+                        if key in disk:
+                            self._merge_claim(key, disk[key])
+            elif changes:
+                self._absorb(changes, claims)
+            # Read under the lock, in our generation: earlier quick writes
+            # went to the live journal.
+            del self._unconfirmed[:confirmed]
+            undo = self._undo = []
+            try:
+                result = decide()
+                batch = self._collect()
+                count = batch[1]
+                if count:
+                    store.append(batch[0], count, durable)
+            except BaseException:
+                self._rollback(undo)
+                raise
+            finally:
+                self._undo = None
+            bad = batch[5]
+            self._forget(batch)
+            if durable:
+                if not count and self._since_durable and self._tail is not None:
+                    # Nothing appended, so no fsync happened: make the quick
+                    # path's writes durable now.
+                    self._tail.fsync()
+                self._since_durable = 0
+            if count and (self._tail is None or not self._tail.enabled):
+                self._measure_clock()
+            store.maybe_compact(len(self._data))
+        if bad:
+            self._refuse_bad(bad)
+        return result
+
+    def _collect(self) -> tuple:
+        """The unsynced changes as one batch body for the ordinary path:
+        ``(body, count, n_bytes, n_keys, handled, bad)``. A value JSON cannot
+        hold is left out and listed in ``bad``."""
+        data = self._data
+        n_bytes = len(self._pending)
+        n_keys = len(self._pending_keys)
+        body = self._pending[:n_bytes]
+        handled = list(self._dirty.items())
+        bad = []
+        for key, marker in handled:
+            value = data.get(key, _MISSING)
+            if value is _MISSING:
+                continue
+            try:
+                line = dumps((key, value), option=_LINE_OPTIONS)
+                if b"null" in line and _has_nonfinite(value):
+                    raise ValueError("it holds NaN or infinity")
+            except (TypeError, ValueError) as exc:
+                bad.append((key, exc))
+                continue
+            if marker is _CHANGED or hash(line) != marker:
+                body += line
+        if bad:
+            failed = {key for key, _ in bad}
+            handled = [item for item in handled if item[0] not in failed]
+        return body, body.count(b"\n"), n_bytes, n_keys, handled, bad
+
+    def _forget(self, batch: tuple) -> None:
+        """Written: forget what the batch covered (changes made meanwhile by
+        other threads stay for the next write)."""
+        _, _, n_bytes, n_keys, handled, _ = batch
+        dirty = self._dirty
+        for key, marker in handled:
+            if dirty.get(key, _MISSING) is marker:
+                del dirty[key]
+        if n_bytes:
+            del self._pending[:n_bytes]
+            del self._pending_keys[:n_keys]
+
+    def _refuse_bad(self, bad: list) -> None:
+        key, exc = bad[0]
+        raise InvalidValueError(
+            f"could not sync key {key!r}: {exc}. Its value was changed in place into "
+            f"something JSON cannot hold; set tracker[{key!r}] to a JSON value. Every other "
+            "key was synced."
+        )
+
+    def _absorb(self, changes: list, claims: Any) -> None:
+        """Take in other processes' changes (under the lock). For a key being
+        claimed that this process changed too, the fields saying who may run
+        it come from theirs."""
+        ours = set(self._pending_keys)
+        ours.update(self._dirty)
+        if claims and ours:
+            if claims is _ANY:
+                conflict = ours
+            else:
+                conflict = ours.intersection(claims)
+            if conflict:
+                theirs = {}
+                for key, value in changes:
+                    if key in conflict:
+                        theirs[key] = value
+                for key, value in theirs.items():
+                    self._merge_claim(key, value)
+        self._take_in(changes, ours)
+
+    def _merge_claim(self, key: Any, theirs: Any) -> None:
+        """Another process changed ``key``, which this process changed too and
+        is about to claim: take their claim fields (and the larger try
+        count) into our record, which is then written."""
+        local = self._data.get(key)
+        if type(local) is not dict or type(theirs) is not dict or local.get("_done"):
+            return  # our version wins (a done mark is never taken back)
+        if key in self._lent:
+            self._settle_key(key, local)
+        c_old = _contrib(local)
+        for field in _CLAIM_FIELDS:
+            if field in theirs:
+                local[field] = theirs[field]
+            else:
+                local.pop(field, None)
+        ours_t = local.get("_tries")
+        theirs_t = theirs.get("_tries")
+        if type(theirs_t) is int and (type(ours_t) is not int or theirs_t > ours_t):
+            local["_tries"] = theirs_t
+        for field, default in _DEFAULTS:
+            local.setdefault(field, default)
+        self._shift(c_old, _contrib(local))
+        self._dirty[key] = _CHANGED
+        if "_lease_until" in local and self._lease_index is not None:
+            self._lease_index[key] = None
+
+    # -- claims and leases --------------------------------------------------------------
+
+    def claim(self, n: int = 1, *, lease: float | None = None) -> list:
+        """Lease up to ``n`` tasks to this process at once, and count a try of each.
+
+        The keys come in doloop's order: first tasks whose lease expired or
+        that were bumped (:meth:`bump`), earliest first; then tasks never
+        tried, in insertion order; then tasks tried before, fewest tries
+        first (among equals, the one whose last attempt ended longest ago).
+        Tasks that are done, aborted, out of tries or leased to another
+        process (or already to this one) are not handed out. Decided under
+        the directory lock after taking in what other processes wrote, so no
+        two processes get the same key while its lease runs::
+
+            while keys := tracker.claim(100, lease=600):
+                for key in keys:
+                    tracker[key]["result"] = work(key)
+                    tracker.mark_done(key)
+
+        An empty list means there is nothing to claim now (tasks leased to
+        others may come back when their leases expire). Give back what you
+        will not run with :meth:`release`.
+        """
+        if type(n) is not int or n < 0:
+            raise InvalidArgumentError(f"n must be an int >= 0 (how many tasks), got {n!r}.")
+        span = self._lease if lease is None else _check_span(lease, "lease")
+        if not n:
+            return []
+        return self._transact(lambda: self._decide_claim(n, span), _ANY)
+
+    def _decide_claim(self, n: int, span: float) -> list:
+        data = self._data
+        now = self._clock()
+        until = _until(self._clock_offset, span)
+        granted: list = []
+        gone: dict = {}
+        for key in self._candidates(now, gone):
+            rec = data.get(key)
+            if type(rec) is not dict:
+                continue
+            if key in self._lent:
+                self._settle_key(key, rec)
+            try:
+                if not self._claimable(rec, now, False):
+                    continue
+            except (KeyError, TypeError, AttributeError):
+                continue  # a damaged record: try_it(key) says what is wrong
+            if rec.get("_holder") == _me:
+                held_until = rec.get("_lease_until")
+                if type(held_until) in (int, float) and held_until > now:
+                    continue  # this process runs it already
+            self._grant(key, rec, until, None, False)
+            granted.append(key)
+            if len(granted) >= n:
+                break
+        return granted
+
+    def _candidates(self, now: float, gone: dict) -> Iterator:
+        """Keys in claim order; each is checked again by the caller."""
+        data = self._data
+        index = self._lease_index
+        if index is None:
+            index = self._lease_index = {
+                k: None for k, r in data.items() if type(r) is dict and "_lease_until" in r
+            }
+        due = []
+        for key in list(index):
+            rec = data.get(key)
+            until = rec.get("_lease_until") if type(rec) is dict else None
+            if until is None or rec.get("_done"):
+                del index[key]
+                continue
+            if type(until) not in (int, float):
+                continue
+            if until > now:
+                holder = rec.get("_holder")
+                if holder is None or holder == _me:
+                    continue
+                if holder not in gone:
+                    gone[holder] = _holder_gone(holder)
+                if not gone[holder]:
+                    continue
+            due.append((until, key))
+        due.sort(key=lambda item: item[0])
+        for _, key in due:
+            yield key
+        rebuilt = False
+        while True:
+            queue = self._queue
+            while self._queue_pos < len(queue):
+                key = queue[self._queue_pos]
+                self._queue_pos += 1
+                yield key
+            if rebuilt:
+                return
+            rebuilt = True
+            self._queue = self._build_queue()
+            self._queue_pos = 0
+
+    def _build_queue(self) -> list:
+        """Tasks never tried (in order), then tasks tried before (fewest tries,
+        then longest ago): what claim() hands out after bumped ones."""
+        fresh = []
+        tried = []
+        max_tries = self._max_tries
+        for position, (key, rec) in enumerate(self._data.items()):
+            if type(rec) is not dict or rec.get("_done") or rec.get("_aborted"):
+                continue
+            if "_lease_until" in rec:
+                continue  # expired or bumped ones come first, from the index
+            tries = rec.get("_tries", 0)
+            if type(tries) is not int or (max_tries and tries >= max_tries):
+                continue
+            if not tries:
+                fresh.append(key)
+            else:
+                ended = rec.get("_ended")
+                tried.append((tries, ended if type(ended) is str else "", position, key))
+        tried.sort(key=lambda item: item[:3])
+        fresh.extend(item[3] for item in tried)
+        return fresh
+
+    def release(self, keys: Iterable, *, tried: bool = False) -> list:
+        """End this process's leases of ``keys`` without marking them done.
+
+        The tasks can be claimed again at once. Their try is given back,
+        as if they had not been handed out (they were claimed but not run);
+        with ``tried=True`` it stays counted (they ran and failed). Keys not
+        leased to this process (done, released, never claimed here, or taken
+        over by another process after the lease expired) are left alone.
+        Returns the keys released. One str or int key may be given alone.
+        """
+        keys = _key_list(keys)
+
+        def decide() -> list:
+            data = self._data
+            released = []
+            for key in keys:
+                rec = data.get(key)
+                if type(rec) is not dict or rec.get("_holder") != _me:
+                    continue
+                if key in self._lent:
+                    self._settle_key(key, rec)
+                c_old = _contrib(rec)
+                rec.pop("_lease_until", None)
+                del rec["_holder"]
+                tries = rec.get("_tries")
+                if not tried and type(tries) is int and tries > 0:
+                    rec["_tries"] = tries - 1
+                self._shift(c_old, _contrib(rec))
+                self._dirty[key] = _CHANGED
+                released.append(key)
+            if released and self._queue_pos < len(self._queue):
+                # Back in claim()'s queue (when it is not built again anyway):
+                # never tried again at its head, tried ones at its end.
+                if tried:
+                    self._queue.extend(released)
+                else:
+                    self._queue = released + self._queue[self._queue_pos :]
+                    self._queue_pos = 0
+            return released
+
+        return self._transact(decide)
+
+    def renew(self, keys: Iterable, lease: float | None = None) -> list:
+        """Extend this process's leases of ``keys``: they now end ``lease``
+        seconds from now (default: the tracker's :attr:`lease`). For tasks
+        that run longer than their lease. Returns the keys renewed; a key
+        missing from it is no longer leased to this process (done,
+        released, or taken over by another process after its lease
+        expired). One str or int key may be given alone."""
+        keys = _key_list(keys)
+        span = self._lease if lease is None else _check_span(lease, "lease")
+
+        def decide() -> list:
+            data = self._data
+            until = _until(self._clock_offset, span)
+            renewed = []
+            for key in keys:
+                rec = data.get(key)
+                if type(rec) is not dict or rec.get("_holder") != _me or rec.get("_done"):
+                    continue
+                rec["_lease_until"] = until
+                self._dirty[key] = _CHANGED
+                renewed.append(key)
+            return renewed
+
+        return self._transact(decide)
+
+    def bump(self, keys: Iterable, lease: float = 0) -> None:
+        """Move tasks ahead, as doloop's ``bump``: each task's lease now ends
+        ``lease`` seconds from now, if that is earlier than it did (a bump
+        never pushes a lease later). Tasks whose lease has ended go first in
+        :meth:`claim`, earliest first, so ``lease=0`` puts them at the head
+        of the queue and a negative lease before those; a positive lease
+        keeps them from being claimed until then, and then first. A bump
+        also cuts a running lease short (e.g. ``bump(keys)`` hands the tasks
+        of a worker known to be dead back at once). Done tasks stay done.
+        Raises ``KeyError`` if a key is not in the tracker.
+        """
+        keys = _key_list(keys)
+        span = _check_span(lease, "lease", negative=True)
+        data = self._data
+
+        def decide() -> None:
+            for key in keys:
+                if key not in data:
+                    raise self._missing(key)
+            until = _until(self._clock_offset, span)
+            index = self._lease_index
+            for key in keys:
+                rec = data.get(key)
+                if type(rec) is not dict:
+                    continue  # deleted by another process meanwhile
+                current = rec.get("_lease_until")
+                if type(current) in (int, float) and current <= until:
+                    continue
+                rec["_lease_until"] = until
+                self._dirty[key] = _CHANGED
+                if index is not None:
+                    index[key] = None
+
+        self._transact(decide)
+
+    def lease_info(self, keys: Iterable | None = None) -> dict:
+        """``{key: LeaseInfo(done, tries, holder, lease_left)}`` for ``keys``
+        (default: every task that has a lease or a bump), after taking in
+        what other processes wrote. ``lease_left`` is in seconds, negative
+        once the lease has expired, None for a task without a lease.
+        Raises ``KeyError`` for a key not in the tracker. (The manual's
+        ``check(key)`` still answers whether one task is done.)"""
+        if not self._closed:
+            self.refresh()
+        data = self._data
+        if keys is None:
+            keys = [k for k, r in data.items() if type(r) is dict and "_lease_until" in r]
+        else:
+            keys = _key_list(keys)
+        now = self._clock()
+        out = {}
+        for key in keys:
+            rec = data.get(key)
+            if rec is None:
+                raise self._missing(key)
+            if type(rec) is not dict:
+                rec = {}
+            until = rec.get("_lease_until")
+            left = round(until - now, 3) if type(until) in (int, float) else None
+            tries = rec.get("_tries", 0)
+            holder = rec.get("_holder")
+            out[key] = LeaseInfo(
+                bool(rec.get("_done")),
+                tries if type(tries) is int else 0,
+                holder if type(holder) is str else None,
+                left,
+            )
+        return out
 
     # -- iterating -------------------------------------------------------------------
 
@@ -891,9 +1836,18 @@ class ProgressTracker(PersistentOrderedDict):
         ended: running now, or cut short by a crash) and ``todo`` (the
         rest: still to try). ``tries`` maps a number of tries to how many
         tasks have it.
+
+        Across those, among the tasks not done: ``leased`` counts the ones
+        no other process may take now (leased to a process, or bumped into
+        the future, see ``docs/leases.md``), ``expired`` the ones whose
+        holder let its lease run out (or is known to have died) without
+        ending it: left by a dead worker, or one that runs late. As this
+        process knows them: :meth:`refresh` first to see what others wrote.
         """
         max_tries = self._max_tries
-        done = aborted = failed = running = 0
+        done = aborted = failed = running = leased = expired = 0
+        now = self._clock()
+        gone: dict = {}
         tries_hist: dict = {}
         for rec in self._data.values():
             if type(rec) is not dict:
@@ -902,7 +1856,17 @@ class ProgressTracker(PersistentOrderedDict):
             tries_hist[tries] = tries_hist.get(tries, 0) + 1
             if rec.get("_done"):
                 done += 1
-            elif rec.get("_aborted"):
+                continue
+            until = rec.get("_lease_until")
+            if type(until) in (int, float):
+                holder = rec.get("_holder")
+                if holder is not None and holder not in gone:
+                    gone[holder] = _holder_gone(holder)
+                if until > now and not (holder is not None and gone[holder]):
+                    leased += 1
+                elif holder is not None:
+                    expired += 1
+            if rec.get("_aborted"):
                 aborted += 1
             elif max_tries and type(tries) is int and tries >= max_tries:
                 failed += 1
@@ -916,6 +1880,8 @@ class ProgressTracker(PersistentOrderedDict):
             "failed": failed,
             "aborted": aborted,
             "in_progress": running,
+            "leased": leased,
+            "expired": expired,
             "tries": dict(sorted(tries_hist.items(), key=lambda kv: (str(type(kv[0])), kv[0]))),
         }
 
@@ -928,6 +1894,7 @@ class ProgressTracker(PersistentOrderedDict):
         reraise: bool = False,
         progress: bool | str = False,
         allow_aborted: bool = False,
+        lease: float | None = None,
     ) -> Iterator[Task]:
         """One :class:`Task` for each task to try now, each try counted as by :meth:`try_it`.
 
@@ -959,7 +1926,7 @@ class ProgressTracker(PersistentOrderedDict):
         data = self._data
         try:
             for key in order:
-                if key not in data or not self._try(key, False, allow_aborted, _now()):
+                if key not in data or not self._try(key, False, allow_aborted, _now(), lease):
                     continue
                 task = Task(self, key, True, reraise)
                 yield task
@@ -969,7 +1936,14 @@ class ProgressTracker(PersistentOrderedDict):
             if bar is not None:
                 bar.close()
 
-    def attempt(self, key: Any, *, reraise: bool = True, allow_aborted: bool = False) -> Task:
+    def attempt(
+        self,
+        key: Any,
+        *,
+        reraise: bool = True,
+        allow_aborted: bool = False,
+        lease: float | None = None,
+    ) -> Task:
         """One attempt at ``key`` (added if absent), as a context manager.
 
         The returned :class:`Task` is false, and its block records nothing,
@@ -982,7 +1956,7 @@ class ProgressTracker(PersistentOrderedDict):
         Unlike :meth:`attempts`, an exception is re-raised by default.
         """
         self.add_if_absent(key)
-        active = self._try(key, False, allow_aborted, _now())
+        active = self._try(key, True, allow_aborted, _now(), lease)
         return Task(self, key, active, reraise)
 
     def _ended(self, key: Any, exc: BaseException | None) -> None:
@@ -991,6 +1965,10 @@ class ProgressTracker(PersistentOrderedDict):
             return  # deleted meanwhile
         rec = self._rec(key)
         now = _now()
+        # The attempt is over, whatever its outcome: so is its lease.
+        if rec.get("_holder") == _me:
+            rec.pop("_lease_until", None)
+            del rec["_holder"]
         if exc is None:
             if not rec["_done"]:
                 rec["_done"] = True

@@ -37,6 +37,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+#: The fields a lease adds to a task record while a process holds it
+#: (docs/leases.md): they name a time and a process, so tests that compare
+#: whole records leave them out.
+LEASE_FIELDS = ("_lease_until", "_holder")
+
+
+def without_lease(record: dict) -> dict:
+    """``record`` without its lease fields."""
+    return {field: value for field, value in record.items() if field not in LEASE_FIELDS}
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child process: this checkout first on the path."""
     env = dict(os.environ)

@@ -1,19 +1,23 @@
-"""Cheap appends at the end of a store's journal, for a tracker's per-task writes.
+"""Cheap reads and appends at the end of a store's journal, for a tracker's per-task writes.
 
-A tracker writes the record of every try before the task runs, so that the
-try survives the task killing its process. The ordinary path (take the lock,
-read the manifest, open the journal, append, close) costs some 40 µs, most
-of it system calls, which caps a try loop at ~25k tasks/s. This keeps the
-lock file and the journal open and costs four system calls: flock, fstat,
-pwrite, unlock, without fsync (a write in the page cache survives the death
-of the process; only a power loss needs the fsync, which the tracker still
-does every ``sync_at`` tries).
+A tracker claims every task on disk before the task runs: under the
+directory lock it takes in what other processes wrote, checks that the task
+is still free, and appends the claim. The ordinary path (take the lock, read
+the manifest, stat and read the journal, open it again, append, close) costs
+some 40 µs, most of it system calls, which caps a try loop at ~25k tasks/s.
+This keeps the lock file and the journal open: a claim costs four system
+calls (flock, fstat, pwrite, unlock) when nobody else wrote since the store
+last looked, and one more (pread) when somebody did. No fsync: a write in
+the page cache survives the death of the process; only a power loss needs
+the fsync, which the tracker still does every ``sync_at`` tries.
 
-It appends only when nothing happened since the store last looked: the same
-journal file, still linked, and exactly as long as the store's committed
-offset. Anything else (another process appended, a compaction, a torn tail,
-the lock taken) answers False, and the caller takes the ordinary path,
-which reads what others wrote and repairs what needs repairing.
+A session (:meth:`TailAppender.begin`) goes on only while the journal is the
+one the store last read, still linked, no shorter than the store's committed
+offset, and whatever others appended since is whole committed batches.
+Anything else (a compaction, a torn tail, the lock busy for long, a gzipped
+journal that grew) answers None, and the caller takes the ordinary path,
+which reads the manifest, repairs what needs repairing and waits for the
+lock with a timeout.
 
 It is used only on local filesystems with flock locking: on a network
 filesystem a descriptor kept open may report a cached size, so there every
@@ -33,9 +37,10 @@ except ImportError:  # Windows: no flock, no fast path
     fcntl = None  # type: ignore[assignment]
 
 from tastypy import _faults
-from tastypy.storage import layout
+from tastypy.errors import CorruptFileError
+from tastypy.storage import journal, layout
 
-__all__ = ["TailAppender", "is_local_filesystem"]
+__all__ = ["TailAppender", "file_time", "is_local_filesystem"]
 
 #: Filesystems on which a descriptor kept open sees every other process's
 #: writes at once, and flock excludes every process that can open the file.
@@ -106,8 +111,33 @@ def is_local_filesystem(path: str) -> bool:
     return filesystem_type(path) in _LOCAL_FILESYSTEMS
 
 
+def file_time(path: str) -> float | None:
+    """The modification time of ``path`` (set by the filesystem, on a network
+    filesystem by the server's clock), or None if it cannot be read."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+_no_fault = _faults.no_fault
 _pwrite = os.pwrite
+_pread = os.pread
 _fstat = os.fstat
+_yield = getattr(os, "sched_yield", lambda: None)
+
+#: How many times a session tries the busy lock (yielding the processor in
+#: between) before it leaves the wait to the ordinary path.
+_SPINS: Final = 64
+
+#: What :meth:`TailAppender.begin` returns when nobody else wrote.
+_NOTHING: Final[list] = []
+
+
+class _Fallback(Exception):
+    """The session cannot go on: the ordinary path must do it."""
+
+
 if fcntl is not None:
     _flock = fcntl.flock
     _LOCK_EX_NB: Final = fcntl.LOCK_EX | fcntl.LOCK_NB
@@ -133,10 +163,15 @@ def _write_hooked(fd: int, batch: bytes, pos: int, hook) -> None:
 
 
 class TailAppender:
-    """Appends small batches to ``store``'s journal with four system calls.
+    """Reads and appends at the end of ``store``'s journal with a few system calls.
 
-    The caller holds no lock of the store, and makes sure no other thread
-    of this process syncs the same object meanwhile.
+    Either :meth:`append` a batch decided on what the store last read (it
+    is written only if nobody wrote since), or, to take in what others
+    wrote first: ``changes = tail.begin()``; if not None the lock is held:
+    take ``changes`` in, decide, :meth:`write` at most once, then
+    :meth:`end` (always).
+    The caller makes sure no other thread of this process uses the same
+    store meanwhile.
     """
 
     def __init__(self, store):
@@ -173,7 +208,7 @@ class TailAppender:
                     os.O_RDWR | os.O_CREAT | _NOFOLLOW,
                     0o666,
                 )
-            self._fd = os.open(store.journal_path, os.O_WRONLY | _NOFOLLOW)
+            self._fd = os.open(store.journal_path, os.O_RDWR | _NOFOLLOW)
         except OSError:
             # No journal yet (the ordinary path creates it), or anything
             # else: the ordinary path reports it properly.
@@ -181,9 +216,72 @@ class TailAppender:
         self._journal = store.journal_path
         return True
 
-    def append(self, batch: bytes, count: int) -> bool:
-        """Append ``batch`` (``count`` records and their commit line) without
-        fsync. False, with nothing written, when the ordinary path must do it."""
+    def _take_lock(self) -> bool:
+        lock_fd = self._lock_fd
+        for _ in range(_SPINS):
+            try:
+                _flock(lock_fd, _LOCK_EX_NB)
+                return True
+            except BlockingIOError:
+                # Held by another process, usually for a few microseconds:
+                # let it run rather than sleep (the ordinary path sleeps,
+                # and waits with a timeout if the holder is stuck).
+                _yield()
+            except OSError:
+                return False
+        return False
+
+    def begin(self) -> list | None:
+        """Take the lock and read what others committed since the store last
+        looked: their changes as ``(key, value or DELETED)`` pairs, ``[]`` if
+        none. None, with the lock not held, when the ordinary path must run."""
+        store = self.store
+        if self._journal != store.journal_path or self._fork != _forks:
+            if not self.enabled or not self._open():
+                return None
+        try:
+            _flock(self._lock_fd, _LOCK_EX_NB)
+        except BlockingIOError:
+            if not self._take_lock():
+                return None
+        except OSError:
+            return None
+        try:
+            fd = self._fd
+            pos = store.journal_pos
+            st = _fstat(fd)
+            size = st.st_size
+            if size == pos and st.st_nlink:
+                return _NOTHING
+            if size < pos or not st.st_nlink or store.gzipped:
+                raise _Fallback
+            chunk = _pread(fd, size - pos, pos)
+            while len(chunk) < size - pos:
+                more = _pread(fd, size - pos - len(chunk), pos + len(chunk))
+                if not more:
+                    raise _Fallback
+                chunk += more
+            keep = journal.committed_part(chunk)
+            if keep != len(chunk):
+                raise _Fallback  # a torn batch: the ordinary path cuts it
+            try:
+                records = journal.parse(chunk, self._journal)
+            except CorruptFileError:
+                raise _Fallback from None  # the ordinary path names the line
+            store.journal_pos = pos + keep
+            store.journal_records += len(records)
+            return journal.as_changes(records)
+        except (_Fallback, OSError):
+            _flock(self._lock_fd, _LOCK_UN)
+            return None
+        except BaseException:
+            _flock(self._lock_fd, _LOCK_UN)
+            raise
+
+    def append(self, batch: bytes | bytearray, count: int) -> bool:
+        """Take the lock, append ``batch`` if nobody wrote since the store last
+        looked (then what the caller decided on what it knew still holds),
+        give the lock back. False, with nothing written, otherwise."""
         store = self.store
         if self._journal != store.journal_path or self._fork != _forks:
             if not self.enabled or not self._open():
@@ -192,33 +290,44 @@ class TailAppender:
         try:
             _flock(lock_fd, _LOCK_EX_NB)
         except OSError:
-            return False  # held by someone: the ordinary path waits for it
+            return False  # busy: begin() waits for it
         try:
-            fd = self._fd
-            pos = store.journal_pos
-            st = _fstat(fd)
-            if st.st_size != pos or not st.st_nlink:
+            st = _fstat(self._fd)
+            if st.st_size != store.journal_pos or not st.st_nlink:
                 return False
-            try:
-                if store.fault is _faults.no_fault:
-                    written = _pwrite(fd, batch, pos)
-                    if written != len(batch):
-                        _write_all(fd, batch[written:], pos + written)
-                else:
-                    _write_hooked(fd, batch, pos, store.fault)
-            except OSError:
-                # Take the part written back before anyone can read it; the
-                # ordinary path then retries and reports what is wrong.
-                try:
-                    os.ftruncate(fd, pos)
-                except OSError:
-                    pass
-                return False
-            store.journal_pos = pos + len(batch)
-            store.journal_records += count
-            return True
+            return self.write(batch, count)
         finally:
             _flock(lock_fd, _LOCK_UN)
+
+    def write(self, batch: bytes | bytearray, count: int) -> bool:
+        """Append ``batch`` (``count`` records and their commit line) without
+        fsync, between :meth:`begin` and :meth:`end`. False, with nothing
+        written, when the ordinary path must do it."""
+        store = self.store
+        fd = self._fd
+        pos = store.journal_pos
+        try:
+            if store.fault is _no_fault:
+                written = _pwrite(fd, batch, pos)
+                if written != len(batch):
+                    _write_all(fd, batch[written:], pos + written)
+            else:
+                _write_hooked(fd, batch, pos, store.fault)
+        except OSError:
+            # Take the part written back before anyone can read it; the
+            # ordinary path then retries and reports what is wrong.
+            try:
+                os.ftruncate(fd, pos)
+            except OSError:
+                pass
+            return False
+        store.journal_pos = pos + len(batch)
+        store.journal_records += count
+        return True
+
+    def end(self) -> None:
+        """Give the lock back."""
+        _flock(self._lock_fd, _LOCK_UN)
 
     def fsync(self) -> None:
         """Make what this appended durable (if its journal is still current:

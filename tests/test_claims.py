@@ -1,0 +1,416 @@
+"""Claims and leases of a tracker (docs/leases.md).
+
+``try_it`` and ``claim`` lease a task to the calling process; other
+processes skip it while the lease runs; ``mark_done`` or an attempt's end
+give it back; a process that exits releases what it still holds; a killed
+one keeps its tasks until its lease expires (at once if it ran on this host
+and is known dead). The other processes here are real ones; a worker made to
+look like another host (``TASTYPY_HOST``) cannot be checked for life, so its
+leases run their course.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from conftest import child_env, run_python, spawn_python, without_lease
+
+from tastypy import InvalidArgumentError, StorageError, Tracker, _faults
+from tastypy.tracker import DEFAULT_LEASE, LeaseInfo
+
+#: A worker: opens the tracker with ``lease``, takes ``keys`` with try_it
+#: (and ``claim`` more with ``claim:N``), prints what it got, then waits for
+#: a line on stdin saying what to do: ``exit``, ``raise``, ``done KEY...``
+#: (mark done, then exit) or nothing (it is killed meanwhile).
+WORKER = """
+import sys, time
+import tastypy
+path, lease, spec = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+tracker = tastypy.Tracker(path, max_tries=5, lease=lease)
+got = []
+for item in spec.split(","):
+    if item.startswith("claim:"):
+        got += tracker.claim(int(item[6:]))
+    elif item and tracker.try_it(item):
+        got.append(item)
+print(",".join(got), flush=True)
+line = sys.stdin.readline().split()
+if line and line[0] == "raise":
+    raise RuntimeError("the work failed")
+if line and line[0] == "done":
+    for key in line[1:]:
+        tracker.mark_done(key)
+if line and line[0] == "wait":
+    time.sleep(60)
+"""
+
+
+_started: list = []
+
+
+def start_worker(path, spec: str, lease: float = DEFAULT_LEASE, host: str | None = None):
+    """A worker that has taken ``spec``; returns (process, keys it got)."""
+    env = child_env(TASTYPY_HOST=host) if host else child_env()
+    proc = spawn_python(WORKER, path, lease, spec, env=env, stdin=subprocess.PIPE)
+    _started.append(proc)
+    line = proc.stdout.readline().strip()
+    assert proc.poll() is None, proc.stderr.read()
+    return proc, line.split(",") if line else []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left():
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=60)
+
+
+def finish(proc, command: str = "exit") -> int:
+    proc.communicate(command + "\n", timeout=60)
+    return proc.returncode
+
+
+def kill(proc) -> None:
+    proc.kill()
+    proc.communicate(timeout=60)
+
+
+def on_disk(path) -> dict:
+    with Tracker(path) as tracker:
+        return {key: dict(rec) for key, rec in tracker.items()}
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "jobs.tracker"
+
+
+@pytest.fixture
+def tracker(path):
+    t = Tracker(path, max_tries=5)
+    yield t
+    t.close()
+
+
+# -- try_it ---------------------------------------------------------------------------------------
+
+
+def test_try_it_leases_the_task_to_this_process(tracker):
+    before = time.time()
+    assert tracker.try_it("a")
+    rec = tracker["a"]
+    assert rec["_holder"] == tracker.holder == f"{socket.gethostname()}:{os.getpid()}"
+    assert before + DEFAULT_LEASE <= rec["_lease_until"] <= time.time() + DEFAULT_LEASE + 0.01
+    assert without_lease(rec) == {"_done": False, "_tries": 1, "_aborted": False}
+
+
+def test_the_lease_is_set_per_tracker_and_per_call(path):
+    with Tracker(path, lease=30) as tracker:
+        assert tracker.lease == 30
+        tracker.try_it("a")
+        tracker.try_it("b", lease=5)
+        tracker.lease = 100
+        tracker.try_it("c")
+        left = {k: v.lease_left for k, v in tracker.lease_info().items()}
+    assert 29 < left["a"] <= 30.01 and 4 < left["b"] <= 5.01 and 99 < left["c"] <= 100.01
+
+
+@pytest.mark.parametrize("bad", [0, -1, "60", True, float("nan"), float("inf")])
+def test_a_bad_lease_is_refused(path, bad):
+    with pytest.raises(InvalidArgumentError, match="lease"):
+        Tracker(path, lease=bad)
+    with Tracker(path) as tracker:
+        with pytest.raises(InvalidArgumentError, match="lease"):
+            tracker.try_it("a", lease=bad)
+        with pytest.raises(InvalidArgumentError, match="lease"):
+            tracker.claim(1, lease=bad)
+        assert "a" not in tracker
+
+
+def test_another_process_skips_a_leased_task(path, tracker):
+    proc, got = start_worker(path, "a,b")
+    assert got == ["a", "b"]
+    assert not tracker.try_it("a") and not tracker.try_it("b")
+    assert tracker.try_it("c")
+    assert tracker.lease_info(["a"])["a"].holder == f"{socket.gethostname()}:{proc.pid}"
+    assert finish(proc, "done a") == 0
+    # a is done; b was released at the worker's exit, its try still counted.
+    assert not tracker.try_it("a")
+    assert tracker.try_it("b") and tracker.tries("b") == 2
+
+
+def test_mark_done_and_a_recorded_error_end_the_lease(tracker):
+    tracker.try_it("a")
+    tracker.mark_done("a")
+    assert tracker["a"] == {"_done": True, "_tries": 1, "_aborted": False}
+    for task in tracker.attempts(["b"]):
+        with task:
+            raise ValueError("no")
+    assert "_lease_until" not in tracker["b"] and "_holder" not in tracker["b"]
+    assert tracker["b"]["_error"]["type"] == "ValueError"
+    tracker.try_it("c")
+    tracker.update({"c": {"_done": True}})
+    assert "_lease_until" not in tracker["c"]
+    assert tracker.lease_info() == {}
+
+
+def test_this_process_may_try_its_own_leased_task_again(tracker):
+    assert tracker.try_it("a") and tracker.try_it("a")
+    assert tracker.tries("a") == 2
+
+
+def test_a_killed_worker_of_this_host_gives_its_tasks_back_at_once(path, tracker):
+    tracker.add_many(["a", "b", "c", "d"])
+    tracker.sync()
+    proc, got = start_worker(path, "a,claim:2", lease=3600)
+    assert got == ["a", "b", "c"]
+    assert tracker.claim(5) == ["d"]
+    kill(proc)
+    # Its pid is gone from this host: the leases are void, the tries counted.
+    for key in got:
+        assert tracker.try_it(key)
+        assert tracker.tries(key) == 2
+
+
+def test_a_killed_worker_of_another_host_keeps_its_tasks_until_the_lease_ends(path, tracker):
+    tracker.add_many(["a", "b", "c"])
+    tracker.sync()
+    proc, got = start_worker(path, "a,claim:1", lease=2, host="other-host")
+    assert got == ["a", "b"]
+    kill(proc)
+    info = tracker.lease_info(["a", "b"])
+    assert {i.holder for i in info.values()} == {f"other-host:{proc.pid}"}
+    until = max(rec["_lease_until"] for rec in on_disk(path).values() if "_lease_until" in rec)
+    assert tracker.claim(5) == ["c"]
+    for key in got:
+        while not tracker.try_it(key):
+            time.sleep(0.05)
+        # Not before the lease ended, by the clock leases are judged by.
+        assert time.time() >= until - 0.01
+        assert tracker.tries(key) == 2
+
+
+@pytest.mark.parametrize("how", ["exit", "raise", "sigterm", "sigint"])
+def test_a_process_that_ends_releases_its_leases(path, how):
+    with Tracker(path) as tracker:
+        tracker.add_many(["a", "b", "c", "d"])
+    proc, got = start_worker(path, "a,claim:2", lease=3600, host="other-host")
+    assert got == ["a", "b", "c"]
+    if how in ("exit", "raise"):
+        status = finish(proc, how)
+    else:
+        os.kill(proc.pid, signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+        status = finish(proc, "wait")
+    assert status != 0 if how != "exit" else status == 0
+    records = on_disk(path)
+    for key in got:
+        assert "_lease_until" not in records[key] and "_holder" not in records[key]
+        assert records[key]["_tries"] == 1  # handed out: the try counts
+    with Tracker(path) as tracker:
+        assert tracker.claim(5) == ["d", "a", "b", "c"]
+
+
+def test_close_releases_the_leases(path):
+    tracker = Tracker(path)
+    tracker.try_it("a")
+    tracker.close()
+    assert on_disk(path) == {"a": {"_done": False, "_tries": 1, "_aborted": False}}
+
+
+def test_a_claim_another_process_made_is_kept_over_a_change_here(path, tracker):
+    tracker.add("x")  # not written yet
+    tracker.hold()
+    proc, got = start_worker(path, "x")
+    assert got == ["x"]
+    tracker.unhold()
+    assert not tracker.try_it("x")
+    # Our write of x kept the worker's claim.
+    assert on_disk(path)["x"]["_holder"] == f"{socket.gethostname()}:{proc.pid}"
+    finish(proc, "done x")
+    assert on_disk(path)["x"]["_done"]
+
+
+# -- claim ----------------------------------------------------------------------------------------
+
+
+def test_claim_hands_out_bumped_then_never_tried_then_least_tried(tracker):
+    tracker.add_many("abcdefg")
+    # a: tried twice; b: tried once, long ago; c: once, recently; d: bumped.
+    for key in "aab":
+        tracker.try_it(key)
+        tracker.release([key], tried=True)
+    for task in tracker.attempts(["c"]):
+        with task:
+            raise ValueError
+    tracker.bump(["d"])
+    got = tracker.claim(3)
+    assert got == ["d", "e", "f"]
+    assert tracker.claim(10) == ["g", "b", "c", "a"]
+    assert tracker.claim(10) == []  # all leased to this process
+    assert [tracker.tries(k) for k in "abcdefg"] == [3, 2, 2, 1, 1, 1, 1]
+
+
+def test_claim_skips_done_aborted_and_exhausted_tasks(path):
+    with Tracker(path, max_tries=1) as tracker:
+        tracker.add_many(["done", "aborted", "spent", "free"])
+        tracker.mark_done("done")
+        tracker.abort("aborted")
+        tracker.try_it("spent")
+        tracker.release(["spent"], tried=True)
+        assert tracker.claim(10) == ["free"]
+        assert tracker.claim(0) == []
+        with pytest.raises(InvalidArgumentError, match="n must be"):
+            tracker.claim(-1)
+
+
+def test_claims_of_two_processes_never_overlap(path, tracker):
+    keys = [f"k{i:02d}" for i in range(40)]
+    tracker.add_many(keys)
+    tracker.sync()
+    proc, got = start_worker(path, ",".join(["claim:7"] * 3), host="other-host")
+    mine = tracker.claim(100)
+    assert len(got) == 21 and not set(got) & set(mine)
+    assert sorted(got + mine) == keys
+    kill(proc)
+
+
+# -- release, bump, renew -------------------------------------------------------------------------
+
+
+def test_release_gives_the_task_back_without_counting_the_try(tracker):
+    tracker.add_many(["a", "b", "c"])
+    assert tracker.claim(3) == ["a", "b", "c"]
+    assert tracker.release(["a", "b"]) == ["a", "b"]
+    assert tracker.release("c", tried=True) == ["c"]
+    assert [tracker.tries(k) for k in "abc"] == [0, 0, 1]
+    assert tracker.num_tried() == 1
+    assert all("_lease_until" not in tracker[k] for k in "abc")
+    assert tracker.release(["a", "nope"]) == []  # not leased here: left alone
+    tracker.mark_done("a")
+    assert tracker.claim(5) == ["b", "c"]
+
+
+def test_release_leaves_another_process_lease_alone(path, tracker):
+    proc, got = start_worker(path, "a")
+    assert tracker.release(["a"]) == []
+    assert not tracker.try_it("a")
+    finish(proc)
+
+
+def test_bump_only_ever_moves_a_lease_earlier(tracker):
+    tracker.add_many(["a", "b", "c", "d"])
+    tracker.bump(["c"], lease=3600)  # held back for an hour, then first
+    assert tracker.claim(10) == ["a", "b", "d"]
+    tracker.bump(["c"], lease=7200)  # later: ignored
+    assert 3500 < tracker.lease_info(["c"])["c"].lease_left <= 3600
+    assert not tracker.try_it("c")
+    tracker.bump(["c"], lease=-10)
+    assert tracker.try_it("c")
+    with pytest.raises(KeyError, match="nope"):
+        tracker.bump(["nope"])
+
+
+def test_a_negative_bump_goes_before_a_plain_one(tracker):
+    tracker.add_many(["a", "b", "c"])
+    tracker.bump(["b"])
+    tracker.bump(["c"], lease=-60)
+    assert tracker.claim(3) == ["c", "b", "a"]
+
+
+def test_bump_hands_back_the_tasks_of_a_worker_known_to_be_gone(path, tracker):
+    proc, got = start_worker(path, "a,b", lease=3600, host="other-host")
+    kill(proc)
+    assert tracker.claim(5) == []
+    tracker.bump(got)
+    assert tracker.claim(5) == ["a", "b"]
+    assert tracker.tries("a") == 2
+
+
+def test_renew_extends_only_this_process_leases(path, tracker):
+    tracker.try_it("a", lease=10)
+    assert tracker.renew(["a", "b"], lease=500) == ["a"]
+    assert 490 < tracker.lease_info(["a"])["a"].lease_left <= 500.01
+    proc, got = start_worker(path, "b")
+    assert tracker.renew("b") == []
+    finish(proc)
+
+
+# -- lease_info, stats, hold ----------------------------------------------------------------------
+
+
+def test_lease_info_reports_done_tries_holder_and_time_left(tracker):
+    tracker.add_many(["a", "b", "c"])
+    tracker.try_it("a", lease=100)
+    tracker.try_it("b")
+    tracker.mark_done("b")
+    info = tracker.lease_info(["a", "b", "c"])
+    assert info["a"].holder == tracker.holder and 99 < info["a"].lease_left <= 100.01
+    assert info["a"].tries == 1 and not info["a"].done
+    assert info["b"] == LeaseInfo(True, 1, None, None)
+    assert info["c"] == LeaseInfo(False, 0, None, None)
+    assert list(tracker.lease_info()) == ["a"]
+    with pytest.raises(KeyError, match="nope"):
+        tracker.lease_info(["nope"])
+    assert tracker.check("b") is True  # the manual's check(key) is unchanged
+
+
+def test_stats_count_leased_and_expired_tasks(path, tracker):
+    tracker.add_many(["a", "b", "c", "d"])
+    tracker.try_it("a")
+    tracker.mark_done("a")
+    tracker.try_it("b")
+    tracker.sync()
+    proc, got = start_worker(path, "c", lease=0.5, host="other-host")
+    kill(proc)
+    time.sleep(0.6)
+    tracker.refresh()
+    stats = tracker.stats()
+    assert (stats["leased"], stats["expired"]) == (1, 1)
+    assert stats["done"] == 1 and stats["total"] == 4
+
+
+def test_under_hold_try_it_decides_in_memory_and_writes_at_unhold(path, tracker):
+    with tracker.holding():
+        assert tracker.try_it("a")
+        assert "a" not in on_disk(path)
+    assert on_disk(path)["a"]["_holder"] == tracker.holder
+
+
+# -- writes that fail -----------------------------------------------------------------------------
+
+
+def test_a_quick_write_that_fails_is_taken_back_and_retried(tracker):
+    tracker.try_it("a")
+    tracker.mark_done("a")
+    tracker._store.fault = _faults.make_hook("before-write:1:eio")
+    assert tracker.try_it("b")
+    tracker._store.fault = _faults.no_fault
+    assert tracker.tries("b") == 1 and tracker["a"]["_done"]
+
+
+def test_a_full_disk_refuses_the_try_and_takes_the_lease_back(path):
+    with Tracker(path, lock="soft") as tracker:
+        tracker.add("a")
+        tracker.sync()
+        tracker._store.fault = _faults.make_hook("before-write:1:enospc")
+        with pytest.raises(StorageError):
+            tracker.try_it("a")
+        assert tracker["a"] == {"_done": False, "_tries": 0, "_aborted": False}
+        assert tracker.try_it("a") and tracker.tries("a") == 1
+
+
+def test_holder_names_the_host_and_the_process(tracker):
+    result = run_python(
+        "import tastypy, sys; print(tastypy.Tracker(sys.argv[1]).holder)",
+        tracker.path,
+        env=child_env(TASTYPY_HOST="node17"),
+    )
+    assert result.stdout.strip().startswith("node17:")
