@@ -175,7 +175,8 @@ class Raw:
     @staticmethod
     def read(path: str) -> dict:
         """Parse 64 KiB of lines at a time as one JSON array (one whole-file
-        array was slower still: a 1M-element list to build and throw away)."""
+        array was slower still: a 1M-element list to build and throw away).
+        From a few million lines the per-line parse (RawLines) is faster."""
         with open(path, "rb") as f:
             text = f.read()
         data: dict = {}
@@ -207,8 +208,20 @@ class RawLines(Raw):
 
     @staticmethod
     def read(path: str) -> dict:
+        """``orjson.loads`` per line, fed straight into ``dict.update``, 64 KiB
+        of lines at a time (splitting the whole file at once costs a bytes
+        object per line held all together: slower from a few million lines)."""
         with open(path, "rb") as f:
-            return dict(map(loads, f.read().splitlines()))
+            text = f.read()
+        data: dict = {}
+        update = data.update
+        find = text.find
+        start, end = 0, len(text)
+        while start < end:
+            stop = find(b"\n", min(start + 65536, end - 1))
+            update(map(loads, text[start:stop].split(b"\n")))
+            start = stop + 1
+        return data
 
 
 class RawDict(Raw):

@@ -275,6 +275,8 @@ class Driver:
             runs: dict[str, list[dict]] = {who: [] for who in ENTRANTS["scale"]}
             for _ in range(reps):
                 for contender in ENTRANTS["scale"]:
+                    if self.args.contenders and contender not in self.args.contenders:
+                        continue
                     base = self.base_store(contender, n)
                     if base is None:
                         runs[contender].append({"error": "set-up failed"})
@@ -282,7 +284,8 @@ class Driver:
                     spec = self._spec("scale", contender, n, "")
                     runs[contender].append(self._on_copy(base, spec))
             for contender, got in runs.items():
-                self.record("scale", contender, n, got)
+                if got:
+                    self.record("scale", contender, n, got)
             self.drop_bases(n)
 
 

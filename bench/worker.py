@@ -193,7 +193,7 @@ def _open(kind: str, d: str) -> tuple[Any, Any]:
     """(object holding the data, closer). tastypy is imported by the caller
     before it measures anything."""
     if kind == "dict":
-        return c.Raw.read(os.path.join(d, "data.jsonl")), None
+        return c.RawLines.read(os.path.join(d, "data.jsonl")), None
     if kind == "tastypy":
         import tastypy
 
