@@ -35,7 +35,7 @@ from tastypy.errors import (
     InvalidValueError,
 )
 from tastypy.pod import _CHANGED, _MISSING, PersistentOrderedDict, _Setter
-from tastypy.storage import journal
+from tastypy.storage import DELETED, journal
 from tastypy.storage.tail import TailAppender, file_time
 
 __all__ = ["ProgressTracker", "Tracker", "Task", "LeaseInfo", "DEFAULT_LEASE"]
@@ -418,8 +418,49 @@ class ProgressTracker(PersistentOrderedDict):
         self._queue_pos = 0
 
     def _take_in(self, changes: list, ours: set) -> None:
+        """The POD's, for records: other processes' changes, except keys
+        this process changed too (ours win), with the counters kept. With
+        many processes, each takes in everything the others write, so this
+        is written out for speed."""
         self._absorbed += 1
-        super()._take_in(changes, ours)
+        data = self._data
+        dirty = self._dirty
+        lent = self._lent
+        index = self._lease_index
+        done = tried = aborted = 0
+        slow = []
+        for key, value in changes:
+            if key in ours or key in dirty or key in lent or value is DELETED:
+                slow.append((key, value))
+                continue
+            old = data.get(key)
+            data[key] = value
+            try:
+                if old is not None:
+                    if old["_done"]:
+                        done -= 1
+                    if old["_tries"] > 0:
+                        tried -= 1
+                    if old["_aborted"]:
+                        aborted -= 1
+                if value["_done"]:
+                    done += 1
+                if value["_tries"] > 0:
+                    tried += 1
+                if value["_aborted"]:
+                    aborted += 1
+                if index is not None and "_lease_until" in value:
+                    index[key] = None
+            except (KeyError, TypeError, IndexError):
+                # Not a plain record (damaged by hand): count everything
+                # again; the keys after this one add to that count.
+                self._count_all()
+                done = tried = aborted = 0
+        self._n_done += done
+        self._n_tried += tried
+        self._n_aborted += aborted
+        if slow:
+            super()._take_in(slow, ours)
 
     def _replaced(self, key: Any, old: Any, new: Any) -> None:
         lent = self._lent
@@ -961,6 +1002,8 @@ class ProgressTracker(PersistentOrderedDict):
                             saved = True  # undone by taking its fields out
                         else:
                             saved = rec.copy()
+                        dirty = self._dirty
+                        marker = dirty.get(key, _MISSING)
                         tries = rec["_tries"]
                         rec["_tries"] = tries + 1
                         if not tries:
@@ -970,17 +1013,18 @@ class ProgressTracker(PersistentOrderedDict):
                         if started is not None:
                             rec["_started"] = started
                             rec.pop("_ended", None)
-                        self._dirty[key] = _CHANGED
+                        dirty[key] = _CHANGED
                         written = False
                         try:
                             written = self._quick_write(tail)
                         finally:
                             if not written:
-                                # Left marked dirty: written unchanged at worst.
+                                # Taken back whole, the dirty mark too: a
+                                # stale copy left marked would be written
+                                # over what others write meanwhile.
                                 if saved is None:
                                     if data.get(key) is rec:
                                         del data[key]
-                                    self._dirty.pop(key, None)
                                     self._n_tried -= 1
                                 elif saved is True:
                                     rec["_tries"] = tries
@@ -989,7 +1033,11 @@ class ProgressTracker(PersistentOrderedDict):
                                     del rec["_lease_until"]
                                     del rec["_holder"]
                                 else:
-                                    self._rollback([(key, rec, saved, _CHANGED)])
+                                    self._rollback([(key, rec, saved, marker)])
+                                if marker is _MISSING:
+                                    dirty.pop(key, None)
+                                else:
+                                    dirty[key] = marker
                         if written:
                             if self._lease_index is not None:
                                 self._lease_index[key] = None
@@ -997,8 +1045,11 @@ class ProgressTracker(PersistentOrderedDict):
                         if written is None:
                             raise _Ordinary
                         self._contended = True
-                    # Others write too: take that in under the lock, then decide.
-                    changes = tail.begin()
+                    # Others write too: take in what they wrote, then what
+                    # came meanwhile under the lock, then decide.
+                    claims = (key,)
+                    self._catch_up(claims)
+                    changes = tail.begin(lambda: self._catch_up(claims))
                     if changes is not None:
                         written = False
                         undo = self._undo = []
@@ -1007,8 +1058,10 @@ class ProgressTracker(PersistentOrderedDict):
                                 self._absorb(changes, (key,))
                             else:
                                 self._contended = False
-                            if not self._decide_try(key, add, allow_aborted, started, span):
-                                return False
+                            granted = self._decide_try(key, add, allow_aborted, started, span)
+                            # Written even when refused: a record merged
+                            # with another process's claim goes out now,
+                            # while it is the latest.
                             written = self._write_session(tail)
                         finally:
                             self._undo = None
@@ -1016,7 +1069,7 @@ class ProgressTracker(PersistentOrderedDict):
                             if not written:
                                 self._rollback(undo)
                         if written:
-                            return True
+                            return granted
                 except _Ordinary:
                     pass
                 finally:
@@ -1171,7 +1224,8 @@ class ProgressTracker(PersistentOrderedDict):
             # released again.
             main = _exit.enter()
             try:
-                changes = tail.begin()
+                self._catch_up(claims)
+                changes = tail.begin(lambda: self._catch_up(claims))
                 if changes is None:
                     return False, None
                 undo = self._undo = []
@@ -1309,25 +1363,17 @@ class ProgressTracker(PersistentOrderedDict):
     def _transact_ordinary(self, decide: Callable[[], Any], claims: Any, durable: bool):
         store = self._store
         bad: list = []
+        if self._contended:
+            with self._sync_lock:
+                self._catch_up(claims)
         with self._locked():
             confirmed = len(self._unconfirmed)
-            ours = set(self._pending_keys)
-            ours.update(self._dirty)
             changes = store.read_new()
             if changes is None:
-                if claims is _ANY:
-                    conflict = list(ours)
-                else:
-                    conflict = [k for k in claims if k in ours]
-                disk = store.load() if conflict else None
-                self._reload(ours)
-                self._rewrite = False  # written below, in this batch
-                if disk:
-                    for key in conflict:
-                        if key in disk:
-                            self._merge_claim(key, disk[key])
+                self._reload_merging(claims)
             elif changes:
                 self._absorb(changes, claims)
+            self._contended = bool(changes)
             # Read under the lock, in our generation: earlier quick writes
             # went to the live journal.
             del self._unconfirmed[:confirmed]
@@ -1405,6 +1451,56 @@ class ProgressTracker(PersistentOrderedDict):
             f"something JSON cannot hold; set tracker[{key!r}] to a JSON value. Every other "
             "key was synced."
         )
+
+    def _catch_up(self, claims: Any) -> None:
+        """Take in, without the directory lock, what other processes wrote
+        since this process last looked (or load afresh after a compaction),
+        so that the write that follows holds the lock only for what comes
+        meanwhile: with many processes taking turns at the lock, the turns
+        stay short. The caller holds ``_sync_lock``."""
+        tail = self._tail
+        if tail is not None and tail.enabled:
+            changes = tail.peek()
+        else:
+            changes = self._store.read_new()
+        if changes is None:
+            self._reload_merging(claims)
+        elif changes:
+            self._absorb(changes, claims)
+
+    def _reload_merging(self, claims: Any) -> None:
+        """Load the disk afresh (another process compacted), keeping this
+        process's unsynced changes; for the keys being claimed among them,
+        the claim fields come from the disk (see :meth:`_absorb`).
+
+        When this process had read the old journal to its end, it holds the
+        new snapshot already, and only takes in the new journal (see
+        :meth:`TailAppender.follow`): with many processes, each would
+        otherwise parse the whole tracker again after every compaction."""
+        tail = self._tail
+        if tail is not None and tail.enabled:
+            changes = tail.follow()
+            if changes is not None:
+                # Every quick write went to the old journal before the
+                # compaction took it in (each checked, under the lock,
+                # that the journal was still linked).
+                self._unconfirmed.clear()
+                if changes:
+                    self._absorb(changes, claims)
+                return
+        ours = set(self._pending_keys)
+        ours.update(self._dirty)
+        if claims is _ANY:
+            conflict = list(ours)
+        else:
+            conflict = [k for k in claims if k in ours]
+        disk = self._store.load() if conflict else None
+        self._reload(ours)
+        self._rewrite = False  # the caller writes them, in its next batch
+        if disk:
+            for key in conflict:
+                if key in disk:
+                    self._merge_claim(key, disk[key])
 
     def _absorb(self, changes: list, claims: Any) -> None:
         """Take in other processes' changes (under the lock). For a key being

@@ -26,10 +26,12 @@ write goes through the ordinary path, which reopens the file each time.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
-from typing import Final
+import time
+from typing import Callable, Final
 
 try:
     import fcntl
@@ -37,7 +39,7 @@ except ImportError:  # Windows: no flock, no fast path
     fcntl = None  # type: ignore[assignment]
 
 from tastypy import _faults
-from tastypy.errors import CorruptFileError
+from tastypy.errors import CorruptFileError, TastypyError
 from tastypy.storage import journal, layout
 
 __all__ = ["TailAppender", "file_time", "is_local_filesystem"]
@@ -126,9 +128,18 @@ _pread = os.pread
 _fstat = os.fstat
 _yield = getattr(os, "sched_yield", lambda: None)
 
-#: How many times a session tries the busy lock (yielding the processor in
-#: between) before it leaves the wait to the ordinary path.
-_SPINS: Final = 64
+#: How a session waits for a busy lock: it tries again ``_SPINS`` times,
+#: yielding the processor in between (the holder usually needs microseconds),
+#: then sleeps between tries, from ``_PAUSE_FIRST`` doubling up to
+#: ``_PAUSE_MAX`` seconds, for at most ``_WAIT`` seconds (a durable sync or a
+#: compaction holds the lock for milliseconds to seconds); then it leaves the
+#: wait to the ordinary path, which waits with a timeout and says who holds
+#: the lock. The sleeps stay short: several processes taking turns at the
+#: lock thousands of times a second would otherwise sleep past their turns.
+_SPINS: Final = 8
+_PAUSE_FIRST: Final = 0.00005
+_PAUSE_MAX: Final = 0.001
+_WAIT: Final = 5.0
 
 #: What :meth:`TailAppender.begin` returns when nobody else wrote.
 _NOTHING: Final[list] = []
@@ -216,25 +227,153 @@ class TailAppender:
         self._journal = store.journal_path
         return True
 
-    def _take_lock(self) -> bool:
+    def _take_lock(self, on_wait: Callable[[], object] | None) -> bool:
+        """Wait for the lock held by another process (see ``_SPINS``),
+        calling ``on_wait()`` before each new try after a sleep."""
         lock_fd = self._lock_fd
-        for _ in range(_SPINS):
+        pause = 0.0
+        deadline = 0.0
+        for attempt in itertools.count():
+            if attempt < _SPINS:
+                _yield()
+            else:
+                if not deadline:
+                    deadline = time.monotonic() + _WAIT
+                    pause = _PAUSE_FIRST
+                elif time.monotonic() > deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, _PAUSE_MAX)
+                if on_wait is not None:
+                    on_wait()
             try:
                 _flock(lock_fd, _LOCK_EX_NB)
                 return True
             except BlockingIOError:
-                # Held by another process, usually for a few microseconds:
-                # let it run rather than sleep (the ordinary path sleeps,
-                # and waits with a timeout if the holder is stuck).
-                _yield()
+                continue
             except OSError:
                 return False
-        return False
+        return False  # pragma: no cover - itertools.count() does not end
 
-    def begin(self) -> list | None:
+    def peek(self) -> list | None:
+        """Read, without the lock, the whole batches others appended since the
+        store last looked: their changes (``[]`` if none), or None if the
+        journal was replaced (a compaction: load afresh) or cannot be read
+        here. Taking them in before :meth:`begin` keeps the lock short: it
+        then reads only what came meanwhile. Safe without the lock because
+        a committed batch is never changed or cut, and a batch being written
+        has no commit line yet."""
+        store = self.store
+        if self._journal != store.journal_path or self._fork != _forks:
+            if not self.enabled or not self._open():
+                return _NOTHING  # no journal yet: nothing to read
+        try:
+            st = _fstat(self._fd)
+            pos = store.journal_pos
+            size = st.st_size
+            if size == pos and st.st_nlink:
+                return _NOTHING
+            if size < pos or not st.st_nlink:
+                return None
+            if store.gzipped:
+                return _NOTHING  # begin() leaves it to the ordinary path
+            records, keep = self._read(pos, size)
+        except (_Fallback, OSError):
+            return _NOTHING
+        store.journal_pos = pos + keep
+        store.journal_records += len(records)
+        return journal.as_changes(records)
+
+    def follow(self) -> list | None:
+        """After another process compacted the store: take the store to the
+        new generation without loading it, when that is sure to give the
+        same data. Returns the changes to take in (the rest of the old
+        journal, then the new journal so far), or None (nothing changed in
+        the store) when the caller must load afresh.
+
+        The new snapshot holds exactly what the old generation held at its
+        end, because the compaction ran under the lock. A process that has
+        taken in the old journal to its end (it still has the file open,
+        so it can read what it had not yet) therefore holds that snapshot
+        already; it needs only what was appended to the new journal. Only
+        for one generation ahead: after two, the journal in between was
+        never read here."""
+        store = self.store
+        if (
+            self._fd < 0
+            or self._fork != _forks
+            or self._journal != store.journal_path
+            or store.gzipped
+        ):
+            return None
+        try:
+            st = _fstat(self._fd)
+            pos = store.journal_pos
+            if st.st_nlink or st.st_size < pos:
+                return None
+            records, keep = self._read(pos, st.st_size)
+            manifest = layout.read_manifest(store.path)
+            if (
+                manifest is None
+                or manifest.get("generation") != store.generation + 1
+                or manifest.get("gzipped")
+                or type(manifest.get("snapshot_records")) is not int
+            ):
+                return None
+            new_path = os.path.join(store.path, manifest["journal"])
+            try:
+                fd = os.open(new_path, os.O_RDWR | _NOFOLLOW)
+            except FileNotFoundError:
+                fd = -1  # no sync since the compaction
+            if fd >= 0:
+                old_fd, old_journal = self._fd, self._journal
+                self._fd, self._journal = fd, new_path
+                try:
+                    more, new_keep = self._read(0, _fstat(fd).st_size)
+                except BaseException:
+                    self._fd, self._journal = old_fd, old_journal
+                    os.close(fd)
+                    raise
+                os.close(old_fd)
+            else:
+                more, new_keep = [], 0
+        except (_Fallback, OSError, TastypyError, KeyError, TypeError):
+            return None
+        store.generation = manifest["generation"]
+        store.journal_path = new_path
+        store.journal_pos = new_keep
+        store.journal_records = len(more)
+        store.snapshot_records = manifest["snapshot_records"]
+        if fd < 0:
+            self._journal = ""  # reopened once the journal exists
+        return journal.as_changes(records + more)
+
+    def _read(self, pos: int, size: int) -> tuple[list, int]:
+        """The records of the whole batches between ``pos`` and ``size``, and
+        how many bytes they take."""
+        fd = self._fd
+        chunk = _pread(fd, size - pos, pos)
+        while len(chunk) < size - pos:
+            more = _pread(fd, size - pos - len(chunk), pos + len(chunk))
+            if not more:
+                break
+            chunk += more
+        keep = journal.committed_part(chunk)
+        if not keep:
+            return [], 0
+        try:
+            return journal.parse(chunk[:keep], self._journal), keep
+        except CorruptFileError:
+            raise _Fallback from None  # the ordinary path names the line
+
+    def begin(self, on_wait: Callable[[], object] | None = None) -> list | None:
         """Take the lock and read what others committed since the store last
         looked: their changes as ``(key, value or DELETED)`` pairs, ``[]`` if
-        none. None, with the lock not held, when the ordinary path must run."""
+        none. None, with the lock not held, when the ordinary path must run.
+
+        While the lock is busy, ``on_wait()`` is called between tries: a
+        caller that takes in what others wrote meanwhile (:meth:`peek`)
+        then holds the lock only for what comes after."""
         store = self.store
         if self._journal != store.journal_path or self._fork != _forks:
             if not self.enabled or not self._open():
@@ -242,7 +381,7 @@ class TailAppender:
         try:
             _flock(self._lock_fd, _LOCK_EX_NB)
         except BlockingIOError:
-            if not self._take_lock():
+            if not self._take_lock(on_wait):
                 return None
         except OSError:
             return None
@@ -255,19 +394,9 @@ class TailAppender:
                 return _NOTHING
             if size < pos or not st.st_nlink or store.gzipped:
                 raise _Fallback
-            chunk = _pread(fd, size - pos, pos)
-            while len(chunk) < size - pos:
-                more = _pread(fd, size - pos - len(chunk), pos + len(chunk))
-                if not more:
-                    raise _Fallback
-                chunk += more
-            keep = journal.committed_part(chunk)
-            if keep != len(chunk):
+            records, keep = self._read(pos, size)
+            if pos + keep != size:
                 raise _Fallback  # a torn batch: the ordinary path cuts it
-            try:
-                records = journal.parse(chunk, self._journal)
-            except CorruptFileError:
-                raise _Fallback from None  # the ordinary path names the line
             store.journal_pos = pos + keep
             store.journal_records += len(records)
             return journal.as_changes(records)

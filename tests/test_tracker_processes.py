@@ -1,0 +1,193 @@
+"""Many processes over one tracker, with real processes and real locks.
+
+Each worker runs the manual's ``try_it`` loop over every key (each starting
+at its own offset) and "runs" a task by appending its key to a file of its
+own, then marks it done. Whatever the interleaving, the union of those files
+must hold every key exactly once, and the tracker every key done.
+
+A worker killed (SIGKILL) while it holds claims keeps them until its lease
+ends; it is made to look like another host (``TASTYPY_HOST``), since on its
+own host a dead holder is recognised at once (``tests/test_claims.py``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+from conftest import child_env, spawn_python
+
+from tastypy import Tracker
+
+#: A worker: ``path out start lease n_keys until_done pause``. Runs every
+#: key it can claim (a task takes ``pause`` seconds), appending ``key time``
+#: to ``out``; with ``until_done`` it passes over the keys again until every
+#: one is done (or 120 s passed).
+WORKER = """
+import sys, time
+import tastypy
+path, out, start, lease, n, until_done, pause = sys.argv[1:8]
+pause = float(pause)
+keys = [f"k{i:05d}" for i in range(int(n))]
+start = int(start)
+keys = keys[start:] + keys[:start]
+tracker = tastypy.Tracker(path, max_tries=3, lease=float(lease))
+print("ready", flush=True)
+sys.stdin.readline()  # all start together
+deadline = time.time() + 120
+with open(out, "a") as f:
+    while True:
+        for key in keys:
+            if tracker.try_it(key):
+                if pause:
+                    time.sleep(pause)
+                f.write(f"{key} {time.time():.3f}\\n")
+                f.flush()
+                tracker.mark_done(key)
+        if until_done == "0":
+            break
+        tracker.refresh()
+        if tracker.num_done() == len(keys) or time.time() > deadline:
+            break
+        time.sleep(0.05)
+tracker.close()
+"""
+
+#: A worker that claims ``n`` tasks, "runs" them (writes them to ``out``
+#: with their lease's end), says so, then hangs until it is killed.
+CLAIMER = """
+import sys, time
+import tastypy
+path, out, n, lease = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+tracker = tastypy.Tracker(path, max_tries=3, lease=lease)
+keys = tracker.claim(n)
+with open(out, "w") as f:
+    for key in keys:
+        f.write(f"{key} {tracker[key]['_lease_until']}\\n")
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def make_tracker(path, n: int) -> list[str]:
+    keys = [f"k{i:05d}" for i in range(n)]
+    with Tracker(path) as tracker:
+        tracker.add_many(keys)
+    return keys
+
+
+def run_workers(path, out_dir, procs: int, n: int, *, lease=3600, until_done=False, env=None):
+    workers = []
+    try:
+        for i in range(procs):
+            out = out_dir / f"worker{i}.txt"
+            args = (path, out, i * n // procs, lease, n, int(until_done), 0)
+            workers.append(spawn_python(WORKER, *args, env=env, stdin=subprocess.PIPE))
+        for proc in workers:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        for proc in workers:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in workers:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=60)
+    return [out_dir / f"worker{i}.txt" for i in range(procs)]
+
+
+def runs_in(files) -> list[tuple[str, float]]:
+    runs = []
+    for file in files:
+        if file.exists():
+            for line in file.read_text().splitlines():
+                key, when = line.split()
+                runs.append((key, float(when)))
+    return runs
+
+
+@pytest.mark.parametrize("procs,n", [(4, 3000), (16, 2000)])
+def test_every_task_runs_exactly_once(tmp_path, procs, n):
+    path = tmp_path / "jobs.tracker"
+    keys = make_tracker(path, n)
+    files = run_workers(path, tmp_path, procs, n)
+    counts = Counter(key for key, _ in runs_in(files))
+    assert sorted(counts) == keys, "some task never ran"
+    assert [k for k, c in counts.items() if c > 1] == [], "some task ran twice"
+    # Work was shared, not done by one process while the others waited.
+    assert sum(1 for f in files if f.exists() and f.stat().st_size) > 1
+    with Tracker(path) as tracker:
+        assert tracker.num_done() == n
+        assert all(tracker.tries(k) == 1 for k in keys)
+        stats = tracker.stats()
+        assert stats["leased"] == stats["expired"] == 0
+        assert tracker.lease_info() == {}
+
+
+def test_a_killed_worker_tasks_come_back_only_after_its_lease(tmp_path):
+    path = tmp_path / "jobs.tracker"
+    n = 300
+    keys = make_tracker(path, n)
+    env = child_env(TASTYPY_HOST="some-other-node")
+    claimer = spawn_python(CLAIMER, path, tmp_path / "claimer.txt", 5, 2.0, env=env)
+    try:
+        assert claimer.stdout.readline().strip() == "ready", claimer.stderr.read()
+    finally:
+        claimer.kill()
+        claimer.communicate(timeout=60)
+    claimed = dict(line.split() for line in (tmp_path / "claimer.txt").read_text().splitlines())
+    assert len(claimed) == 5
+    files = run_workers(path, tmp_path, 3, n, until_done=True)
+    runs = runs_in(files)
+    counts = Counter(key for key, _ in runs)
+    assert sorted(counts) == keys and set(counts.values()) == {1}
+    for key, when in runs:
+        if key in claimed:
+            # Nobody ran it before the dead worker's lease ended.
+            assert when >= float(claimed[key]) - 0.01, (key, when, claimed[key])
+    with Tracker(path) as tracker:
+        assert tracker.num_done() == n
+        for key in claimed:
+            assert tracker.tries(key) == 2  # the dead worker's try counts
+        assert all(tracker.tries(k) == 1 for k in keys if k not in claimed)
+
+
+def test_a_worker_that_dies_mid_loop_leaves_no_task_behind(tmp_path):
+    # Killed at a random point of its loop on this host: its leases are void
+    # at once, and the survivors finish everything it left.
+    path = tmp_path / "jobs.tracker"
+    n = 2000
+    keys = make_tracker(path, n)
+    victim = spawn_python(
+        WORKER, path, tmp_path / "victim.txt", 0, 3600, n, 0, 0.001, stdin=subprocess.PIPE
+    )
+    assert victim.stdout.readline().strip() == "ready"
+    victim.stdin.write("go\n")
+    victim.stdin.flush()
+    time.sleep(0.3)  # some 200 of its 2000 tasks (1 ms each)
+    victim.kill()
+    victim.communicate(timeout=60)
+    files = run_workers(path, tmp_path, 3, n, until_done=True)
+    ran = Counter(key for key, _ in runs_in(files))
+    ran_by_victim = Counter(key for key, _ in runs_in([tmp_path / "victim.txt"]))
+    assert 0 < len(ran_by_victim) < n  # killed in the middle of its loop
+    assert set(ran) | set(ran_by_victim) == set(keys)
+    assert all(c == 1 for c in ran.values())
+    # At most the task it was running when killed runs twice.
+    assert len(set(ran) & set(ran_by_victim)) <= 1
+    with Tracker(path) as tracker:
+        assert tracker.num_done() == n
+
+
+def test_workers_that_exit_normally_end_every_lease(tmp_path):
+    path = tmp_path / "jobs.tracker"
+    make_tracker(path, 500)
+    run_workers(path, tmp_path, 4, 500)
+    with Tracker(path) as tracker:
+        assert all("_holder" not in rec and "_lease_until" not in rec for rec in tracker.values())
+        assert tracker.num_done() == 500
