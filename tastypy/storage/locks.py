@@ -90,8 +90,8 @@ WORK_SUFFIX: Final = ".d"
 #: takes the soft lock too instead of a flock the others cannot see.
 SOFT_NOTE: Final = b"soft\n"
 
-_POLL_FIRST: Final = 0.0002
-_POLL_MAX: Final = 0.02
+_POLL_FIRST: Final = 0.00005
+_POLL_MAX: Final = 0.001
 #: Waiting for a soft lock costs the file server a create per poll: poll more
 #: gently, with jitter so that many waiters do not knock in step.
 _SOFT_POLL_MAX: Final = 0.05
@@ -118,6 +118,11 @@ _NO_LINKS: Final = frozenset(
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
 _READ: Final = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # Windows
+    _fcntl = None  # type: ignore[assignment]
 
 if hasattr(filelock, "lock_descriptor"):
     _try_lock = filelock.lock_descriptor
@@ -815,6 +820,47 @@ def _command_line(pid: int) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _wait_in_kernel(fd: int, timeout: float | None) -> bool:
+    """Block in ``flock`` until the lock is ours, or ``timeout`` seconds pass.
+
+    A blocked ``flock`` cannot be given a deadline, so a helper thread makes
+    the call; if the deadline passes first, the helper gives the lock back
+    as soon as it gets it.
+    """
+    if timeout is None:
+        _fcntl.flock(fd, _fcntl.LOCK_EX)
+        return True
+    got = threading.Event()
+    state = {"abandoned": False}
+    guard = threading.Lock()
+    # The helper works on its own duplicate of the descriptor (the same open
+    # file, so the same lock): if we give up and the lock's descriptor is
+    # closed and its number reused, the helper still touches only ours.
+    own = os.dup(fd)
+
+    def wait() -> None:
+        try:
+            _fcntl.flock(own, _fcntl.LOCK_EX)
+            with guard:
+                if state["abandoned"]:
+                    _fcntl.flock(own, _fcntl.LOCK_UN)
+                else:
+                    got.set()
+        except OSError:
+            pass
+        finally:
+            os.close(own)
+
+    threading.Thread(target=wait, name="tastypy-lock-wait", daemon=True).start()
+    if got.wait(timeout):
+        return True
+    with guard:
+        if got.is_set():
+            return True
+        state["abandoned"] = True
+    return False
+
+
 class DirectoryLock:
     """A lock shared by the threads of one process and by processes and hosts.
 
@@ -929,6 +975,13 @@ class DirectoryLock:
             if _try_lock(fd, blocking=False):
                 return
             began = time.time()
+            if _fcntl is not None:
+                # Wait in the kernel, which hands the lock to one waiter the
+                # moment it is free: under contention this doubles the
+                # throughput of polling (bench W5).
+                if _wait_in_kernel(fd, self.timeout):
+                    return
+                self._posix_timed_out(fd, began)
             deadline = self._deadline()
             pause = _POLL_FIRST
             while not _try_lock(fd, blocking=False):
