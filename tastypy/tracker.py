@@ -129,6 +129,10 @@ def _until(offset: float, span: float) -> float:
     return _time() + offset + span
 
 
+def _nothing() -> None:
+    return None
+
+
 class _Ordinary(Exception):
     """The quick path cannot write this: the ordinary path must."""
 
@@ -1548,6 +1552,89 @@ class ProgressTracker(PersistentOrderedDict):
         if "_lease_until" in local and self._lease_index is not None:
             self._lease_index[key] = None
 
+    # -- running through an executor --------------------------------------------------------
+
+    def run(
+        self,
+        fn: Callable[[Any], Any],
+        keys: Iterable | None = None,
+        *,
+        executor: Any = None,
+        lease: float | None = None,
+        chunksize: int = 1,
+        max_pending: int | None = None,
+        progress: bool | str = False,
+        result_field: str | None = "result",
+        allow_aborted: bool = False,
+    ) -> dict:
+        """Run ``fn(key)`` for every task not done, through ``executor``.
+
+        ``executor`` is any :class:`concurrent.futures.Executor`
+        (``ProcessPoolExecutor``, ``ThreadPoolExecutor``,
+        ``mpi4py.futures.MPIPoolExecutor``, loky's) or a
+        ``dask.distributed.Client``; None runs the tasks here, one after
+        the other. ``keys`` (default: every task) are added if absent.
+
+        Each worker opens this tracker by its path (once per process; so
+        the workers must see the same filesystem), claims each task as
+        :meth:`try_it` does, runs ``fn(key)``, and writes the outcome to
+        the task's record before reporting back: done, with ``fn``'s return
+        value (if not None, and JSON) in ``record[result_field]``; or
+        failed, with the error in ``_error`` as :meth:`attempts` records it.
+        So what was done survives a crash of this process, and calling
+        ``run`` again does only what is left (tasks of a dead worker come
+        back as their leases end, at once for a worker of this host).
+
+        ``fn`` must be picklable for process pools (a module-level
+        function). ``chunksize`` keys go to a worker at once (more for short
+        tasks); at most ``max_pending`` chunks wait in the executor.
+        ``progress=True`` shows progress as :meth:`attempts` does.
+
+        Returns a summary: ``{"submitted", "done", "failed", "skipped",
+        "left", "seconds", "errors"}``; ``skipped`` counts tasks a worker
+        found no longer to do (done or claimed by another process
+        meanwhile), ``left`` the tasks still not done among ``keys``, and
+        ``errors`` maps up to 100 failed keys to ``"Type: message"``.
+
+        Example::
+
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(8) as pool:
+                summary = tracker.run(work, executor=pool, progress=True)
+        """
+        from tastypy.executor import run_tasks
+
+        if self._closed:
+            self._refuse_closed()
+        return run_tasks(
+            self,
+            fn,
+            keys,
+            executor,
+            lease=lease,
+            chunksize=chunksize,
+            max_pending=max_pending,
+            progress=progress,
+            result_field=result_field,
+            allow_aborted=allow_aborted,
+        )
+
+    def _worker_options(self) -> dict:
+        """How a worker opens this tracker: with the same settings."""
+        lock = self._store._lock
+        return {
+            "max_tries": self._max_tries,
+            "lock": getattr(lock, "requested", "auto"),
+            "lock_timeout": getattr(lock, "timeout", 600.0),
+            "lease": self._lease,
+            "sync_at": self.sync_at,
+        }
+
+    def _write_now(self) -> None:
+        """Write every unsynced change now, without fsync (as a try does)."""
+        if self._dirty or self._pending:
+            self._transact(_nothing)
+
     # -- claims and leases --------------------------------------------------------------
 
     def claim(self, n: int = 1, *, lease: float | None = None) -> list:
@@ -2162,6 +2249,7 @@ class _Progress:
     def __init__(self, tracker: ProgressTracker, mode: bool | str):
         self.tracker = tracker
         self.failed = 0
+        self.done_here = 0
         self.start_done = tracker.num_done()
         self.start = time.monotonic()
         self.last = self.start
@@ -2183,17 +2271,26 @@ class _Progress:
                     mininterval=0.25,
                 )
 
+    def step(self, outcome: str) -> None:
+        """One task of :meth:`ProgressTracker.run` ended (done here by a worker
+        the tracker takes in only at the end: counted here)."""
+        if outcome == "done":
+            self.done_here += 1
+        self._show(outcome, self.start_done + self.done_here)
+
     def update(self, task: Task) -> None:
-        if task.outcome == "failed":
+        self._show(task.outcome, self.tracker.num_done())
+
+    def _show(self, outcome: str | None, done: int) -> None:
+        if outcome == "failed":
             self.failed += 1
-        done = self.tracker.num_done()
         bar = self.bar
         if bar is not None:
             if bar.total != len(self.tracker):
                 bar.total = len(self.tracker)
             if done != bar.n:
                 bar.update(done - bar.n)
-            if task.outcome == "failed":
+            if outcome == "failed":
                 bar.set_postfix(failed_tries=self.failed, refresh=False)
             return
         now = time.monotonic()
@@ -2215,8 +2312,9 @@ class _Progress:
         sys.stderr.flush()
 
     def close(self) -> None:
+        done = max(self.tracker.num_done(), self.start_done + self.done_here)
         if self.bar is not None:
-            self.bar.update(self.tracker.num_done() - self.bar.n)
+            self.bar.update(done - self.bar.n)
             self.bar.close()
         else:
-            self._line(self.tracker.num_done(), time.monotonic())
+            self._line(done, time.monotonic())

@@ -1,0 +1,257 @@
+"""Run a function over a tracker's tasks through any ``concurrent.futures`` executor.
+
+:meth:`ProgressTracker.run <tastypy.ProgressTracker.run>` is the public face;
+this module holds what runs on each side. The calling process picks the
+tasks not done and hands them out in chunks; each worker (a process of a
+pool, a thread, a dask worker, an MPI rank) opens the tracker by its path
+(once per process), claims each task itself (so two ``run`` calls, or a
+``run`` and a plain ``try_it`` loop, never run one task twice), runs the
+function, and writes the outcome into the task's record before it reports
+back. So what was done survives the death of the calling process, and
+running the same call again does only what is left. See ``docs/tracker.md``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from tastypy.codec import dumps
+from tastypy.errors import InvalidArgumentError
+
+__all__ = ["run_tasks"]
+
+log = logging.getLogger("tastypy")
+
+#: How many failed tasks the summary lists (the records hold them all).
+_ERRORS_SHOWN: Final = 100
+
+#: Trackers opened by workers, per (path, process): a worker process opens
+#: each tracker once, and threads of one process share it. The process that
+#: calls run() puts its own tracker here, for workers that are its threads.
+_open: dict = {}
+_open_lock = threading.Lock()
+
+
+def _tracker_for(path: str, cls: type, options: dict) -> Any:
+    key = (path, os.getpid())
+    with _open_lock:
+        tracker = _open.get(key)
+        if tracker is None or tracker._closed:
+            tracker = cls(path, **options)
+            _open[key] = tracker
+        return tracker
+
+
+def _run_chunk(
+    path: str,
+    cls: type,
+    options: dict,
+    fn: Callable[[Any], Any],
+    keys: list,
+    lease: float | None,
+    field: str | None,
+    allow_aborted: bool,
+) -> list:
+    """What a worker runs: each key of ``keys`` through :func:`_run_one`."""
+    tracker = _tracker_for(path, cls, options)
+    return [_run_one(tracker, fn, key, lease, field, allow_aborted) for key in keys]
+
+
+def _run_one(
+    tracker: Any,
+    fn: Callable[[Any], Any],
+    key: Any,
+    lease: float | None,
+    field: str | None,
+    allow_aborted: bool,
+) -> tuple:
+    """Claim ``key``, run ``fn(key)``, record the outcome and write it.
+
+    Returns ``(key, outcome, error)``: outcome ``"done"``, ``"failed"``
+    (``error`` says why; the record's ``_error`` has the traceback) or
+    ``"skipped"`` (not to be run here: done, aborted, out of tries or
+    leased to another process by now).
+    """
+    from tastypy.tracker import _now
+
+    guard = tracker._sync_lock  # threads of one process share the tracker
+    with guard:
+        if not tracker._try(key, True, allow_aborted, _now(), lease):
+            return key, "skipped", None
+    try:
+        value = fn(key)
+        if field is not None and value is not None:
+            try:
+                dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"the result of the task {key!r} cannot be stored in its record "
+                    f"({type(value).__name__}: {exc}); return JSON values (dict, list, str, "
+                    "int, float, bool, None)"
+                ) from None
+    except Exception as exc:
+        with guard:
+            tracker._ended(key, exc)
+            tracker._write_now()
+        return key, "failed", f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:  # Ctrl-C, SystemExit: the try is given back
+        with guard:
+            tracker._ended(key, exc)
+            tracker._write_now()
+        raise
+    with guard:
+        if field is not None and value is not None:
+            tracker._data[key][field] = value
+        tracker._ended(key, None)
+        tracker._write_now()
+    return key, "done", None
+
+
+def _as_executor(executor: Any) -> cf.Executor:
+    if isinstance(executor, cf.Executor):
+        return executor
+    # A dask.distributed Client (or anything else offering one). Not "pure":
+    # dask would otherwise hand back the result of an earlier identical call.
+    get = getattr(executor, "get_executor", None)
+    if callable(get):
+        try:
+            return get(pure=False)
+        except TypeError:
+            return get()
+    raise InvalidArgumentError(
+        f"executor must be a concurrent.futures.Executor (ProcessPoolExecutor, "
+        f"ThreadPoolExecutor, mpi4py.futures.MPIPoolExecutor, loky...) or a "
+        f"dask.distributed Client, got {type(executor).__name__}"
+    )
+
+
+def run_tasks(
+    tracker: Any,
+    fn: Callable[[Any], Any],
+    keys: Iterable | None,
+    executor: Any,
+    *,
+    lease: float | None,
+    chunksize: int,
+    max_pending: int | None,
+    progress: bool | str,
+    result_field: str | None,
+    allow_aborted: bool,
+) -> dict:
+    """The body of :meth:`ProgressTracker.run`."""
+    from tastypy.tracker import _check_span, _Progress
+
+    if type(chunksize) is not int or chunksize < 1:
+        raise InvalidArgumentError(f"chunksize must be an int >= 1, got {chunksize!r}.")
+    if max_pending is not None and (type(max_pending) is not int or max_pending < 1):
+        raise InvalidArgumentError(f"max_pending must be an int >= 1 or None, got {max_pending!r}.")
+    if result_field is not None and (type(result_field) is not str or result_field[:1] == "_"):
+        raise InvalidArgumentError(
+            f"result_field must be a str not starting with '_' (those fields are tastypy's), "
+            f"or None, got {result_field!r}."
+        )
+    if lease is not None:
+        _check_span(lease, "lease")
+    if not callable(fn):
+        raise InvalidArgumentError(f"fn must be callable, got {type(fn).__name__}.")
+    started = time.monotonic()
+    if keys is None:
+        tracker.refresh()
+        order = list(tracker._data)
+    else:
+        order = list(keys)
+        tracker.add_many_if_absent(order)
+        tracker.refresh()
+    data = tracker._data
+    todo = [k for k in order if tracker._runnable(data.get(k), allow_aborted)]
+    tracker.sync()  # the keys added are on disk before any worker looks
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    errors: dict = {}
+    bar = _Progress(tracker, progress) if progress else None
+
+    def tally(results: list) -> None:
+        for key, outcome, error in results:
+            counts[outcome] += 1
+            if error is not None and len(errors) < _ERRORS_SHOWN:
+                errors[key] = error
+            if bar is not None:
+                bar.step(outcome)
+
+    try:
+        if executor is None:
+            for key in todo:
+                tally([_run_one(tracker, fn, key, lease, result_field, allow_aborted)])
+        else:
+            _through(tracker, _as_executor(executor), fn, todo, lease, chunksize, max_pending,
+                     result_field, allow_aborted, tally)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+        tracker.refresh()  # what the workers wrote
+    left = sum(1 for k in order if not tracker.done(k))
+    return {
+        "submitted": len(todo),
+        "done": counts["done"],
+        "failed": counts["failed"],
+        "skipped": counts["skipped"],
+        "left": left,
+        "seconds": round(time.monotonic() - started, 3),
+        "errors": errors,
+    }
+
+
+def _through(
+    tracker: Any,
+    executor: cf.Executor,
+    fn: Callable[[Any], Any],
+    todo: list,
+    lease: float | None,
+    chunksize: int,
+    max_pending: int | None,
+    field: str | None,
+    allow_aborted: bool,
+    tally: Callable[[list], None],
+) -> None:
+    """Hand ``todo`` out in chunks, at most ``max_pending`` at a time."""
+    path = tracker.path
+    cls = type(tracker)
+    options = tracker._worker_options()
+    chunks = [todo[i : i + chunksize] for i in range(0, len(todo), chunksize)]
+    if max_pending is None:
+        max_pending = max(64, 4 * (getattr(executor, "_max_workers", None) or os.cpu_count() or 4))
+    # Workers that are threads of this process use this very tracker.
+    key = (path, os.getpid())
+    with _open_lock:
+        before = _open.get(key)
+        _open[key] = tracker
+    pending: set = set()
+    try:
+        position = 0
+        while position < len(chunks) or pending:
+            while position < len(chunks) and len(pending) < max_pending:
+                pending.add(
+                    executor.submit(
+                        _run_chunk, path, cls, options, fn, chunks[position], lease, field,
+                        allow_aborted,
+                    )
+                )  # fmt: skip
+                position += 1
+            finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                tally(future.result())
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        raise
+    finally:
+        with _open_lock:
+            if before is None:
+                _open.pop(key, None)
+            else:
+                _open[key] = before
