@@ -431,13 +431,20 @@ class ProgressTracker(PersistentOrderedDict):
         dirty = self._dirty
         lent = self._lent
         index = self._lease_index
+        get = data.get
         done = tried = aborted = 0
         slow = []
         for key, value in changes:
-            if key in ours or key in dirty or key in lent or value is DELETED:
+            if (
+                key in ours
+                or value is DELETED
+                or (dirty and key in dirty)
+                or (lent and key in lent)
+                or type(value) is not dict
+            ):
                 slow.append((key, value))
                 continue
-            old = data.get(key)
+            old = get(key)
             data[key] = value
             try:
                 if old is not None:
@@ -453,13 +460,13 @@ class ProgressTracker(PersistentOrderedDict):
                     tried += 1
                 if value["_aborted"]:
                     aborted += 1
-                if index is not None and "_lease_until" in value:
-                    index[key] = None
             except (KeyError, TypeError, IndexError):
                 # Not a plain record (damaged by hand): count everything
                 # again; the keys after this one add to that count.
                 self._count_all()
                 done = tried = aborted = 0
+            if index is not None and "_lease_until" in value:
+                index[key] = None
         self._n_done += done
         self._n_tried += tried
         self._n_aborted += aborted
@@ -994,10 +1001,30 @@ class ProgressTracker(PersistentOrderedDict):
             with self._sync_lock:
                 main = _exit.enter()
                 try:
-                    if not self._contended:
-                        # Alone so far: grant on what this process knows and
-                        # append only if nobody wrote since (the appender
-                        # checks under the lock), which keeps that right.
+                    needles = None
+                    go = True
+                    if self._contended:
+                        # Others write too: take in what they wrote (without
+                        # the lock) and check again; then append after what
+                        # they add meanwhile, unless it touches this task.
+                        self._catch_up((key,))
+                        rec = self._data.get(key)
+                        if key in self._dirty or key in self._pending_keys:
+                            go = False  # changed here too: the full path merges
+                        elif rec is not None:
+                            try:
+                                if not self._claimable(rec, None, allow_aborted):
+                                    return False
+                            except (KeyError, TypeError, AttributeError):
+                                go = False
+                            simple = started is None and "_lease_until" not in rec
+                        if go:
+                            key_json = dumps(key)
+                            needles = (b"[%b," % key_json, b"[%b]" % key_json)
+                    if go:
+                        # Grant on what this process knows: the appender
+                        # writes only if nobody wrote since (or nothing
+                        # touching this task), which keeps that right.
                         data = self._data
                         if rec is None:
                             rec = data[key] = {"_done": False, "_tries": 0, "_aborted": False}
@@ -1020,7 +1047,7 @@ class ProgressTracker(PersistentOrderedDict):
                         dirty[key] = _CHANGED
                         written = False
                         try:
-                            written = self._quick_write(tail)
+                            written = self._quick_write(tail, needles)
                         finally:
                             if not written:
                                 # Taken back whole, the dirty mark too: a
@@ -1049,7 +1076,7 @@ class ProgressTracker(PersistentOrderedDict):
                         if written is None:
                             raise _Ordinary
                         self._contended = True
-                    # Others write too: take in what they wrote, then what
+                    # The full path: take in what others wrote, then what
                     # came meanwhile under the lock, then decide.
                     claims = (key,)
                     self._catch_up(claims)
@@ -1251,12 +1278,14 @@ class ProgressTracker(PersistentOrderedDict):
                 if main:
                     _exit.leave()
 
-    def _quick_write(self, tail: TailAppender) -> bool | None:
+    def _quick_write(self, tail: TailAppender, needles: tuple | None = None) -> bool | None:
         """Append every unsynced change if nobody wrote since the store last
-        looked (the appender takes and gives back the lock). True if written
-        (or nothing to write); False, with nothing written, if the journal
-        changed, the lock is busy or the write failed; None if a value JSON
-        cannot hold is waiting (the ordinary sync names it).
+        looked (the appender takes and gives back the lock); with
+        ``needles``, also after what others wrote if none of it holds a
+        needle, then take that in. True if written (or nothing to write);
+        False, with nothing written, if that cannot be (the journal changed,
+        the lock is busy, the write failed); None if a value JSON cannot
+        hold is waiting (the ordinary sync names it).
 
         The hot path of a try loop: :meth:`_batch` and :meth:`_written`
         written out in one."""
@@ -1285,23 +1314,39 @@ class ProgressTracker(PersistentOrderedDict):
             if marker is _CHANGED or hash(line) != marker:
                 lines.append(line)
                 count += 1
+        chunk = None
         if count:
             if self._store.gzipped:
                 batch = journal.frame(b"".join(lines), count, True)
             else:
                 lines.append(b'{"sync":%d}\n' % count)
                 batch = b"".join(lines)
-            if not tail.append(batch, count):
-                return False
+            if needles is None:
+                if not tail.append(batch, count):
+                    return False
+            else:
+                chunk = tail.append_after(batch, count, needles)
+                if chunk is None:
+                    return False
         unconfirmed = self._unconfirmed
+        written_keys = None
         if n_bytes:
-            unconfirmed.extend(self._pending_keys[:n_keys])
+            written_keys = self._pending_keys[:n_keys]
+            unconfirmed.extend(written_keys)
             del pending[:n_bytes]
             del self._pending_keys[:n_keys]
         for key, marker in handled:
             unconfirmed.append(key)
             if dirty.get(key, _MISSING) is marker:
                 del dirty[key]
+        if chunk is not None:
+            self._contended = bool(chunk)
+            if chunk:
+                # Written before ours in the journal: ours win.
+                ours = {key for key, _ in handled}
+                if written_keys:
+                    ours.update(written_keys)
+                self._take_in(tail.records_of(chunk), ours)
         return True
 
     def _batch(self) -> tuple | None:
