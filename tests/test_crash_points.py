@@ -26,7 +26,7 @@ from crashkit import (
 
 import tastypy
 from tastypy import _faults
-from tastypy.repair import compact
+from tastypy.storage.repair import compact
 
 #: Earlier syncs, each one batch: these must survive every crash.
 SETUP = [
