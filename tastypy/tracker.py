@@ -73,6 +73,9 @@ _CLOCK_SAMPLES: Final = 5
 #: ``claim`` passes this as the keys it decides on: it may take any key.
 _ANY: Final = object()
 
+#: The commit lines of small batches, made once.
+_COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
+
 _time = time.time
 
 #: The name of this host in lease records; ``TASTYPY_HOST`` overrides it
@@ -303,6 +306,11 @@ class ProgressTracker(PersistentOrderedDict):
         self._undo: list | None = None
         # Bumped whenever changes of other processes are taken in.
         self._absorbed = 0
+        # Leases this object granted minus those it ended: at 0, exit and
+        # close need not look for leases to end (it may count too many,
+        # never too few, except when another tracker object of this process
+        # ends one of ours: then that one does).
+        self._out = 0
         # Whether others wrote at our last quick write: then claims take in
         # what is new before deciding, rather than deciding first.
         self._contended = False
@@ -544,6 +552,8 @@ class ProgressTracker(PersistentOrderedDict):
 
     def _held_keys(self) -> list:
         """The tasks leased to this process and not done."""
+        if not self._out:
+            return []
         me = _me
         return [
             k
@@ -795,7 +805,8 @@ class ProgressTracker(PersistentOrderedDict):
             rec = self._rec(key)
         if "_lease_until" in rec:
             del rec["_lease_until"]
-            rec.pop("_holder", None)
+            if rec.pop("_holder", None) == _me and self._out:
+                self._out -= 1
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1
@@ -1039,7 +1050,7 @@ class ProgressTracker(PersistentOrderedDict):
                         rec["_tries"] = tries + 1
                         if not tries:
                             self._n_tried += 1
-                        rec["_lease_until"] = _time() + self._clock_offset + span
+                        rec["_lease_until"] = _time() + (self._clock_offset + span)
                         rec["_holder"] = _me
                         if started is not None:
                             rec["_started"] = started
@@ -1070,6 +1081,7 @@ class ProgressTracker(PersistentOrderedDict):
                                 else:
                                     dirty[key] = marker
                         if written:
+                            self._out += 1
                             if self._lease_index is not None:
                                 self._lease_index[key] = None
                             return True
@@ -1162,6 +1174,7 @@ class ProgressTracker(PersistentOrderedDict):
             self._n_tried += 1
         rec["_lease_until"] = until
         rec["_holder"] = _me
+        self._out += 1
         if started is not None:
             rec["_started"] = started
             rec.pop("_ended", None)
@@ -1319,7 +1332,7 @@ class ProgressTracker(PersistentOrderedDict):
             if self._store.gzipped:
                 batch = journal.frame(b"".join(lines), count, True)
             else:
-                lines.append(b'{"sync":%d}\n' % count)
+                lines.append(_COMMITS[count] if count < 64 else b'{"sync":%d}\n' % count)
                 batch = b"".join(lines)
             if needles is None:
                 if not tail.append(batch, count):
@@ -1826,6 +1839,8 @@ class ProgressTracker(PersistentOrderedDict):
                 c_old = _contrib(rec)
                 rec.pop("_lease_until", None)
                 del rec["_holder"]
+                if self._out:
+                    self._out -= 1
                 tries = rec.get("_tries")
                 if not tried and type(tries) is int and tries > 0:
                     rec["_tries"] = tries - 1
@@ -2197,6 +2212,8 @@ class ProgressTracker(PersistentOrderedDict):
         if rec.get("_holder") == _me:
             rec.pop("_lease_until", None)
             del rec["_holder"]
+            if self._out:
+                self._out -= 1
         if exc is None:
             if not rec["_done"]:
                 rec["_done"] = True
