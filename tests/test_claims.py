@@ -414,3 +414,14 @@ def test_holder_names_the_host_and_the_process(tracker):
         env=child_env(TASTYPY_HOST="node17"),
     )
     assert result.stdout.strip().startswith("node17:")
+
+
+def test_the_lease_clock_is_the_filesystem_clock_where_hosts_share_it(path):
+    # With the soft lock (what lock='auto' takes on shared filesystems) the
+    # ordinary path runs, and measures this host's clock against the
+    # journal's modification time; on a local disk the two agree.
+    with Tracker(path, lock="soft", lease=100) as tracker:
+        for key in "abc":
+            tracker.try_it(key)
+        for key in "abc":
+            assert 99 < tracker[key]["_lease_until"] - time.time() <= 100.01
