@@ -23,6 +23,9 @@ DUMP_OPTIONS: Final = (
     orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 )
 
+#: A record line: ``[key,value]`` and a newline.
+LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
+
 dumps = orjson.dumps
 loads = orjson.loads
 JSONDecodeError = orjson.JSONDecodeError
@@ -138,3 +141,16 @@ def _short(value: Any) -> str:
 
 def encode_key(key: Key) -> bytes:
     return dumps(key)
+
+
+def record_line(key: Any, value: Any) -> bytes:
+    """The journal line ``[key,value]`` of a key whose value is already held.
+
+    Raises ``TypeError`` or ``ValueError`` when the value (changed in place
+    since it was stored) is no longer something JSON can hold; NaN and
+    infinity are refused here too, since orjson would write ``null``.
+    """
+    line = dumps((key, value), option=LINE_OPTIONS)
+    if b"null" in line and _has_nonfinite(value):
+        raise ValueError("it holds NaN or infinity")
+    return line

@@ -9,10 +9,15 @@ from collections.abc import ItemsView, Iterator, KeysView, Mapping, MutableMappi
 from contextlib import contextmanager
 from typing import Any, Final
 
-import orjson
-
 from tastypy import _exit
-from tastypy.codec import DUMP_OPTIONS, _has_nonfinite, check_key, dumps, raise_for
+from tastypy.codec import (
+    LINE_OPTIONS,
+    _has_nonfinite,
+    check_key,
+    dumps,
+    raise_for,
+    record_line,
+)
 from tastypy.errors import (
     InvalidArgumentError,
     InvalidValueError,
@@ -44,7 +49,6 @@ class _Marker:
 # (Hashes, not the bytes: orjson's bytes are over-allocated, ~4 KiB each.)
 _CHANGED: Final = _Marker("changed")
 _MISSING: Final = _Marker("missing")
-_LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 #: Values of these types cannot be mutated through a reference, so reading
 #: them does not need to mark the key dirty.
@@ -165,7 +169,7 @@ class PersistentOrderedDict(MutableMapping):
                     dirty = self._dirty
                     value = self._data[key]  # the sync may have taken in a newer one
                 try:
-                    dirty[key] = hash(dumps((key, value), option=_LINE_OPTIONS))
+                    dirty[key] = hash(dumps((key, value), option=LINE_OPTIONS))
                 except TypeError:
                     dirty[key] = _CHANGED
         return value
@@ -177,7 +181,7 @@ class PersistentOrderedDict(MutableMapping):
         if self._closed:
             self._refuse_closed()
         try:
-            line = dumps((key, value), option=_LINE_OPTIONS)
+            line = dumps((key, value), option=LINE_OPTIONS)
         except TypeError:
             raise_for(key, value)  # the error that names the key and the type
             raise
@@ -193,7 +197,7 @@ class PersistentOrderedDict(MutableMapping):
             or type(old) is not type(value)
             or (old is value and type(value) not in _IMMUTABLE)
             or old != value
-            or dumps((key, old), option=_LINE_OPTIONS) != line
+            or dumps((key, old), option=LINE_OPTIONS) != line
         )
         # The value goes in before its line: a sync running in another thread
         # meanwhile then writes either the new value or nothing for this key.
@@ -402,9 +406,7 @@ class PersistentOrderedDict(MutableMapping):
                     handled.append((key, marker))
                     continue
                 try:
-                    line = dumps((key, value), option=_LINE_OPTIONS)
-                    if b"null" in line and _has_nonfinite(value):
-                        raise ValueError("it holds NaN or infinity")
+                    line = record_line(key, value)
                 except (TypeError, ValueError) as exc:
                     bad.append((key, exc))
                     continue
@@ -453,7 +455,7 @@ class PersistentOrderedDict(MutableMapping):
             if marker is not None:
                 if type(marker) is int and key in data:
                     try:
-                        same = hash(dumps((key, data[key]), option=_LINE_OPTIONS)) == marker
+                        same = hash(dumps((key, data[key]), option=LINE_OPTIONS)) == marker
                     except TypeError:
                         same = False
                     if not same:
@@ -482,7 +484,7 @@ class PersistentOrderedDict(MutableMapping):
         for key, marker in list(self._dirty.items()):
             if key in local:
                 try:
-                    if hash(dumps((key, local[key]), option=_LINE_OPTIONS)) == marker:
+                    if hash(dumps((key, local[key]), option=LINE_OPTIONS)) == marker:
                         unchanged.append((key, marker))
                         continue
                 except TypeError:

@@ -25,10 +25,8 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
-import orjson
-
 from tastypy import _exit
-from tastypy.codec import DUMP_OPTIONS, _has_nonfinite, check_key, dumps
+from tastypy.codec import check_key, dumps, record_line
 from tastypy.errors import (
     DuplicateKeyError,
     InvalidArgumentError,
@@ -42,7 +40,6 @@ __all__ = ["ProgressTracker", "Tracker", "Task", "LeaseInfo", "DEFAULT_LEASE"]
 
 log = logging.getLogger("tastypy")
 
-_LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 #: The fields every record has, with the value of a task never tried.
 _DEFAULTS: Final = (("_done", False), ("_tries", 0), ("_aborted", False))
@@ -1319,10 +1316,8 @@ class ProgressTracker(PersistentOrderedDict):
             if value is _MISSING:
                 continue
             try:
-                line = dumps((key, value), option=_LINE_OPTIONS)
-            except TypeError:
-                return None
-            if b"null" in line and _has_nonfinite(value):
+                line = record_line(key, value)
+            except (TypeError, ValueError):
                 return None
             if marker is _CHANGED or hash(line) != marker:
                 lines.append(line)
@@ -1378,10 +1373,8 @@ class ProgressTracker(PersistentOrderedDict):
             if value is _MISSING:
                 continue
             try:
-                line = dumps((key, value), option=_LINE_OPTIONS)
-            except TypeError:
-                return None
-            if b"null" in line and _has_nonfinite(value):
+                line = record_line(key, value)
+            except (TypeError, ValueError):
                 return None
             if marker is _CHANGED or hash(line) != marker:
                 body += line
@@ -1481,9 +1474,7 @@ class ProgressTracker(PersistentOrderedDict):
             if value is _MISSING:
                 continue
             try:
-                line = dumps((key, value), option=_LINE_OPTIONS)
-                if b"null" in line and _has_nonfinite(value):
-                    raise ValueError("it holds NaN or infinity")
+                line = record_line(key, value)
             except (TypeError, ValueError) as exc:
                 bad.append((key, exc))
                 continue

@@ -16,7 +16,7 @@ import os
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["Mount", "choose_lock", "find_mount", "flock_is_trusted"]
+__all__ = ["Mount", "choose_lock", "find_mount", "flock_is_trusted", "is_known_local"]
 
 _MOUNTS_FILE: Final = "/proc/self/mounts"
 
@@ -62,6 +62,17 @@ NETWORK_FILESYSTEMS: Final = frozenset(
         "sshfs",
     }
 )
+
+#: Filesystems known to be local disks or memory: a descriptor kept open
+#: there sees every other process's writes at once, so the tracker's quick
+#: append path (storage/tail.py) may keep its files open. Stricter than
+#: ``flock_is_trusted``: an unknown type is not taken as local here.
+LOCAL_FILESYSTEMS: Final = frozenset(
+    {
+        "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "ramfs", "zfs", "f2fs",
+        "reiserfs", "jfs", "bcachefs", "nilfs2", "overlay", "hfs", "hfsplus", "apfs",
+    }
+)  # fmt: skip
 
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
@@ -139,3 +150,10 @@ def choose_lock(
         f"{where} can be shared by several hosts (or several FUSE mounts), where flock "
         "may not exclude them"
     )
+
+
+def is_known_local(path: str | os.PathLike[str], mounts_file: str = _MOUNTS_FILE) -> bool:
+    """Whether ``path`` is on a filesystem known to be local (not NFS, SMB,
+    Lustre, FUSE...). Unknown (no mount table, e.g. macOS) counts as not local."""
+    mount = find_mount(path, mounts_file)
+    return mount is not None and mount.fstype in LOCAL_FILESYSTEMS

@@ -12,10 +12,8 @@ import os
 from contextlib import contextmanager
 from typing import Any, Callable, Final, Iterator
 
-import orjson
-
 from tastypy import _faults
-from tastypy.codec import DUMP_OPTIONS, dumps
+from tastypy.codec import LINE_OPTIONS, dumps
 from tastypy.errors import CorruptFileError, KindMismatchError, StorageError
 from tastypy.storage import journal, layout
 from tastypy.storage.journal import DELETED
@@ -27,7 +25,6 @@ __all__ = ["DELETED", "Store"]
 #: records than this, so small PODs are not rewritten over and over.
 _COMPACT_MIN_STALE: Final = 10_000
 
-_LINE_OPTIONS: Final = DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE
 
 #: The types a loaded key may have (tuples come from JSON arrays, checked
 #: part by part when they are read).
@@ -336,7 +333,7 @@ class Store:
         # keeping a million of them alive would cost gigabytes.
         body = bytearray()
         for item in data.items():
-            body += dumps(item, option=_LINE_OPTIONS)
+            body += dumps(item, option=LINE_OPTIONS)
         count = len(data)
         snap = layout.snapshot_name(generation, self.gzipped)
         snap_path = os.path.join(self.path, snap)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import sys
 import time
 from typing import Callable, Final
@@ -44,20 +43,11 @@ from tastypy import _faults
 from tastypy.codec import key_from_json
 from tastypy.errors import CorruptFileError, TastypyError
 from tastypy.storage import journal, layout
+from tastypy.storage.fsdetect import is_known_local
 
-__all__ = ["TailAppender", "file_time", "is_local_filesystem"]
-
-#: Filesystems on which a descriptor kept open sees every other process's
-#: writes at once, and flock excludes every process that can open the file.
-_LOCAL_FILESYSTEMS: Final = frozenset(
-    {
-        "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "ramfs", "zfs", "f2fs",
-        "reiserfs", "jfs", "bcachefs", "nilfs2", "overlay", "hfs", "hfsplus", "apfs",
-    }
-)  # fmt: skip
+__all__ = ["TailAppender", "file_time"]
 
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
-_OCTAL: Final = re.compile(r"\\([0-7]{3})")
 
 
 #: Bumped in a forked child, whose inherited descriptors must not be used:
@@ -72,48 +62,6 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
-
-
-def _unescape(field: str) -> str:
-    # /proc/self/mountinfo spells space, tab, newline and backslash in octal.
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
-def filesystem_type(path: str) -> str | None:
-    """The type of the filesystem holding ``path`` (Linux), or None if unknown."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
-    target = os.path.realpath(path)
-    best = ""
-    best_type = None
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields = left.split()
-        if len(fields) < 5:
-            continue
-        mount_point = _unescape(fields[4])
-        inside = (
-            target == mount_point
-            or mount_point == "/"
-            or target.startswith(mount_point.rstrip("/") + "/")
-        )
-        # Later lines are mounted over earlier ones at the same point.
-        if inside and len(mount_point) >= len(best):
-            best = mount_point
-            parts = right.split()
-            best_type = parts[0] if parts else None
-    return best_type
-
-
-def is_local_filesystem(path: str) -> bool:
-    """Whether ``path`` is on a filesystem known to be local (not NFS, SMB,
-    Lustre, FUSE...). Unknown (no ``/proc``, e.g. macOS) counts as not local."""
-    return filesystem_type(path) in _LOCAL_FILESYSTEMS
 
 
 def file_time(path: str) -> float | None:
@@ -237,7 +185,7 @@ class TailAppender:
             fcntl is not None
             and lock_mode == "posix"
             and sys.platform != "win32"
-            and is_local_filesystem(store.path)
+            and is_known_local(store.path)
         )
         self._fork = -1  # the value of _forks when the descriptors were opened
         self._lock_fd = -1
