@@ -51,6 +51,7 @@ POINTS: Final = (
     # Store.compact: fold the journal into a new generation
     "compact-before-snapshot",
     *_atomic("snapshot"),
+    "compact-before-seal",  # the old journal is sealed next (journal.seal)
     "compact-before-manifest",
     *_atomic("manifest"),  # also passed when a new POD is created
     "compact-after-manifest",

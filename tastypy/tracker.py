@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
 from tastypy import _exit
-from tastypy.codec import check_key, dumps, record_line
+from tastypy.codec import LINE_OPTIONS, _has_nonfinite, check_key, dumps, record_line
 from tastypy.errors import (
     DuplicateKeyError,
     InvalidArgumentError,
@@ -937,7 +937,117 @@ class ProgressTracker(PersistentOrderedDict):
         (without fsync), so if the task then kills the process, its try is
         counted and everything marked done before it stays done.
         """
+        if lease is None and not self._contended and not self._held:
+            granted = self._try_alone(key)
+            if granted is not None:
+                return granted
         return self._try(key, True, False, None, lease)
+
+    def _try_alone(self, key: Any) -> bool | None:
+        """:meth:`try_it` in its most common case, written out lean: a
+        task never tried here or tried and left without a lease, decided on
+        what this process knows, written only if nobody wrote since (so
+        what it knows is what is on disk), with the changes waiting before
+        it, in one append. None, with nothing changed, in any other case:
+        then :meth:`_try` decides (a W7 loop spends most of its time here;
+        see ``docs/benchmarks.md``)."""
+        tail = self._tail
+        if (
+            tail is None
+            or not tail.enabled
+            or self._closed
+            or self._pending
+            or self._since_durable + 1 >= self.sync_at
+            or len(self._unconfirmed) >= _CONFIRM_AT
+        ):
+            return None
+        data = self._data
+        rec = data.get(key)
+        if rec is None:
+            t = type(key)
+            if t is not str and t is not int:
+                return None
+            tries = 0
+        else:
+            if type(rec) is not dict or key in self._lent:
+                return None
+            try:
+                if rec["_done"] or rec["_aborted"]:
+                    return False
+                tries = rec["_tries"]
+            except KeyError:
+                return None
+            if type(tries) is not int or "_lease_until" in rec:
+                return None
+            max_tries = self._max_tries
+            if max_tries and tries >= max_tries:
+                return False
+        dirty = self._dirty
+        if key in dirty:
+            return None
+        with self._sync_lock:
+            main = _exit.enter()
+            try:
+                lines = []
+                count = 0
+                handled = list(dirty.items())
+                for other, marker in handled:
+                    value = data.get(other, _MISSING)
+                    if value is _MISSING:
+                        continue
+                    line = dumps((other, value), option=LINE_OPTIONS)
+                    if b"null" in line and _has_nonfinite(value):
+                        return None  # the ordinary sync names it
+                    if marker is _CHANGED or hash(line) != marker:
+                        lines.append(line)
+                        count += 1
+                if rec is None:
+                    claimed = {
+                        "_done": False,
+                        "_tries": 1,
+                        "_aborted": False,
+                        "_lease_until": _time() + (self._clock_offset + self._lease),
+                        "_holder": _me,
+                    }
+                else:
+                    claimed = rec.copy()
+                    claimed["_tries"] = tries + 1
+                    claimed["_lease_until"] = _time() + (self._clock_offset + self._lease)
+                    claimed["_holder"] = _me
+                line = dumps((key, claimed), option=LINE_OPTIONS)
+                if b"null" in line and _has_nonfinite(claimed):
+                    return None
+                lines.append(line)
+                count += 1
+                if self._store.gzipped:
+                    batch = journal.frame(b"".join(lines), count, True)
+                else:
+                    lines.append(_COMMITS[count] if count < 64 else b'{"sync":%d}\n' % count)
+                    batch = b"".join(lines)
+                if not tail.append(batch, count):
+                    self._contended = True
+                    return None
+                # Written: now it holds here too.
+                if rec is None:
+                    data[key] = claimed
+                else:
+                    rec.update(claimed)
+                if not tries:
+                    self._n_tried += 1
+                self._since_durable += 1
+                self._out += 1
+                if self._lease_index is not None:
+                    self._lease_index[key] = None
+                unconfirmed = self._unconfirmed
+                for other, marker in handled:
+                    unconfirmed.append(other)
+                    if dirty.get(other, _MISSING) is marker:
+                        del dirty[other]
+                unconfirmed.append(key)
+                return True
+            finally:
+                if main:
+                    _exit.leave()
 
     def _claimable(self, rec: dict, now: float | None, allow_aborted: bool) -> bool:
         """Whether this process may take the task of ``rec`` now (KeyError or

@@ -208,9 +208,10 @@ def test_processes_sharing_a_tracker_lose_nothing(tmp_path, lock):
 
 def test_tries_written_while_a_compaction_died_halfway_are_not_lost(tmp_path):
     # A compaction killed after switching the manifest and before deleting
-    # the old journal leaves that journal in place: the quick path cannot
-    # tell, and appends to it. The next sync notices the new generation and
-    # writes those records again into the live one.
+    # the old journal leaves that journal in place, sealed: the quick path
+    # sees it grew and takes the ordinary path, which loads the new
+    # generation. (Were a quick write to land in the old journal anyway,
+    # the next sync would write those records again into the live one.)
     path = tmp_path / "job.tracker"
     tracker = Tracker(path, max_tries=3, lock="posix")
     try:

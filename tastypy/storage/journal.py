@@ -397,6 +397,61 @@ def append(
 
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 
+#: What :func:`seal` appends: a torn batch (a partial line; for a gzipped
+#: journal, the header of a gzip member cut short), which readers ignore and
+#: the next writer cuts off.
+SEAL: Final = b'{"sealed":"this journal is being replaced"}'
+GZIP_SEAL: Final = _gzip(b"")[:10]
+
+
+def seal(path: str, gzipped: bool) -> int | None:
+    """Mark the journal ``path`` as no longer to be appended to, before a
+    compaction or a repair replaces it (under the lock).
+
+    A process that keeps the journal open appends only while the file ends
+    where that process last read it (:mod:`tastypy.storage.tail`): the seal
+    makes the file longer, so that process looks again, finds a torn batch,
+    and takes the ordinary path, which reads the manifest. Were the
+    replacement to die before the manifest names the new files, the seal is
+    an ordinary torn batch: ignored, then cut off. No fsync: only running
+    processes need to see it. A journal not created yet needs no seal.
+
+    Returns the size of the journal before the seal (None if there is no
+    journal), for :func:`unseal` when the replacement fails.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        _write_all(fd, memoryview(GZIP_SEAL if gzipped else SEAL))
+    finally:
+        os.close(fd)
+    return size
+
+
+def unseal(path: str, size: int | None) -> None:
+    """Take back the seal of a journal that stays live (the replacement
+    failed): cut it off, if it is still the last thing in the file."""
+    if size is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | _NOFOLLOW)
+    except OSError:
+        return
+    try:
+        end = os.fstat(fd).st_size
+        if end - size in (len(SEAL), len(GZIP_SEAL)) and os.pread(fd, end - size, size) in (
+            SEAL,
+            GZIP_SEAL,
+        ):
+            os.ftruncate(fd, size)
+    except OSError:
+        pass  # a seal left is a torn batch: the next writer cuts it
+    finally:
+        os.close(fd)
+
 
 def _check_cuttable(fd: int, path: str, committed_size: int, size: int) -> None:
     """Refuse to cut anything but a torn batch off the end of the journal.

@@ -570,6 +570,9 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
     aside = _aside_directory(directory)
     moved: list[str] = []
     manifest_path = os.path.join(directory, layout.MANIFEST)
+    live_journal = None
+    sealed = None
+    switched = False
     try:
         if os.path.lexists(manifest_path):
             with open(manifest_path, "rb") as f:
@@ -586,14 +589,28 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
                 os.path.join(directory, new["snapshot"]),
                 journal.frame(body, count, state.gzipped),
             )
+        if state.journal is not None and os.path.isfile(os.path.join(directory, state.journal)):
+            # A process that keeps the live journal open must look again
+            # before it appends: it is copied aside as it is, then sealed
+            # (journal.seal) before the manifest moves on.
+            live_journal = state.journal
+            with open(os.path.join(directory, live_journal), "rb") as f:
+                layout.write_atomic(os.path.join(aside, live_journal), f.read())
+            sealed = journal.seal(os.path.join(directory, live_journal), state.gzipped)
         layout.write_manifest(directory, new)
+        switched = True
         for name in names:
             if layout.is_own_file(name) and name != new["snapshot"]:
-                os.replace(os.path.join(directory, name), os.path.join(aside, name))
+                if name == live_journal:
+                    os.unlink(os.path.join(directory, name))
+                else:
+                    os.replace(os.path.join(directory, name), os.path.join(aside, name))
                 moved.append(name)
         layout.fsync_dir(aside)
         layout.fsync_dir(directory)
     except OSError as exc:
+        if live_journal is not None and not switched:
+            journal.unseal(os.path.join(directory, live_journal), sealed)
         raise StorageError(
             f"cannot repair {directory}: {exc.strerror or exc} ({getattr(exc, 'filename', '')}). "
             f"Nothing was deleted; files moved so far are in {aside}."

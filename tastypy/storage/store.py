@@ -14,7 +14,7 @@ from typing import Any, Callable, Final, Iterator
 
 from tastypy import _faults
 from tastypy.codec import LINE_OPTIONS, dumps
-from tastypy.errors import CorruptFileError, KindMismatchError, StorageError
+from tastypy.errors import CorruptFileError, KindMismatchError, StorageError, TastypyError
 from tastypy.storage import journal, layout
 from tastypy.storage.journal import DELETED
 from tastypy.storage.locks import DirectoryLock
@@ -325,6 +325,13 @@ class Store:
             return True
         return False
 
+    def _generation_on_disk(self) -> int | None:
+        try:
+            manifest = layout.read_manifest(self.path)
+        except (OSError, TastypyError):
+            return None
+        return None if manifest is None else manifest.get("generation")
+
     def compact(self) -> None:
         """Fold the journal into a new snapshot generation (under the lock)."""
         data = self.load()
@@ -341,6 +348,7 @@ class Store:
         # Only our own file names: a user's backup (journal-000000.jsonl~)
         # or any other file in the directory is never deleted.
         old = [n for n in os.listdir(self.path) if layout.is_own_file(n)]
+        sealed: int | None = None
         try:
             self.fault("compact-before-snapshot")
             if count:
@@ -353,10 +361,14 @@ class Store:
             if os.path.lexists(stray):
                 # Left by something else than us; it must not become live.
                 os.unlink(stray)
+            self.fault("compact-before-seal")
+            sealed = journal.seal(self.journal_path, self.gzipped)
             self.fault("compact-before-manifest")
             layout.write_manifest(self.path, manifest, self.fault)
             self.fault("compact-after-manifest")
         except OSError as exc:
+            if sealed is not None and self._generation_on_disk() == self.generation:
+                journal.unseal(self.journal_path, sealed)  # it stays the live journal
             raise _os_error("compact into", snap_path, exc) from exc
         deleted = 0
         for name in old:
