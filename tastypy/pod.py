@@ -118,6 +118,7 @@ class PersistentOrderedDict(MutableMapping):
         try:
             with self._sync_lock, self._store.locked():
                 self._data = self._store.load()
+                self._store.mixed = False
         except BaseException:
             self._store.close()
             raise
@@ -435,7 +436,7 @@ class PersistentOrderedDict(MutableMapping):
             for key, marker in handled:
                 if dirty.get(key, _MISSING) is marker:
                     del dirty[key]
-            self._store.maybe_compact(len(self._data))
+            self._store.maybe_compact(len(self._data), lambda: self._as_on_disk(bad))
         if bad:
             key, exc = bad[0]
             raise InvalidValueError(
@@ -504,6 +505,13 @@ class PersistentOrderedDict(MutableMapping):
         self._data = data
         self._loaded()
 
+    def _as_on_disk(self, bad: list) -> dict | None:
+        """After a sync, under the lock: a copy of the data, if it is what
+        the files hold (nothing left unwritten), for a compaction; else None."""
+        if bad or self._pending or self._dirty:
+            return None
+        return dict(self._data)
+
     def refresh(self) -> None:
         """Take in what other processes synced since we last looked.
 
@@ -525,6 +533,7 @@ class PersistentOrderedDict(MutableMapping):
             self._refuse_closed()
         with self._locked():
             data = self._store.load()
+            self._store.mixed = False
             self._dirty = {}
             self._pending = bytearray()
             self._pending_keys = []

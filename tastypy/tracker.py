@@ -977,7 +977,7 @@ class ProgressTracker(PersistentOrderedDict):
                 tries = rec["_tries"]
             except KeyError:
                 return None
-            if type(tries) is not int or "_lease_until" in rec:
+            if type(tries) is not int or "_lease_until" in rec or "_holder" in rec:
                 return None
             max_tries = self._max_tries
             if max_tries and tries >= max_tries:
@@ -1001,37 +1001,46 @@ class ProgressTracker(PersistentOrderedDict):
                     if marker is _CHANGED or hash(line) != marker:
                         lines.append(line)
                         count += 1
+                until = _time() + (self._clock_offset + self._lease)
                 if rec is None:
                     claimed = {
                         "_done": False,
                         "_tries": 1,
                         "_aborted": False,
-                        "_lease_until": _time() + (self._clock_offset + self._lease),
+                        "_lease_until": until,
                         "_holder": _me,
                     }
+                    line = dumps((key, claimed), option=LINE_OPTIONS)
                 else:
-                    claimed = rec.copy()
-                    claimed["_tries"] = tries + 1
-                    claimed["_lease_until"] = _time() + (self._clock_offset + self._lease)
-                    claimed["_holder"] = _me
-                line = dumps((key, claimed), option=LINE_OPTIONS)
-                if b"null" in line and _has_nonfinite(claimed):
-                    return None
-                lines.append(line)
-                count += 1
-                if self._store.gzipped:
-                    batch = journal.frame(b"".join(lines), count, True)
-                else:
-                    lines.append(_COMMITS[count] if count < 64 else b'{"sync":%d}\n' % count)
-                    batch = b"".join(lines)
-                if not tail.append(batch, count):
+                    # Changed in place, and taken back if it is not written.
+                    rec["_tries"] = tries + 1
+                    rec["_lease_until"] = until
+                    rec["_holder"] = _me
+                    line = dumps((key, rec), option=LINE_OPTIONS)
+                    claimed = None
+                written = False
+                try:
+                    if b"null" in line and _has_nonfinite(rec if claimed is None else claimed):
+                        return None
+                    lines.append(line)
+                    count += 1
+                    if self._store.gzipped:
+                        batch = journal.frame(b"".join(lines), count, True)
+                    else:
+                        lines.append(_COMMITS[count] if count < 64 else b'{"sync":%d}\n' % count)
+                        batch = b"".join(lines)
+                    written = tail.append(batch, count)
+                finally:
+                    if not written and claimed is None:
+                        rec["_tries"] = tries
+                        del rec["_lease_until"]
+                        del rec["_holder"]
+                if not written:
                     self._contended = True
                     return None
                 # Written: now it holds here too.
-                if rec is None:
+                if claimed is not None:
                     data[key] = claimed
-                else:
-                    rec.update(claimed)
                 if not tries:
                     self._n_tried += 1
                 self._since_durable += 1
@@ -1564,7 +1573,7 @@ class ProgressTracker(PersistentOrderedDict):
                 self._since_durable = 0
             if count and (self._tail is None or not self._tail.enabled):
                 self._measure_clock()
-            store.maybe_compact(len(self._data))
+            store.maybe_compact(len(self._data), lambda: self._as_on_disk(bad))
         if bad:
             self._refuse_bad(bad)
         return result

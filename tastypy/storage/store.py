@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Final, Iterator
 
 from tastypy import _faults
-from tastypy.codec import LINE_OPTIONS, dumps
+from tastypy.codec import LINE_OPTIONS, _has_nonfinite, dumps
 from tastypy.errors import CorruptFileError, KindMismatchError, StorageError, TastypyError
 from tastypy.storage import journal, layout
 from tastypy.storage.journal import DELETED
@@ -100,6 +100,12 @@ class Store:
         self.journal_pos = 0
         self.journal_records = 0
         self.snapshot_records = 0
+        # False while everything in the journal after what the owner loaded
+        # was written by this store: then the owner's dict is what the files
+        # hold, in their order, and a compaction may write it out instead of
+        # loading the files again (maybe_compact). Set by every load and
+        # every read of others' records; the owner clears it.
+        self.mixed = True
         try:
             with self.locked():
                 self._ensure_manifest()
@@ -258,6 +264,7 @@ class Store:
         self.journal_pos = consumed
         self.journal_records = journal_records
         self.snapshot_records = snapshot_records
+        self.mixed = True
         return data
 
     def read_new(self) -> list[tuple[Any, Any]] | None:
@@ -291,6 +298,8 @@ class Store:
             return None
         self.journal_pos += consumed
         self.journal_records += len(records)
+        if records:
+            self.mixed = True
         return journal.as_changes(records)
 
     # -- writing ---------------------------------------------------------
@@ -318,10 +327,14 @@ class Store:
     def stale_records(self, live: int) -> int:
         return self.snapshot_records + self.journal_records - live
 
-    def maybe_compact(self, live: int) -> bool:
+    def maybe_compact(self, live: int, data: Callable[[], dict | None] | None = None) -> bool:
+        """Compact if stale records outnumber the ``live`` ones. ``data()``:
+        the owner's dict, if it holds exactly what the files hold, else None;
+        asked only if this store did not read others' records since the
+        owner loaded (see :attr:`mixed`). It saves loading the files again."""
         stale = self.stale_records(live)
         if stale > _COMPACT_MIN_STALE and stale > live:
-            self.compact()
+            self.compact(None if self.mixed or data is None else data())
             return True
         return False
 
@@ -332,15 +345,30 @@ class Store:
             return None
         return None if manifest is None else manifest.get("generation")
 
-    def compact(self) -> None:
-        """Fold the journal into a new snapshot generation (under the lock)."""
-        data = self.load()
+    def compact(self, data: dict | None = None) -> None:
+        """Fold the journal into a new snapshot generation (under the lock).
+
+        ``data``: what the files hold, if the caller has it (else they are
+        loaded); a value JSON cannot hold makes it load them after all."""
+        body = None
+        if data is not None:
+            # One growing buffer: orjson hands back over-allocated bytes, so
+            # keeping a million of them alive would cost gigabytes.
+            body = bytearray()
+            try:
+                for item in data.items():
+                    body += dumps(item, option=LINE_OPTIONS)
+            except (TypeError, ValueError, RuntimeError):
+                body = None
+            else:
+                if b"null" in body and any(map(_has_nonfinite, data.values())):
+                    body = None  # NaN would be written as null: not what is on disk
+        if body is None:
+            data = self.load()
+            body = bytearray()
+            for item in data.items():
+                body += dumps(item, option=LINE_OPTIONS)
         generation = self.generation + 1
-        # One growing buffer: orjson hands back over-allocated bytes, so
-        # keeping a million of them alive would cost gigabytes.
-        body = bytearray()
-        for item in data.items():
-            body += dumps(item, option=LINE_OPTIONS)
         count = len(data)
         snap = layout.snapshot_name(generation, self.gzipped)
         snap_path = os.path.join(self.path, snap)

@@ -280,6 +280,8 @@ class TailAppender:
             return _NOTHING
         store.journal_pos = pos + keep
         store.journal_records += len(records)
+        if records:
+            store.mixed = True
         return records
 
     def follow(self) -> list | None:
@@ -338,6 +340,7 @@ class TailAppender:
         except (_Fallback, OSError, TastypyError, KeyError, TypeError):
             return None
         store.generation = manifest["generation"]
+        store.mixed = True
         store.journal_path = new_path
         store.journal_pos = new_keep
         store.journal_records = len(more)
@@ -397,6 +400,8 @@ class TailAppender:
                 raise _Fallback  # a torn batch: the ordinary path cuts it
             store.journal_pos = pos + keep
             store.journal_records += len(records)
+            if records:
+                store.mixed = True
             return records
         except (_Fallback, OSError):
             _flock(self._lock_fd, _LOCK_UN)
@@ -490,6 +495,8 @@ class TailAppender:
                     if needle in chunk:
                         return None
             store.journal_pos = size
+            if chunk:
+                store.mixed = True
             if not self.write(batch, count):
                 store.journal_pos = pos
                 return None

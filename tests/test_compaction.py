@@ -1,0 +1,135 @@
+"""Automatic compaction writes what the files hold, in their order.
+
+A POD (or tracker) whose store read nothing written by others since it
+loaded holds in memory exactly what its files hold; its compaction then
+writes that dict out instead of loading the files again. Whether it does so
+or loads, a fresh process must read the same items in the same order as if
+no compaction had run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from crashkit import read_pod
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tastypy
+from tastypy.storage import store as store_module
+from tastypy.storage.store import Store
+
+OPS = st.lists(
+    st.tuples(
+        st.integers(0, 1),  # which handle
+        st.sampled_from(["set", "set", "nested", "delete", "sync", "sync", "refresh", "revert"]),
+        st.sampled_from("abcd"),
+    ),
+    min_size=10,
+    max_size=80,
+)
+
+
+def _run(directory: Path, ops: list, compact_at: int) -> list:
+    """Apply ``ops`` with two handles; return what a fresh open reads after
+    every sync."""
+    seen = []
+    old = store_module._COMPACT_MIN_STALE
+    store_module._COMPACT_MIN_STALE = compact_at
+    pods = [tastypy.POD(directory, sync_at=10**9), tastypy.POD(directory, sync_at=10**9)]
+    try:
+        for n, (h, op, key) in enumerate(ops):
+            pod = pods[h]
+            if op == "set":
+                pod[key] = {"n": n}
+            elif op == "nested" and key in pod:
+                pod[key][f"x{n}"] = n
+            elif op == "delete" and key in pod:
+                del pod[key]
+            elif op == "sync":
+                pod.sync()
+                seen.append(read_pod(directory))
+            elif op == "refresh":
+                pod.refresh()
+            elif op == "revert":
+                pod.revert()
+        for pod in pods:
+            pod.sync()
+        seen.append(read_pod(directory))
+        # A handle's own order may differ: one that took in others' records
+        # holds them after its own; one that reloaded (after a compaction
+        # elsewhere) holds them in the files' order.
+        seen.append([dict(pod.items()) for pod in pods])
+    finally:
+        for pod in pods:
+            pod.close()
+        store_module._COMPACT_MIN_STALE = old
+    return seen
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_compacting_at_every_chance_changes_nothing_a_reader_sees(ops):
+    # The same operations, once compacting whenever stale records outnumber
+    # live ones (from memory when a handle wrote alone since it loaded, from
+    # the files otherwise), once never compacting: every fresh read must
+    # agree item for item, in order, and both handles at the end.
+    root = Path(tempfile.mkdtemp(prefix="tastypy-compaction-"))
+    try:
+        often = _run(root / "often", ops, 0)
+        never = _run(root / "never", ops, 10**9)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert often == never
+
+
+def test_a_pod_written_alone_compacts_without_reading_its_files_again(tmp_path, monkeypatch):
+    loads = []
+    real_load = Store.load
+
+    def counting_load(self):
+        loads.append(self.generation)
+        return real_load(self)
+
+    monkeypatch.setattr(Store, "load", counting_load)
+    n = store_module._COMPACT_MIN_STALE // 2 + 10
+    path = tmp_path / "p"
+    with tastypy.POD(path) as pod:
+        assert len(loads) == 1  # the open
+        for round_ in range(4):
+            for i in range(n):
+                pod[i] = {"round": round_, "i": i}
+            del pod[round_]
+            pod[round_] = "again"  # deleted and set again: it moves last
+            pod.sync()
+        expected = list(pod.items())
+        assert len(loads) == 1
+    assert (path / "snapshot-000001.jsonl").exists()
+    assert read_pod(path) == expected
+
+
+def test_a_pod_that_took_in_others_records_loads_them_to_compact(tmp_path, monkeypatch):
+    loads = []
+    real_load = Store.load
+
+    def counting_load(self):
+        loads.append(self.generation)
+        return real_load(self)
+
+    monkeypatch.setattr(Store, "load", counting_load)
+    n = store_module._COMPACT_MIN_STALE // 2 + 10
+    path = tmp_path / "p"
+    with tastypy.POD(path) as pod, tastypy.POD(path) as other:
+        other["from the other"] = 1
+        other.sync()
+        for round_ in range(4):
+            for i in range(n):
+                pod[i] = round_
+            pod.sync()
+        expected = dict(pod.items())
+        assert len(loads) == 3  # two opens, and the compaction
+    # In the files' order: the other's batch was synced first.
+    assert read_pod(path) == [("from the other", 1), *((i, 3) for i in range(n))]
+    assert dict(read_pod(path)) == expected
