@@ -15,6 +15,7 @@ counted, and everything marked done before it is still done. See
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import math
 import os
@@ -23,11 +24,15 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final, NamedTuple
+
+import orjson
 
 from tastypy import _exit
 from tastypy.codec import LINE_OPTIONS, _has_nonfinite, check_key, dumps, record_line
 from tastypy.errors import (
+    CorruptFileError,
     DuplicateKeyError,
     InvalidArgumentError,
     InvalidValueError,
@@ -71,6 +76,8 @@ _CLOCK_SAMPLES: Final = 5
 _ANY: Final = object()
 
 #: The commit lines of small batches, made once.
+_NO_CHANGES: Final[list] = []
+
 _COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
 
 _time = time.time
@@ -292,6 +299,12 @@ class ProgressTracker(PersistentOrderedDict):
     ):
         self._max_tries = _check_max_tries(max_tries)
         self._lease = DEFAULT_LEASE if lease is None else _check_span(lease, "lease")
+        # Others' records read and not yet taken in (see _data): the bytes of
+        # the last line of each key, by the key's UTF-8 bytes.
+        self._backlog: dict = {}
+        # Set at close when the backlog was left aside: a read loads afresh.
+        self._stale = False
+        self._closing = False
         # Keys whose record may hold a lease or a bump (a superset, checked
         # when used); None until claim() first needs it.
         self._lease_index: dict | None = None
@@ -342,6 +355,155 @@ class ProgressTracker(PersistentOrderedDict):
             lock_timeout=lock_timeout,
         )
         self._tail = TailAppender(self._store)
+
+    # -- others' records, taken in when needed -------------------------------
+
+    # With many processes, each reads every record the others write: a
+    # claim and a done mark per task. Parsing them and taking them in cost
+    # ~2.5 µs each, so N processes spent most of their time on the N - 1
+    # others' records. Instead, batches read while claiming are only split
+    # into lines and filed by key (the backlog, ~0.4 µs a line); a claim
+    # looks up its key there, and everything else reads ``_data``, which
+    # takes the backlog in first. So a worker that only claims and marks
+    # done never parses what the others did.
+
+    @property
+    def _data(self) -> dict:
+        if (self._backlog or self._stale) and not self._closing:
+            self._take_backlog()
+        return self._d
+
+    @_data.setter
+    def _data(self, value: dict) -> None:
+        # A load: it holds everything the backlog held.
+        self._d = value
+        self._backlog = {}
+
+    def _take_backlog(self) -> None:
+        if self._backlog:
+            self._flush_backlog()
+        elif self._stale:
+            self._load_stale()
+
+    def _file(self, chunk: bytes) -> int | None:
+        """File the committed batches ``chunk`` (others') into the backlog:
+        how many records they hold; None, with nothing filed, if they are
+        not all plain records of keys written without escapes (then the
+        caller parses them)."""
+        if b"\\" in chunk or chunk[-1:] != b"\n":
+            return None
+        lines = chunk.split(b"\n")
+        lines.pop()
+        records = [line for line in lines if line[:2] == b'["']
+        commits = [line for line in lines if line[:8] == b'{"sync":']
+        if len(records) + len(commits) != len(lines):
+            return None
+        try:
+            if sum([int(line[8:-1]) for line in commits]) != len(records):
+                return None
+        except ValueError:
+            return None
+        self._backlog.update(zip([line[2 : line.index(b'"', 2)] for line in records], records))
+        return len(records)
+
+    def _in_backlog(self, key: Any) -> bool:
+        """Whether others' records of ``key`` wait in the backlog."""
+        return type(key) is str and key.encode() in self._backlog
+
+    def _known(self, key: Any) -> dict:
+        """The data, with whatever others wrote of ``key`` taken in."""
+        if self._closing:
+            return self._d
+        if self._stale:
+            self._load_stale()
+        elif self._backlog:
+            self._take_key(key)
+        return self._d
+
+    def _flush_backlog(self, claims: Any = ()) -> None:
+        """Take in the backlog (see :meth:`_absorb` for ``claims``)."""
+        lines = self._backlog
+        self._backlog = {}
+        text = b"[" + b",".join(lines.values()) + b"]"
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()  # see tail.changes_of
+        try:
+            try:
+                items = orjson.loads(text)
+            except ValueError:
+                items = None
+            changes = []
+            if items is not None:
+                append = changes.append
+                for item in items:
+                    if type(item) is not list or type(item[0]) is not str or len(item) > 2:
+                        changes = None
+                        break
+                    append((item[0], item[1] if len(item) == 2 else DELETED))
+        finally:
+            if paused:
+                gc.enable()
+        if changes is None:
+            # Not what was filed as records: load the files, which names a
+            # damaged line.
+            self._reload_merging(claims)
+        else:
+            self._absorb(changes, claims)
+
+    def _take_in_text(self, new: tuple, claims: Any) -> None:
+        """Others' committed batches read by the store (``(text, bytes
+        consumed, first line)``, see :meth:`Store.read_new_text`): filed
+        into the backlog, or parsed and taken in."""
+        text, consumed, first_line = new
+        store = self._store
+        filed = self._file(text)
+        if filed is None:
+            records = journal.parse(text, store.journal_path, first_line)
+            store.took(consumed, len(records))
+            self._absorb(journal.as_changes(records), claims)
+        else:
+            store.took(consumed, filed)
+            if claims is _ANY:
+                self._flush_backlog(claims)
+            else:
+                for key in claims:
+                    self._take_key(key, claims)
+
+    def _take_key(self, key: Any, claims: Any = ()) -> None:
+        """Take in others' last record of ``key`` if the backlog holds one
+        (only that one: the others wait)."""
+        if type(key) is not str:
+            return
+        line = self._backlog.pop(key.encode(), None)
+        if line is None:
+            return
+        try:
+            item = orjson.loads(line)
+        except ValueError:
+            item = None
+        if type(item) is not list or item[0] != key or not 0 < len(item) < 3:
+            self._backlog[key.encode()] = line
+            self._flush_backlog(claims)  # which reloads, naming the damage
+            return
+        self._absorb([(key, item[1] if len(item) == 2 else DELETED)], claims)
+
+    def _drop_written(self, keys: Iterable) -> None:
+        """Records of ``keys`` were just written after everything in the
+        backlog: theirs there would only be undone."""
+        backlog = self._backlog
+        for key in keys:
+            if type(key) is str:
+                backlog.pop(key.encode(), None)
+
+    def _load_stale(self) -> None:
+        """A read after close, whose backlog was left aside: load afresh."""
+        self._stale = False
+        self._data = self._store.load()
+        self._dirty = {}
+        self._pending = bytearray()
+        self._pending_keys = []
+        self._loaded()
 
     # -- settings ------------------------------------------------------------
 
@@ -404,6 +566,8 @@ class ProgressTracker(PersistentOrderedDict):
 
     def _settle(self) -> None:
         """Count again the records handed out since the last time."""
+        if (self._backlog or self._stale) and not self._closing:
+            self._take_backlog()
         if self._recount:
             self._count_all()
             return
@@ -545,7 +709,26 @@ class ProgressTracker(PersistentOrderedDict):
             self._release_held()
         finally:
             if self._dirty or self._pending or self._since_durable:
-                self.sync()
+                with self._leaving_backlog():
+                    self.sync()
+
+    @contextmanager
+    def _leaving_backlog(self) -> Iterator[None]:
+        """For the last sync (close, exit): others' records in the backlog
+        are not taken in (with many processes that would parse everything
+        the others did, only to throw it away); this process's changes are
+        written as they are, as they would win over those anyway. A read
+        afterwards loads afresh."""
+        if not self._backlog or self._closing:
+            yield
+            return
+        self._closing = True
+        try:
+            yield
+        finally:
+            self._closing = False
+            self._backlog = {}
+            self._stale = True
 
     def _held_keys(self) -> list:
         """The tasks leased to this process and not done."""
@@ -572,7 +755,8 @@ class ProgressTracker(PersistentOrderedDict):
         try:
             if not self._closed:
                 self._release_held()
-            super().close()
+            with self._leaving_backlog():
+                super().close()
         finally:
             if self._tail is not None:
                 self._tail.close()
@@ -706,7 +890,7 @@ class ProgressTracker(PersistentOrderedDict):
     def _rec(self, key: Any) -> dict:
         """The record of ``key`` for a method to change in place."""
         try:
-            rec = self._data[key]
+            rec = self._known(key)[key]
         except KeyError:
             raise self._missing(key) from None
         if self._closed:
@@ -797,7 +981,9 @@ class ProgressTracker(PersistentOrderedDict):
     def mark_done(self, key: Any) -> None:
         """Mark the task done, and end its lease. It is written at the next
         try, sync or exit."""
-        rec = self._data.get(key)
+        if self._backlog:
+            self._take_key(key)
+        rec = self._d.get(key)
         if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
             rec = self._rec(key)
         if "_lease_until" in rec:
@@ -881,7 +1067,7 @@ class ProgressTracker(PersistentOrderedDict):
 
     def done(self, key: Any) -> bool:
         """Whether the task is done; False for a key that is not there."""
-        rec = self._data.get(key)
+        rec = self._known(key).get(key)
         return type(rec) is dict and bool(rec.get("_done"))
 
     def check(self, key: Any) -> bool:
@@ -937,7 +1123,7 @@ class ProgressTracker(PersistentOrderedDict):
         (without fsync), so if the task then kills the process, its try is
         counted and everything marked done before it stays done.
         """
-        if lease is None and not self._contended and not self._held:
+        if lease is None and not self._held:
             granted = self._try_alone(key)
             if granted is not None:
                 return granted
@@ -945,12 +1131,14 @@ class ProgressTracker(PersistentOrderedDict):
 
     def _try_alone(self, key: Any) -> bool | None:
         """:meth:`try_it` in its most common case, written out lean: a
-        task never tried here or tried and left without a lease, decided on
-        what this process knows, written only if nobody wrote since (so
-        what it knows is what is on disk), with the changes waiting before
-        it, in one append. None, with nothing changed, in any other case:
-        then :meth:`_try` decides (a W7 loop spends most of its time here;
-        see ``docs/benchmarks.md``)."""
+        task never tried or tried and left without a lease, decided on what
+        this process knows of it (others' records of it taken in first),
+        written with the changes waiting before it in one append, under the
+        lock, after whatever others appended meanwhile unless that mentions
+        the task (then what this process knew still holds). What others
+        appended goes to the backlog. None, with nothing changed, in any
+        other case: then :meth:`_try` decides (a W7 or W5 loop spends most
+        of its time here; see ``docs/benchmarks.md``)."""
         tail = self._tail
         if (
             tail is None
@@ -961,7 +1149,9 @@ class ProgressTracker(PersistentOrderedDict):
             or len(self._unconfirmed) >= _CONFIRM_AT
         ):
             return None
-        data = self._data
+        if self._backlog:
+            self._take_key(key, (key,))
+        data = self._d
         rec = data.get(key)
         if rec is None:
             t = type(key)
@@ -991,6 +1181,7 @@ class ProgressTracker(PersistentOrderedDict):
                 lines = []
                 count = 0
                 handled = list(dirty.items())
+                written_keys = [key]
                 for other, marker in handled:
                     value = data.get(other, _MISSING)
                     if value is _MISSING:
@@ -1000,6 +1191,7 @@ class ProgressTracker(PersistentOrderedDict):
                         return None  # the ordinary sync names it
                     if marker is _CHANGED or hash(line) != marker:
                         lines.append(line)
+                        written_keys.append(other)
                         count += 1
                 until = _time() + (self._clock_offset + self._lease)
                 if rec is None:
@@ -1029,7 +1221,8 @@ class ProgressTracker(PersistentOrderedDict):
                     else:
                         lines.append(_COMMITS[count] if count < 64 else b'{"sync":%d}\n' % count)
                         batch = b"".join(lines)
-                    written = tail.append(batch, count)
+                    chunk = tail.append_after(batch, count, key=key)
+                    written = chunk is not None
                 finally:
                     if not written and claimed is None:
                         rec["_tries"] = tries
@@ -1053,6 +1246,19 @@ class ProgressTracker(PersistentOrderedDict):
                     if dirty.get(other, _MISSING) is marker:
                         del dirty[other]
                 unconfirmed.append(key)
+                filed = None
+                if chunk:
+                    # Others' batches, before ours in the journal.
+                    self._contended = True
+                    filed = self._file(chunk)
+                    if filed is not None:
+                        self._store.journal_records += filed
+                else:
+                    self._contended = False
+                if self._backlog:
+                    self._drop_written(written_keys)  # ours win
+                if chunk and filed is None:
+                    self._take_in(tail.records_of(chunk), set(written_keys))
                 return True
             finally:
                 if main:
@@ -1086,7 +1292,9 @@ class ProgressTracker(PersistentOrderedDict):
         if self._closed:
             self._refuse_closed()
         simple = False
-        rec = self._data.get(key)
+        if self._backlog:
+            self._take_key(key, (key,))
+        rec = self._d.get(key)
         if rec is None:
             if not add:
                 raise self._missing(key)
@@ -1135,7 +1343,7 @@ class ProgressTracker(PersistentOrderedDict):
                         # the lock) and check again; then append after what
                         # they add meanwhile, unless it touches this task.
                         self._catch_up((key,))
-                        rec = self._data.get(key)
+                        rec = self._d.get(key)
                         if key in self._dirty or key in self._pending_keys:
                             go = False  # changed here too: the full path merges
                         elif rec is not None:
@@ -1152,7 +1360,7 @@ class ProgressTracker(PersistentOrderedDict):
                         # Grant on what this process knows: the appender
                         # writes only if nobody wrote since (or nothing
                         # touching this task), which keeps that right.
-                        data = self._data
+                        data = self._d
                         if rec is None:
                             rec = data[key] = {"_done": False, "_tries": 0, "_aborted": False}
                             saved = None
@@ -1255,7 +1463,7 @@ class ProgressTracker(PersistentOrderedDict):
         """try_it's decision, on what this process knows (under the lock: on
         what is on disk). ``seen``: the count of changes taken in when the
         caller checked the record; if none came since, the check holds."""
-        data = self._data
+        data = self._known(key)
         rec = data.get(key)
         if rec is None:
             if not add:
@@ -1418,7 +1626,7 @@ class ProgressTracker(PersistentOrderedDict):
 
         The hot path of a try loop: :meth:`_batch` and :meth:`_written`
         written out in one."""
-        data = self._data
+        data = self._d
         dirty = self._dirty
         pending = self._pending
         n_bytes = len(pending)
@@ -1430,6 +1638,7 @@ class ProgressTracker(PersistentOrderedDict):
             lines = []
             count = 0
         handled = list(dirty.items())
+        written = []
         for key, marker in handled:
             value = data.get(key, _MISSING)
             if value is _MISSING:
@@ -1440,6 +1649,7 @@ class ProgressTracker(PersistentOrderedDict):
                 return None
             if marker is _CHANGED or hash(line) != marker:
                 lines.append(line)
+                written.append(key)
                 count += 1
         chunk = None
         if count:
@@ -1466,14 +1676,24 @@ class ProgressTracker(PersistentOrderedDict):
             unconfirmed.append(key)
             if dirty.get(key, _MISSING) is marker:
                 del dirty[key]
+        filed = None
         if chunk is not None:
             self._contended = bool(chunk)
             if chunk:
-                # Written before ours in the journal: ours win.
-                ours = {key for key, _ in handled}
-                if written_keys:
-                    ours.update(written_keys)
-                self._take_in(tail.records_of(chunk), ours)
+                filed = self._file(chunk)
+                if filed is not None:
+                    self._store.journal_records += filed
+        if self._backlog:
+            # Others' records there came before ours in the journal: ours win.
+            self._drop_written(written)
+            if written_keys:
+                self._drop_written(written_keys)
+        if chunk and filed is None:
+            # Written before ours in the journal: ours win.
+            ours = {key for key, _ in handled}
+            if written_keys:
+                ours.update(written_keys)
+            self._take_in(tail.records_of(chunk), ours)
         return True
 
     def _batch(self) -> tuple | None:
@@ -1542,12 +1762,20 @@ class ProgressTracker(PersistentOrderedDict):
                 self._catch_up(claims)
         with self._locked():
             confirmed = len(self._unconfirmed)
-            changes = store.read_new()
-            if changes is None:
-                self._reload_merging(claims)
-            elif changes:
-                self._absorb(changes, claims)
-            self._contended = bool(changes)
+            if self._tail is not None and self._tail.enabled:
+                new = store.read_new_text()
+                if new is None:
+                    self._reload_merging(claims)
+                elif new[0]:
+                    self._take_in_text(new, claims)
+                self._contended = new is None or bool(new[0])
+            else:
+                changes = store.read_new()
+                if changes is None:
+                    self._reload_merging(claims)
+                elif changes:
+                    self._absorb(changes, claims)
+                self._contended = bool(changes)
             # Read under the lock, in our generation: earlier quick writes
             # went to the live journal.
             del self._unconfirmed[:confirmed]
@@ -1573,21 +1801,23 @@ class ProgressTracker(PersistentOrderedDict):
                 self._since_durable = 0
             if count and (self._tail is None or not self._tail.enabled):
                 self._measure_clock()
-            store.maybe_compact(len(self._data), lambda: self._as_on_disk(bad))
+            store.maybe_compact(len(self._d), lambda: self._as_on_disk(bad))
         if bad:
             self._refuse_bad(bad)
         return result
 
     def _collect(self) -> tuple:
         """The unsynced changes as one batch body for the ordinary path:
-        ``(body, count, n_bytes, n_keys, handled, bad)``. A value JSON cannot
-        hold is left out and listed in ``bad``."""
-        data = self._data
+        ``(body, count, n_bytes, n_keys, handled, bad, written)``. A value
+        JSON cannot hold is left out and listed in ``bad``; ``written``: the
+        keys of ``handled`` whose record is in the body."""
+        data = self._d
         n_bytes = len(self._pending)
         n_keys = len(self._pending_keys)
         body = self._pending[:n_bytes]
         handled = list(self._dirty.items())
         bad = []
+        written = []
         for key, marker in handled:
             value = data.get(key, _MISSING)
             if value is _MISSING:
@@ -1599,15 +1829,20 @@ class ProgressTracker(PersistentOrderedDict):
                 continue
             if marker is _CHANGED or hash(line) != marker:
                 body += line
+                written.append(key)
         if bad:
             failed = {key for key, _ in bad}
             handled = [item for item in handled if item[0] not in failed]
-        return body, body.count(b"\n"), n_bytes, n_keys, handled, bad
+        return body, body.count(b"\n"), n_bytes, n_keys, handled, bad, written
 
     def _forget(self, batch: tuple) -> None:
         """Written: forget what the batch covered (changes made meanwhile by
         other threads stay for the next write)."""
-        _, _, n_bytes, n_keys, handled, _ = batch
+        _, _, n_bytes, n_keys, handled, _, written = batch
+        if self._backlog:
+            # Others' records there came before ours in the journal: ours win.
+            self._drop_written(written)
+            self._drop_written(self._pending_keys[:n_keys])
         dirty = self._dirty
         for key, marker in handled:
             if dirty.get(key, _MISSING) is marker:
@@ -1632,7 +1867,24 @@ class ProgressTracker(PersistentOrderedDict):
         stay short. The caller holds ``_sync_lock``."""
         tail = self._tail
         if tail is not None and tail.enabled:
-            changes = tail.peek()
+            chunk = tail.peek_raw()
+            if chunk:
+                filed = self._file(chunk)
+                if filed is None:
+                    try:
+                        changes = tail.records_of(chunk)
+                    except CorruptFileError:
+                        changes = None  # the load names the damaged line
+                else:
+                    self._store.journal_records += filed
+                    changes = _NO_CHANGES
+                    if claims is _ANY:
+                        self._flush_backlog(claims)
+                    else:
+                        for key in claims:
+                            self._take_key(key, claims)
+            else:
+                changes = chunk  # None, or b"": nothing new
         else:
             changes = self._store.read_new()
         if changes is None:
@@ -2313,7 +2565,7 @@ class ProgressTracker(PersistentOrderedDict):
         return Task(self, key, active, reraise)
 
     def _ended(self, key: Any, exc: BaseException | None) -> None:
-        rec = self._data.get(key)
+        rec = self._known(key).get(key)
         if type(rec) is not dict:
             return  # deleted meanwhile
         rec = self._rec(key)

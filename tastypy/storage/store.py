@@ -35,6 +35,10 @@ _KEY_TYPES: Final = frozenset({str, int, tuple})
 _LOAD_ATTEMPTS: Final = 5
 
 
+def _first_line() -> int:
+    return 1
+
+
 class _Vanished(Exception):
     """A file named by the manifest is not there."""
 
@@ -190,10 +194,6 @@ class Store:
 
         return text, consumed, first_line
 
-    def _read_file(self, name: str, offset: int) -> tuple[list[Any], int]:
-        text, consumed, first_line = self._read_text(name, offset)
-        return journal.parse(text, os.path.join(self.path, name), first_line), consumed
-
     def load(self) -> dict:
         """Read the whole POD into a new dict (under the lock).
 
@@ -270,6 +270,29 @@ class Store:
     def read_new(self) -> list[tuple[Any, Any]] | None:
         """Changes others synced since we last looked, or None if a compaction
         happened since and the caller must :meth:`load` afresh."""
+        new = self.read_new_text()
+        if new is None:
+            return None
+        text, consumed, first_line = new
+        if not text:
+            return []
+        records = journal.parse(text, self.journal_path, first_line)
+        self.took(consumed, len(records))
+        return journal.as_changes(records)
+
+    def took(self, consumed: int, records: int) -> None:
+        """The caller took in what :meth:`read_new_text` gave: ``consumed``
+        bytes of the journal, holding ``records`` records."""
+        self.journal_pos += consumed
+        self.journal_records += records
+        if records:
+            self.mixed = True
+
+    def read_new_text(self) -> tuple[bytes, int, Callable[[], int]] | None:
+        """:meth:`read_new` without parsing: ``(text, bytes it takes in the
+        journal, its first line number)``, ``text`` empty if nothing is new;
+        None after a compaction. Nothing is counted as read until the caller
+        calls :meth:`took` (a damaged line it raises about is read again)."""
         manifest = self._manifest()
         if manifest["generation"] != self.generation:
             return None
@@ -286,21 +309,16 @@ class Store:
         except OSError as exc:
             raise _os_error("read", self.journal_path, exc) from exc
         if size == self.journal_pos:
-            return []
+            return b"", 0, _first_line
         if size < self.journal_pos:
             # Shorter than what we read already: the journal was replaced or
             # cut behind our back. Never append at our old offset (that would
             # leave a hole of zero bytes): read everything again.
             return None
         try:
-            records, consumed = self._read_file(manifest["journal"], self.journal_pos)
+            return self._read_text(manifest["journal"], self.journal_pos)
         except _Vanished:
             return None
-        self.journal_pos += consumed
-        self.journal_records += len(records)
-        if records:
-            self.mixed = True
-        return journal.as_changes(records)
 
     # -- writing ---------------------------------------------------------
 
