@@ -48,7 +48,9 @@ with open(out, "a") as f:
                 tracker.mark_done(key)
         if until_done == "0":
             break
-        tracker.refresh()
+        # sync, not refresh: this worker's last done mark is written at its
+        # next granted try or sync, and the others wait for it.
+        tracker.sync()
         if tracker.num_done() == len(keys) or time.time() > deadline:
             break
         time.sleep(0.05)

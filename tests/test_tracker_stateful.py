@@ -276,6 +276,29 @@ class TrackerMachine(RuleBasedStateMachine):
         self.written()
         self.tracker.refresh()
 
+    @rule(key=KEYS, other=KEYS, done=st.booleans())
+    def another_writer_then_try(self, key, other, done):
+        # The other handle claims through its quick path; this tracker's next
+        # try reads what it wrote after the fact (filed aside until a read
+        # needs it, for plain string keys): every read below must see it.
+        self.tracker.sync()
+        self.written()
+        with self._open() as writer:
+            granted = writer.try_it(other)
+            if granted and done:
+                writer.mark_done(other)
+        record = self.model.setdefault(other, full({}))
+        assert granted is runnable(record)
+        if granted:
+            record["_tries"] += 1
+            record["_done"] = record["_done"] or done
+        self.written()
+        self.try_it(key)
+        # A try refused on what this tracker knows reads nothing; a refresh
+        # then reads the rest (after a granted try there is nothing left to
+        # read, and the other's records may still be filed aside).
+        self.tracker.refresh()
+
     # -- what must always hold ---------------------------------------------------------
 
     @invariant()

@@ -1,0 +1,105 @@
+"""Others' records read while claiming, taken in when needed.
+
+A tracker's try reads what other processes appended, but only files those
+records by key; a claim or a per-key method takes in its key's record, and
+every other read takes in all of them first. None of that may be visible:
+whatever a process reads must include what the others wrote before its
+last try. The other process here is a real one.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_python
+
+from tastypy import Tracker
+
+#: Another process: claims and marks done ``x0``..``x4``, adds ``new``, and
+#: adds a note to ``mine`` (which the test's tracker holds).
+OTHER = """
+import sys, tastypy
+with tastypy.Tracker(sys.argv[1], max_tries=3) as t:
+    for i in range(5):
+        assert t.try_it(f"x{i}")
+        t.mark_done(f"x{i}")
+    assert t.try_it("new")
+    t["mine"]["note"] = "from the other"
+"""
+
+
+def run_other(path) -> None:
+    result = run_python(OTHER, path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def after_others(tmp_path):
+    """A tracker that claimed ``mine``, then claimed ``last`` after another
+    process wrote: it holds the other's records filed, not taken in."""
+    path = tmp_path / "jobs.tracker"
+    tracker = Tracker(path, max_tries=3)
+    tracker.add_many([f"x{i}" for i in range(5)])
+    tracker.sync()
+    assert tracker.try_it("mine")
+    run_other(path)
+    assert tracker.try_it("last")
+    # The premise of every test here: the records wait, filed by key.
+    assert tracker._backlog
+    yield tracker
+    tracker.close()
+
+
+READS = {
+    "done": lambda t: [t.done(f"x{i}") for i in range(5)] + [t.done("new")],
+    "getitem": lambda t: [t[f"x{i}"]["_done"] for i in range(5)] + [t["new"]["_tries"]],
+    "contains": lambda t: "new" in t,
+    "len": lambda t: len(t),
+    "iteration": lambda t: sorted(t),
+    "num_done": lambda t: t.num_done(),
+    "num_tried": lambda t: t.num_tried(),
+    "stats": lambda t: (t.stats()["done"], t.stats()["total"]),
+    "todo_keys": lambda t: sorted(t.todo_keys()),
+    "note": lambda t: t["mine"].get("note"),
+    "to_dict": lambda t: {k: r["_done"] for k, r in t.to_dict().items()},
+}
+
+EXPECTED = {
+    "done": [True] * 5 + [False],
+    "getitem": [True] * 5 + [1],
+    "contains": True,
+    "len": 8,
+    "iteration": sorted(["mine", "last", "new", *(f"x{i}" for i in range(5))]),
+    "num_done": 5,
+    "num_tried": 8,
+    "stats": (5, 8),
+    "todo_keys": ["last", "mine", "new"],
+    "note": "from the other",
+    "to_dict": {"mine": False, "last": False, "new": False, **{f"x{i}": True for i in range(5)}},
+}
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+def test_the_first_read_after_a_try_sees_what_others_wrote_before_it(after_others, read):
+    assert READS[read](after_others) == EXPECTED[read]
+
+
+def test_a_try_of_a_task_another_process_did_is_refused(after_others):
+    assert after_others.try_it("x3") is False
+    assert after_others.tries("x3") == 1
+
+
+def test_marking_done_keeps_what_another_process_added_to_the_record(after_others):
+    after_others.mark_done("mine")
+    after_others.sync()
+    with Tracker(after_others.path) as again:
+        assert again["mine"]["_done"] and again["mine"]["note"] == "from the other"
+
+
+def test_close_leaves_the_records_aside_and_a_read_after_it_loads_them(after_others):
+    after_others.mark_done("mine")
+    after_others.mark_done("last")
+    after_others.close()
+    assert after_others.num_done() == 7
+    assert after_others["new"]["_tries"] == 1 and after_others["mine"]["_done"]
+    with Tracker(after_others.path) as again:
+        assert again.num_done() == 7 and again["mine"]["note"] == "from the other"
