@@ -76,8 +76,6 @@ _CLOCK_SAMPLES: Final = 5
 _ANY: Final = object()
 
 #: The commit lines of small batches, made once.
-_NO_CHANGES: Final[list] = []
-
 _COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
 
 _time = time.time
@@ -1868,29 +1866,42 @@ class ProgressTracker(PersistentOrderedDict):
         tail = self._tail
         if tail is not None and tail.enabled:
             chunk = tail.peek_raw()
-            if chunk:
-                filed = self._file(chunk)
-                if filed is None:
-                    try:
-                        changes = tail.records_of(chunk)
-                    except CorruptFileError:
-                        changes = None  # the load names the damaged line
-                else:
-                    self._store.journal_records += filed
-                    changes = _NO_CHANGES
-                    if claims is _ANY:
-                        self._flush_backlog(claims)
-                    else:
-                        for key in claims:
-                            self._take_key(key, claims)
-            else:
-                changes = chunk  # None, or b"": nothing new
-        else:
-            changes = self._store.read_new()
+            if chunk is None:
+                self._reload_merging(claims)
+            elif chunk and not self._take_in_chunk(chunk, claims):
+                self._reload_merging(claims)
+            return
+        changes = self._store.read_new()
         if changes is None:
             self._reload_merging(claims)
         elif changes:
             self._absorb(changes, claims)
+
+    def _take_in_chunk(self, chunk: bytes, claims: Any, count: bool = True) -> bool:
+        """Others' whole batches read by the tail: filed into the backlog
+        (the records of ``claims`` taken in at once), or parsed and taken in;
+        counted into the store's records unless ``count`` is False. False,
+        with nothing taken in, if a line is damaged (loading names it)."""
+        store = self._store
+        records = store.journal_records
+        filed = self._file(chunk)
+        if filed is None:
+            try:
+                changes = self._tail.records_of(chunk)
+            except CorruptFileError:
+                return False
+            if not count:
+                store.journal_records = records
+            self._absorb(changes, claims)
+            return True
+        if count:
+            store.journal_records += filed
+        if claims is _ANY:
+            self._flush_backlog(claims)
+        else:
+            for key in claims:
+                self._take_key(key, claims)
+        return True
 
     def _reload_merging(self, claims: Any) -> None:
         """Load the disk afresh (another process compacted), keeping this
@@ -1903,15 +1914,17 @@ class ProgressTracker(PersistentOrderedDict):
         otherwise parse the whole tracker again after every compaction."""
         tail = self._tail
         if tail is not None and tail.enabled:
-            changes = tail.follow()
-            if changes is not None:
+            texts = tail.follow()
+            if texts is not None:
                 # Every quick write went to the old journal before the
                 # compaction took it in (each checked, under the lock,
-                # that the journal was still linked).
+                # that the journal was still the live one).
                 self._unconfirmed.clear()
-                if changes:
-                    self._absorb(changes, claims)
-                return
+                rest, more = texts
+                if (not rest or self._take_in_chunk(rest, claims, count=False)) and (
+                    not more or self._take_in_chunk(more, claims)
+                ):
+                    return
         ours = set(self._pending_keys)
         ours.update(self._dirty)
         if claims is _ANY:

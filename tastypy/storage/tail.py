@@ -355,12 +355,13 @@ class TailAppender:
             store.mixed = True
         return chunk
 
-    def follow(self) -> list | None:
+    def follow(self) -> tuple[bytes, bytes] | None:
         """After another process compacted the store: take the store to the
         new generation without loading it, when that is sure to give the
-        same data. Returns the changes to take in (the rest of the old
-        journal, then the new journal so far), or None (nothing changed in
-        the store) when the caller must load afresh.
+        same data. Returns the whole batches to take in, in this order: the
+        rest of the old journal (not counted into the store's records), then
+        the new journal so far (to be counted, see :meth:`records_of`); or
+        None (nothing changed in the store) when the caller must load afresh.
 
         The new snapshot holds exactly what the old generation held at its
         end, because the compaction ran under the lock. A process that has
@@ -382,7 +383,7 @@ class TailAppender:
             pos = store.journal_pos
             if st.st_nlink or st.st_size < pos:
                 return None
-            records, _, keep = self._read(pos, st.st_size)
+            rest = self._read_raw(pos, st.st_size)
             manifest = layout.read_manifest(store.path)
             if (
                 manifest is None
@@ -400,25 +401,25 @@ class TailAppender:
                 old_fd, old_journal = self._fd, self._journal
                 self._fd, self._journal = fd, new_path
                 try:
-                    more, n_more, new_keep = self._read(0, _fstat(fd).st_size)
+                    more = self._read_raw(0, _fstat(fd).st_size)
                 except BaseException:
                     self._fd, self._journal = old_fd, old_journal
                     os.close(fd)
                     raise
                 os.close(old_fd)
             else:
-                more, n_more, new_keep = [], 0, 0
-        except (_Fallback, OSError, TastypyError, KeyError, TypeError):
+                more = b""
+        except (OSError, TastypyError, KeyError, TypeError):
             return None
         store.generation = manifest["generation"]
         store.mixed = True
         store.journal_path = new_path
-        store.journal_pos = new_keep
-        store.journal_records = n_more
+        store.journal_pos = len(more)
+        store.journal_records = 0  # the caller counts ``more`` (records_of)
         store.snapshot_records = manifest["snapshot_records"]
         if fd < 0:
             self._journal = ""  # reopened once the journal exists
-        return records + more
+        return rest, more
 
     def _read_raw(self, pos: int, size: int) -> bytes:
         """The whole batches between ``pos`` and ``size`` (``b""`` if none)."""
