@@ -75,6 +75,13 @@ _CLOCK_SAMPLES: Final = 5
 #: ``claim`` passes this as the keys it decides on: it may take any key.
 _ANY: Final = object()
 
+#: Keys of others' records kept filed, not taken in, at most (a line each:
+#: some 200 bytes); past that they are taken in.
+_BACKLOG_MAX: Final = 250_000
+
+#: No key changed here: all of others' changes are taken in.
+_NOT_OURS: Final = frozenset()
+
 #: The commit lines of small batches, made once.
 _COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
 
@@ -473,7 +480,8 @@ class ProgressTracker(PersistentOrderedDict):
         (only that one: the others wait)."""
         if type(key) is not str:
             return
-        line = self._backlog.pop(key.encode(), None)
+        kb = key.encode()
+        line = self._backlog.pop(kb, None)
         if line is None:
             return
         try:
@@ -481,10 +489,14 @@ class ProgressTracker(PersistentOrderedDict):
         except ValueError:
             item = None
         if type(item) is not list or item[0] != key or not 0 < len(item) < 3:
-            self._backlog[key.encode()] = line
+            self._backlog[kb] = line
             self._flush_backlog(claims)  # which reloads, naming the damage
             return
-        self._absorb([(key, item[1] if len(item) == 2 else DELETED)], claims)
+        change = [(key, item[1] if len(item) == 2 else DELETED)]
+        if key in self._dirty or self._pending_keys:
+            self._absorb(change, claims)  # ours may win, or merge
+        else:
+            self._take_in(change, _NOT_OURS)
 
     def _drop_written(self, keys: Iterable) -> None:
         """Records of ``keys`` were just written after everything in the
@@ -1255,6 +1267,8 @@ class ProgressTracker(PersistentOrderedDict):
                     self._contended = False
                 if self._backlog:
                     self._drop_written(written_keys)  # ours win
+                    if len(self._backlog) > _BACKLOG_MAX:
+                        self._flush_backlog()  # memory stays bounded
                 if chunk and filed is None:
                     self._take_in(tail.records_of(chunk), set(written_keys))
                 return True
@@ -1686,6 +1700,8 @@ class ProgressTracker(PersistentOrderedDict):
             self._drop_written(written)
             if written_keys:
                 self._drop_written(written_keys)
+            if len(self._backlog) > _BACKLOG_MAX:
+                self._flush_backlog()  # memory stays bounded
         if chunk and filed is None:
             # Written before ours in the journal: ours win.
             ours = {key for key, _ in handled}
@@ -1896,7 +1912,7 @@ class ProgressTracker(PersistentOrderedDict):
             return True
         if count:
             store.journal_records += filed
-        if claims is _ANY:
+        if claims is _ANY or len(self._backlog) > _BACKLOG_MAX:
             self._flush_backlog(claims)
         else:
             for key in claims:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 from conftest import run_python
 
+import tastypy.tracker
 from tastypy import Tracker
 
 #: Another process: claims and marks done ``x0``..``x4``, adds ``new``, and
@@ -103,3 +104,26 @@ def test_close_leaves_the_records_aside_and_a_read_after_it_loads_them(after_oth
     assert after_others["new"]["_tries"] == 1 and after_others["mine"]["_done"]
     with Tracker(after_others.path) as again:
         assert again.num_done() == 7 and again["mine"]["note"] == "from the other"
+
+
+def test_past_its_bound_the_backlog_is_taken_in_and_this_process_keeps_its_writes(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tastypy.tracker, "_BACKLOG_MAX", 2)
+    path = tmp_path / "jobs.tracker"
+    with Tracker(path, max_tries=3) as tracker:
+        tracker.add_many([f"x{i}" for i in range(5)])
+        tracker.sync()
+        assert tracker.try_it("mine")
+        run_other(path)  # marks x0..x4 done, among others
+        tracker.abort("x0")  # here, on what this process knew of x0
+        assert tracker.try_it("last")  # writes x0 after the other's records
+        assert not tracker._backlog  # past the bound: taken in
+        # The other's records are taken in, except where this process wrote
+        # after them: its x0 wins, as it does on disk.
+        assert tracker["x0"]["_aborted"] and not tracker["x0"]["_done"]
+        assert tracker["mine"]["note"] == "from the other"
+        assert tracker.num_done() == 4 and len(tracker) == 8
+    with Tracker(path) as again:
+        assert again["x0"]["_aborted"] and not again["x0"]["_done"]
+        assert again.num_done() == 4 and again["mine"]["note"] == "from the other"

@@ -557,13 +557,11 @@ class TailAppender:
         try:
             fd = self._fd
             pos = store.journal_pos
+            # A journal replaced since was sealed first (journal.seal): it
+            # ends with a torn batch, refused below.
             size = _lseek(fd, 0, _SEEK_END)
-            if size != pos:
-                # Unchanged, it was not replaced either (journal.seal).
-                st = _fstat(fd)
-                size = st.st_size
-                if not st.st_nlink or size < pos:
-                    return None
+            if size < pos:
+                return None
             chunk = b""
             if size > pos:
                 if store.gzipped:
