@@ -436,7 +436,7 @@ class PersistentOrderedDict(MutableMapping):
             for key, marker in handled:
                 if dirty.get(key, _MISSING) is marker:
                     del dirty[key]
-            self._store.maybe_compact(len(self._data), lambda: self._as_on_disk(bad))
+            self._store.maybe_compact(self._live_count(), lambda: self._as_on_disk(bad))
         if bad:
             key, exc = bad[0]
             raise InvalidValueError(
@@ -504,6 +504,10 @@ class PersistentOrderedDict(MutableMapping):
                 del dirty[key]
         self._data = data
         self._loaded()
+
+    def _live_count(self) -> int:
+        """How many keys the POD holds, for the compaction's arithmetic."""
+        return len(self._data)
 
     def _as_on_disk(self, bad: list) -> dict | None:
         """After a sync, under the lock: a copy of the data, if it is what

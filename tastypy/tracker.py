@@ -498,6 +498,16 @@ class ProgressTracker(PersistentOrderedDict):
         else:
             self._take_in(change, _NOT_OURS)
 
+    def _live_count(self) -> int:
+        # Those held, and at most one per key waiting in the backlog
+        # (counting some twice only puts a compaction off).
+        return len(self._d) + len(self._backlog)
+
+    def _as_on_disk(self, bad: list) -> dict | None:
+        if self._backlog or self._stale:
+            return None  # others' records are not all in memory
+        return super()._as_on_disk(bad)
+
     def _drop_written(self, keys: Iterable) -> None:
         """Records of ``keys`` were just written after everything in the
         backlog: theirs there would only be undone."""
@@ -1815,7 +1825,7 @@ class ProgressTracker(PersistentOrderedDict):
                 self._since_durable = 0
             if count and (self._tail is None or not self._tail.enabled):
                 self._measure_clock()
-            store.maybe_compact(len(self._d), lambda: self._as_on_disk(bad))
+            store.maybe_compact(self._live_count(), lambda: self._as_on_disk(bad))
         if bad:
             self._refuse_bad(bad)
         return result

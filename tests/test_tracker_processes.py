@@ -193,3 +193,56 @@ def test_workers_that_exit_normally_end_every_lease(tmp_path):
     with Tracker(path) as tracker:
         assert all("_holder" not in rec and "_lease_until" not in rec for rec in tracker.values())
         assert tracker.num_done() == 500
+
+
+#: A worker adding its own new tasks through ``try_it`` (disjoint slices:
+#: ``path first step n``), then noting something in each (a third record of
+#: each task, so that stale records come to outnumber live ones), with
+#: compaction made eager: whenever they do.
+ADDER = """
+import sys
+import tastypy
+import tastypy.storage.store
+tastypy.storage.store._COMPACT_MIN_STALE = 0
+path, first, step, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+tracker = tastypy.Tracker(path, max_tries=3, sync_at=50)
+print("ready", flush=True)
+sys.stdin.readline()
+mine = [f"new{i:06d}" for i in range(first, n, step)]
+for key in mine:
+    assert tracker.try_it(key), key
+    tracker.mark_done(key)
+for key in mine:
+    tracker[key]["checked"] = True
+tracker.close()
+"""
+
+
+def test_workers_adding_tasks_while_compacting_lose_none(tmp_path):
+    # Each worker adds tasks the others never saw, so many keys wait in each
+    # one's backlog (filed, not taken in) while it compacts: the count of
+    # live keys it compacts on must include them, or every sync would find
+    # "stale" records and compact again.
+    path = tmp_path / "jobs.tracker"
+    Tracker(path).close()
+    procs, n = 4, 6000
+    workers = [spawn_python(ADDER, path, i, procs, n, stdin=subprocess.PIPE) for i in range(procs)]
+    try:
+        for proc in workers:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        for proc in workers:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in workers:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+    with Tracker(path) as tracker:
+        assert len(tracker) == n and tracker.num_done() == n
+        assert all(rec["_tries"] == 1 and rec["checked"] for rec in tracker.values())
+        generation = tracker._store.generation
+    # Compactions happen, but not at every sync (there are over 100).
+    assert 1 <= generation <= 12, generation
