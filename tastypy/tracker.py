@@ -411,10 +411,6 @@ class ProgressTracker(PersistentOrderedDict):
         self._backlog.update(zip([line[2 : line.index(b'"', 2)] for line in records], records))
         return len(records)
 
-    def _in_backlog(self, key: Any) -> bool:
-        """Whether others' records of ``key`` wait in the backlog."""
-        return type(key) is str and key.encode() in self._backlog
-
     def _known(self, key: Any) -> dict:
         """The data, with whatever others wrote of ``key`` taken in."""
         if self._closing:
@@ -1891,7 +1887,7 @@ class ProgressTracker(PersistentOrderedDict):
         stay short. The caller holds ``_sync_lock``."""
         tail = self._tail
         if tail is not None and tail.enabled:
-            chunk = tail.peek_raw()
+            chunk = tail.peek()
             if chunk is None:
                 self._reload_merging(claims)
             elif chunk and not self._take_in_chunk(chunk, claims):

@@ -298,41 +298,15 @@ class TailAppender:
                 return False
         return False  # pragma: no cover - itertools.count() does not end
 
-    def peek(self) -> list | None:
+    def peek(self) -> bytes | None:
         """Read, without the lock, the whole batches others appended since the
-        store last looked: their changes (``[]`` if none), or None if the
-        journal was replaced (a compaction: load afresh) or cannot be read
-        here. Taking them in before :meth:`begin` keeps the lock short: it
-        then reads only what came meanwhile. Safe without the lock because
-        a committed batch is never changed or cut, and a batch being written
+        store last looked: their bytes (``b""`` if none), for the caller to
+        take in and count into the store's records (see :meth:`records_of`);
+        or None if the journal was replaced (a compaction: load afresh).
+        Taking them in before :meth:`begin` keeps the lock short: it then
+        reads only what came meanwhile. Safe without the lock because a
+        committed batch is never changed or cut, and a batch being written
         has no commit line yet."""
-        store = self.store
-        if self._journal != store.journal_path or self._fork != _forks:
-            if not self.enabled or not self._open():
-                return _NOTHING  # no journal yet: nothing to read
-        try:
-            pos = store.journal_pos
-            if _lseek(self._fd, 0, _SEEK_END) == pos:
-                return _NOTHING  # unchanged, so not replaced either (journal.seal)
-            st = _fstat(self._fd)
-            size = st.st_size
-            if size < pos or not st.st_nlink:
-                return None
-            if store.gzipped:
-                return _NOTHING  # begin() leaves it to the ordinary path
-            records, n, keep = self._read(pos, size)
-        except (_Fallback, OSError):
-            return _NOTHING
-        store.journal_pos = pos + keep
-        store.journal_records += n
-        if records:
-            store.mixed = True
-        return records
-
-    def peek_raw(self) -> bytes | None:
-        """:meth:`peek`, handing back the bytes of the whole batches read
-        (``b""`` if none) for the caller to take in and count into the
-        store's records (see :meth:`records_of`)."""
         store = self.store
         if self._journal != store.journal_path or self._fork != _forks:
             if not self.enabled or not self._open():
@@ -592,7 +566,7 @@ class TailAppender:
 
     def records_of(self, chunk: bytes) -> list:
         """The changes in ``chunk`` (from :meth:`append_after` or
-        :meth:`peek_raw`), counted into the store's records."""
+        :meth:`peek`), counted into the store's records."""
         changes, n = changes_of(chunk, self._journal)
         self.store.journal_records += n
         return changes
