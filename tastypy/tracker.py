@@ -385,10 +385,14 @@ class ProgressTracker(PersistentOrderedDict):
         self._backlog = {}
 
     def _take_backlog(self) -> None:
-        if self._backlog:
-            self._flush_backlog()
-        elif self._stale:
-            self._load_stale()
+        # Under the sync lock, like every change to the backlog: a read in
+        # one thread must not take it in while another thread is between
+        # filing what it read and dropping what it wrote over.
+        with self._sync_lock:
+            if self._backlog:
+                self._flush_backlog()
+            elif self._stale:
+                self._load_stale()
 
     def _file(self, chunk: bytes) -> int | None:
         """File the committed batches ``chunk`` (others') into the backlog:
@@ -423,6 +427,10 @@ class ProgressTracker(PersistentOrderedDict):
 
     def _flush_backlog(self, claims: Any = ()) -> None:
         """Take in the backlog (see :meth:`_absorb` for ``claims``)."""
+        with self._sync_lock:
+            self._flush_backlog_locked(claims)
+
+    def _flush_backlog_locked(self, claims: Any) -> None:
         lines = self._backlog
         self._backlog = {}
         text = b"[" + b",".join(lines.values()) + b"]"
@@ -476,6 +484,10 @@ class ProgressTracker(PersistentOrderedDict):
         (only that one: the others wait)."""
         if type(key) is not str:
             return
+        with self._sync_lock:
+            self._take_key_locked(key, claims)
+
+    def _take_key_locked(self, key: str, claims: Any) -> None:
         kb = key.encode()
         line = self._backlog.pop(kb, None)
         if line is None:

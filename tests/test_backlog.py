@@ -127,3 +127,59 @@ def test_past_its_bound_the_backlog_is_taken_in_and_this_process_keeps_its_write
     with Tracker(path) as again:
         assert again["x0"]["_aborted"] and not again["x0"]["_done"]
         assert again.num_done() == 4 and again["mine"]["note"] == "from the other"
+
+
+WRITER = """
+import sys, tastypy
+with tastypy.Tracker(sys.argv[1], max_tries=3) as t:
+    for i in range(int(sys.argv[2])):
+        assert t.try_it(f"theirs{i}")
+        t.mark_done(f"theirs{i}")
+"""
+
+
+def test_threads_claiming_while_another_thread_reads_and_another_process_writes(tmp_path):
+    # Reads in one thread take the backlog in, while claims in others file
+    # what the other process writes into it: every count must come out right.
+    import subprocess
+    import threading
+
+    from conftest import spawn_python
+
+    path = tmp_path / "jobs.tracker"
+    tracker = Tracker(path, max_tries=3)
+    n_threads, per_thread, theirs = 4, 500, 3000
+    writer = spawn_python(WRITER, path, theirs, stdout=subprocess.PIPE)
+    errors = []
+
+    def claim(t: int) -> None:
+        try:
+            for i in range(per_thread):
+                key = f"mine{t}-{i}"
+                assert tracker.try_it(key), key
+                tracker.mark_done(key)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(t,)) for t in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    seen = 0
+    while any(thread.is_alive() for thread in threads):
+        # Each read takes in what the claims filed meanwhile.
+        done = tracker.num_done()
+        assert seen <= done <= n_threads * per_thread + theirs
+        seen = done
+        len(tracker)
+    for thread in threads:
+        thread.join()
+    _, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    assert not errors, errors[0]
+    tracker.refresh()
+    mine = n_threads * per_thread
+    assert tracker.num_done() == mine + theirs and len(tracker) == mine + theirs
+    tracker.close()
+    with Tracker(path) as again:
+        assert again.num_done() == mine + theirs
+        assert all(rec["_tries"] == 1 for rec in again.values())
