@@ -399,22 +399,10 @@ class PersistentOrderedDict(MutableMapping):
             n_keys = len(self._pending_keys)
             body = self._pending[:n_bytes]
             keys = self._pending_keys[:n_keys]
-            handled = []
-            bad = []
-            for key, marker in list(dirty.items()):
-                value = data.get(key, _MISSING)
-                if value is _MISSING:
-                    handled.append((key, marker))
-                    continue
-                try:
-                    line = record_line(key, value)
-                except (TypeError, ValueError) as exc:
-                    bad.append((key, exc))
-                    continue
-                handled.append((key, marker))
-                if hash(line) != marker:
-                    body += line
-                    keys.append(key)
+            bad: list = []
+            lines, written, handled = self._dirty_records(data, bad)
+            body += b"".join(lines)
+            keys += written
             changes = self._store.read_new()
             if changes is None or changes:
                 # Ours: this batch, and lines other threads queued meanwhile
@@ -504,6 +492,31 @@ class PersistentOrderedDict(MutableMapping):
                 del dirty[key]
         self._data = data
         self._loaded()
+
+    def _dirty_records(self, data: dict, bad: list | None = None) -> tuple | None:
+        """The record lines of the keys changed here (a value read but whose
+        JSON did not change is not written again): ``(lines, keys written,
+        handled)``, ``handled`` being the dirty marks they cover. A value
+        JSON cannot hold makes it return None, or with ``bad``, is listed
+        there as ``(key, error)`` and left out."""
+        handled = []
+        lines = []
+        written = []
+        for key, marker in list(self._dirty.items()):
+            value = data.get(key, _MISSING)
+            if value is not _MISSING:
+                try:
+                    line = record_line(key, value)
+                except (TypeError, ValueError) as exc:
+                    if bad is None:
+                        return None
+                    bad.append((key, exc))
+                    continue
+                if marker is _CHANGED or hash(line) != marker:
+                    lines.append(line)
+                    written.append(key)
+            handled.append((key, marker))
+        return lines, written, handled
 
     def _live_count(self) -> int:
         """How many keys the POD holds, for the compaction's arithmetic."""

@@ -30,7 +30,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from tastypy import _exit
-from tastypy.codec import LINE_OPTIONS, _has_nonfinite, check_key, dumps, record_line
+from tastypy.codec import check_key, dumps, record_line
 from tastypy.errors import (
     CorruptFileError,
     DuplicateKeyError,
@@ -134,6 +134,15 @@ def _holder_gone(holder: Any) -> bool:
     except ValueError:
         return False
     return number > 0 and not _pid_runs(number)
+
+
+def _framed(lines: list, count: int, gzipped: bool) -> bytes:
+    """One batch for the appender: ``count`` record ``lines`` (the list is
+    extended) and their commit line."""
+    if gzipped:
+        return journal.frame(b"".join(lines), count, True)
+    lines.append(_COMMITS[count] if count < 64 else journal.commit_line(count))
+    return b"".join(lines)
 
 
 def _until(offset: float, span: float) -> float:
@@ -1206,21 +1215,12 @@ class ProgressTracker(PersistentOrderedDict):
         with self._sync_lock:
             main = _exit.enter()
             try:
-                lines = []
-                count = 0
-                handled = list(dirty.items())
-                written_keys = [key]
-                for other, marker in handled:
-                    value = data.get(other, _MISSING)
-                    if value is _MISSING:
-                        continue
-                    line = dumps((other, value), option=LINE_OPTIONS)
-                    if b"null" in line and _has_nonfinite(value):
-                        return None  # the ordinary sync names it
-                    if marker is _CHANGED or hash(line) != marker:
-                        lines.append(line)
-                        written_keys.append(other)
-                        count += 1
+                records = self._dirty_records(data)
+                if records is None:
+                    return None  # a value JSON cannot hold: the ordinary sync names it
+                lines, written_keys, handled = records
+                count = len(lines)
+                written_keys.append(key)
                 until = _time() + (self._clock_offset + self._lease)
                 if rec is None:
                     claimed = {
@@ -1230,25 +1230,20 @@ class ProgressTracker(PersistentOrderedDict):
                         "_lease_until": until,
                         "_holder": _me,
                     }
-                    line = dumps((key, claimed), option=LINE_OPTIONS)
                 else:
                     # Changed in place, and taken back if it is not written.
                     rec["_tries"] = tries + 1
                     rec["_lease_until"] = until
                     rec["_holder"] = _me
-                    line = dumps((key, rec), option=LINE_OPTIONS)
                     claimed = None
                 written = False
                 try:
-                    if b"null" in line and _has_nonfinite(rec if claimed is None else claimed):
-                        return None
-                    lines.append(line)
+                    try:
+                        lines.append(record_line(key, rec if claimed is None else claimed))
+                    except (TypeError, ValueError):
+                        return None  # the ordinary sync names it
                     count += 1
-                    if self._store.gzipped:
-                        batch = journal.frame(b"".join(lines), count, True)
-                    else:
-                        lines.append(_COMMITS[count] if count < 64 else b'{"sync":%d}\n' % count)
-                        batch = b"".join(lines)
+                    batch = _framed(lines, count, self._store.gzipped)
                     chunk = tail.append_after(batch, count, key=key)
                     written = chunk is not None
                 finally:
@@ -1366,7 +1361,6 @@ class ProgressTracker(PersistentOrderedDict):
             with self._sync_lock:
                 main = _exit.enter()
                 try:
-                    needles = None
                     go = True
                     if self._contended:
                         # Others write too: take in what they wrote (without
@@ -1383,13 +1377,10 @@ class ProgressTracker(PersistentOrderedDict):
                             except (KeyError, TypeError, AttributeError):
                                 go = False
                             simple = started is None and "_lease_until" not in rec
-                        if go:
-                            key_json = dumps(key)
-                            needles = (b"[%b," % key_json, b"[%b]" % key_json)
                     if go:
                         # Grant on what this process knows: the appender
-                        # writes only if nobody wrote since (or nothing
-                        # touching this task), which keeps that right.
+                        # writes only if nothing others wrote since touches
+                        # this task, which keeps that right.
                         data = self._d
                         if rec is None:
                             rec = data[key] = {"_done": False, "_tries": 0, "_aborted": False}
@@ -1412,7 +1403,7 @@ class ProgressTracker(PersistentOrderedDict):
                         dirty[key] = _CHANGED
                         written = False
                         try:
-                            written = self._quick_write(tail, needles)
+                            written = self._quick_write(tail, key)
                         finally:
                             if not written:
                                 # Taken back whole, the dirty mark too: a
@@ -1645,13 +1636,13 @@ class ProgressTracker(PersistentOrderedDict):
                 if main:
                     _exit.leave()
 
-    def _quick_write(self, tail: TailAppender, needles: tuple | None = None) -> bool | None:
-        """Append every unsynced change if nobody wrote since the store last
-        looked (the appender takes and gives back the lock); with
-        ``needles``, also after what others wrote if none of it holds a
-        needle, then take that in. True if written (or nothing to write);
-        False, with nothing written, if that cannot be (the journal changed,
-        the lock is busy, the write failed); None if a value JSON cannot
+    def _quick_write(self, tail: TailAppender, key: Any) -> bool | None:
+        """Append every unsynced change, after what others wrote since the
+        store last looked if none of it mentions ``key`` (the task being
+        claimed), then file that (the appender takes and gives back the
+        lock). True if written (or nothing to write); False, with nothing
+        written, if that cannot be (``key`` mentioned, the journal changed,
+        the lock stayed busy, the write failed); None if a value JSON cannot
         hold is waiting (the ordinary sync names it).
 
         The hot path of a try loop: :meth:`_batch` and :meth:`_written`
@@ -1667,34 +1658,18 @@ class ProgressTracker(PersistentOrderedDict):
         else:
             lines = []
             count = 0
-        handled = list(dirty.items())
-        written = []
-        for key, marker in handled:
-            value = data.get(key, _MISSING)
-            if value is _MISSING:
-                continue
-            try:
-                line = record_line(key, value)
-            except (TypeError, ValueError):
-                return None
-            if marker is _CHANGED or hash(line) != marker:
-                lines.append(line)
-                written.append(key)
-                count += 1
+        records = self._dirty_records(data)
+        if records is None:
+            return None
+        more, written, handled = records
+        lines += more
+        count += len(more)
         chunk = None
         if count:
-            if self._store.gzipped:
-                batch = journal.frame(b"".join(lines), count, True)
-            else:
-                lines.append(_COMMITS[count] if count < 64 else b'{"sync":%d}\n' % count)
-                batch = b"".join(lines)
-            if needles is None:
-                if not tail.append(batch, count):
-                    return False
-            else:
-                chunk = tail.append_after(batch, count, needles)
-                if chunk is None:
-                    return False
+            batch = _framed(lines, count, self._store.gzipped)
+            chunk = tail.append_after(batch, count, key=key)
+            if chunk is None:
+                return False
         unconfirmed = self._unconfirmed
         written_keys = None
         if n_bytes:
@@ -1733,28 +1708,23 @@ class ProgressTracker(PersistentOrderedDict):
         ``(batch, count, n_bytes, n_keys, handled)``; None if a value JSON
         cannot hold is waiting."""
         data = self._data
-        dirty = self._dirty
         pending = self._pending
         n_bytes = len(pending)
         n_keys = len(self._pending_keys)
         body = pending[:n_bytes]
-        handled = list(dirty.items())
-        for key, marker in handled:
-            value = data.get(key, _MISSING)
-            if value is _MISSING:
-                continue
-            try:
-                line = record_line(key, value)
-            except (TypeError, ValueError):
-                return None
-            if marker is _CHANGED or hash(line) != marker:
-                body += line
-        count = body.count(b"\n")
+        records = self._dirty_records(data)
+        if records is None:
+            return None
+        lines, _, handled = records
+        count = body.count(b"\n") + len(lines)
         if count:
-            if self._store.gzipped:
-                body = journal.frame(body, count, True)
-            else:
-                body += b'{"sync":%d}\n' % count
+            return (
+                _framed([body, *lines], count, self._store.gzipped),
+                count,
+                n_bytes,
+                n_keys,
+                handled,
+            )
         return body, count, n_bytes, n_keys, handled
 
     def _written(self, n_bytes: int, n_keys: int, handled: list) -> None:
@@ -1847,24 +1817,9 @@ class ProgressTracker(PersistentOrderedDict):
         n_bytes = len(self._pending)
         n_keys = len(self._pending_keys)
         body = self._pending[:n_bytes]
-        handled = list(self._dirty.items())
-        bad = []
-        written = []
-        for key, marker in handled:
-            value = data.get(key, _MISSING)
-            if value is _MISSING:
-                continue
-            try:
-                line = record_line(key, value)
-            except (TypeError, ValueError) as exc:
-                bad.append((key, exc))
-                continue
-            if marker is _CHANGED or hash(line) != marker:
-                body += line
-                written.append(key)
-        if bad:
-            failed = {key for key, _ in bad}
-            handled = [item for item in handled if item[0] not in failed]
+        bad: list = []
+        lines, written, handled = self._dirty_records(data, bad)
+        body += b"".join(lines)
         return body, body.count(b"\n"), n_bytes, n_keys, handled, bad, written
 
     def _forget(self, batch: tuple) -> None:

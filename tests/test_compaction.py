@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from crashkit import read_pod
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -85,15 +86,21 @@ def test_compacting_at_every_chance_changes_nothing_a_reader_sees(ops):
     assert often == never
 
 
-def test_a_pod_written_alone_compacts_without_reading_its_files_again(tmp_path, monkeypatch):
-    loads = []
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """The generation each store load of this test started from."""
+    seen: list = []
     real_load = Store.load
 
     def counting_load(self):
-        loads.append(self.generation)
+        seen.append(self.generation)
         return real_load(self)
 
     monkeypatch.setattr(Store, "load", counting_load)
+    return seen
+
+
+def test_a_pod_written_alone_compacts_without_reading_its_files_again(tmp_path, loads):
     n = store_module._COMPACT_MIN_STALE // 2 + 10
     path = tmp_path / "p"
     with tastypy.POD(path) as pod:
@@ -110,15 +117,7 @@ def test_a_pod_written_alone_compacts_without_reading_its_files_again(tmp_path, 
     assert read_pod(path) == expected
 
 
-def test_a_pod_that_took_in_others_records_loads_them_to_compact(tmp_path, monkeypatch):
-    loads = []
-    real_load = Store.load
-
-    def counting_load(self):
-        loads.append(self.generation)
-        return real_load(self)
-
-    monkeypatch.setattr(Store, "load", counting_load)
+def test_a_pod_that_took_in_others_records_loads_them_to_compact(tmp_path, loads):
     n = store_module._COMPACT_MIN_STALE // 2 + 10
     path = tmp_path / "p"
     with tastypy.POD(path) as pod, tastypy.POD(path) as other:

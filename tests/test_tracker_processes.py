@@ -81,12 +81,24 @@ def make_tracker(path, n: int) -> list[str]:
 
 
 def run_workers(path, out_dir, procs: int, n: int, *, lease=3600, until_done=False, env=None):
+    run_together(
+        WORKER,
+        [
+            (path, out_dir / f"worker{i}.txt", i * n // procs, lease, n, int(until_done), 0)
+            for i in range(procs)
+        ],
+        env=env,
+    )
+    return [out_dir / f"worker{i}.txt" for i in range(procs)]
+
+
+def run_together(code: str, args: list, env=None) -> None:
+    """Start ``code`` once per argument tuple; once all are ready, let them
+    go at once, and wait for each to exit cleanly."""
     workers = []
     try:
-        for i in range(procs):
-            out = out_dir / f"worker{i}.txt"
-            args = (path, out, i * n // procs, lease, n, int(until_done), 0)
-            workers.append(spawn_python(WORKER, *args, env=env, stdin=subprocess.PIPE))
+        for one in args:
+            workers.append(spawn_python(code, *one, env=env, stdin=subprocess.PIPE))
         for proc in workers:
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         for proc in workers:
@@ -100,7 +112,6 @@ def run_workers(path, out_dir, procs: int, n: int, *, lease=3600, until_done=Fal
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate(timeout=60)
-    return [out_dir / f"worker{i}.txt" for i in range(procs)]
 
 
 def runs_in(files) -> list[tuple[str, float]]:
@@ -226,20 +237,7 @@ def test_workers_adding_tasks_while_compacting_lose_none(tmp_path):
     path = tmp_path / "jobs.tracker"
     Tracker(path).close()
     procs, n = 4, 6000
-    workers = [spawn_python(ADDER, path, i, procs, n, stdin=subprocess.PIPE) for i in range(procs)]
-    try:
-        for proc in workers:
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        for proc in workers:
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        for proc in workers:
-            _, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err[-3000:]
-    finally:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.kill()
+    run_together(ADDER, [(path, i, procs, n) for i in range(procs)])
     with Tracker(path) as tracker:
         assert len(tracker) == n and tracker.num_done() == n
         assert all(rec["_tries"] == 1 and rec["checked"] for rec in tracker.values())

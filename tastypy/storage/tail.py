@@ -219,11 +219,11 @@ def _write_hooked(fd: int, batch: bytes, pos: int, hook) -> None:
 class TailAppender:
     """Reads and appends at the end of ``store``'s journal with a few system calls.
 
-    Either :meth:`append` a batch decided on what the store last read (it
-    is written only if nobody wrote since), or, to take in what others
-    wrote first: ``changes = tail.begin()``; if not None the lock is held:
-    take ``changes`` in, decide, :meth:`write` at most once, then
-    :meth:`end` (always).
+    Either :meth:`append_after` a batch decided on what the store knows of
+    one task (it is written unless what others wrote since mentions that
+    task), or, to take in what others wrote first: ``changes =
+    tail.begin()``; if not None the lock is held: take ``changes`` in,
+    decide, :meth:`write` at most once, then :meth:`end` (always).
     The caller makes sure no other thread of this process uses the same
     store meanwhile.
     """
@@ -462,52 +462,17 @@ class TailAppender:
             _flock(self._lock_fd, _LOCK_UN)
             raise
 
-    def append(self, batch: bytes | bytearray, count: int) -> bool:
-        """Take the lock, append ``batch`` if nobody wrote since the store last
-        looked (then what the caller decided on what it knew still holds),
-        give the lock back. False, with nothing written, otherwise."""
-        store = self.store
-        if self._journal != store.journal_path or self._fork != _forks:
-            if not self.enabled or not self._open():
-                return False
-        lock_fd = self._lock_fd
-        try:
-            _flock(lock_fd, _LOCK_EX_NB)
-        except OSError:
-            return False  # busy: begin() waits for it
-        try:
-            fd = self._fd
-            pos = store.journal_pos
-            # The size alone tells: a journal being replaced is sealed first
-            # (journal.seal), and an fstat would cost as much as the write.
-            if _lseek(fd, 0, _SEEK_END) != pos:
-                return False
-            if store.fault is not _no_fault:
-                return self.write(batch, count)
-            try:  # write(), written out: this is a try loop's hot path
-                written = _pwrite(fd, batch, pos)
-                if written != len(batch):
-                    _write_all(fd, batch[written:], pos + written)
-            except OSError:
-                return self.write(batch, count)  # which takes it back
-            store.journal_pos = pos + len(batch)
-            store.journal_records += count
-            return True
-        finally:
-            _flock(lock_fd, _LOCK_UN)
-
     def append_after(
         self,
         batch: bytes | bytearray,
         count: int,
-        needles: tuple = (),
-        key: Any = None,
+        key: Any,
     ) -> bytes | None:
         """Take the lock (waiting for it if busy), append ``batch`` after
         whatever others appended since the store last looked, provided that
-        none of it holds any of ``needles`` (the start of a record of a key
-        the caller decided on; given ``key``, they are made from it, only
-        if others did append), and give the lock back.
+        none of it holds a record of ``key`` (the task the caller decided
+        on: a byte search for the start of its record), and give the lock
+        back.
 
         Returns the bytes others had appended (whole committed batches,
         ``b""`` if none), which the caller must take in at once (they come
@@ -548,12 +513,9 @@ class TailAppender:
                     chunk += more
                 if journal.committed_part(chunk) != len(chunk):
                     return None  # a torn batch: the ordinary path cuts it
-                if key is not None:
-                    key_json = dumps(key)
-                    needles = (b"[%b," % key_json, b"[%b]" % key_json)
-                for needle in needles:
-                    if needle in chunk:
-                        return None
+                key_json = dumps(key)
+                if b"[%b," % key_json in chunk or b"[%b]" % key_json in chunk:
+                    return None
             store.journal_pos = size
             if chunk:
                 store.mixed = True
