@@ -1434,30 +1434,16 @@ class ProgressTracker(PersistentOrderedDict):
                             raise _Ordinary
                         self._contended = True
                     # The full path: take in what others wrote, then what
-                    # came meanwhile under the lock, then decide.
-                    claims = (key,)
-                    self._catch_up(claims)
-                    changes = tail.begin(lambda: self._catch_up(claims))
-                    if changes is not None:
-                        written = False
-                        undo = self._undo = []
-                        try:
-                            if changes:
-                                self._absorb(changes, (key,))
-                            else:
-                                self._contended = False
-                            granted = self._decide_try(key, add, allow_aborted, started, span)
-                            # Written even when refused: a record merged
-                            # with another process's claim goes out now,
-                            # while it is the latest.
-                            written = self._write_session(tail)
-                        finally:
-                            self._undo = None
-                            tail.end()
-                            if not written:
-                                self._rollback(undo)
-                        if written:
-                            return granted
+                    # came meanwhile under the lock, then decide. Written
+                    # even when refused: a record merged with another
+                    # process's claim goes out now, while it is the latest.
+                    done, granted = self._session(
+                        tail,
+                        lambda: self._decide_try(key, add, allow_aborted, started, span),
+                        (key,),
+                    )
+                    if done:
+                        return granted
                 except _Ordinary:
                     pass
                 finally:
@@ -1613,28 +1599,37 @@ class ProgressTracker(PersistentOrderedDict):
             # released again.
             main = _exit.enter()
             try:
-                self._catch_up(claims)
-                changes = tail.begin(lambda: self._catch_up(claims))
-                if changes is None:
-                    return False, None
-                undo = self._undo = []
-                written = False
-                try:
-                    if changes:
-                        self._absorb(changes, claims)
-                    result = decide()
-                    written = self._write_session(tail)
-                finally:
-                    self._undo = None
-                    tail.end()
-                    if not written:
-                        self._rollback(undo)
-                if written:
-                    return True, result
-                return False, None
+                return self._session(tail, decide, claims)
             finally:
                 if main:
                     _exit.leave()
+
+    def _session(self, tail: TailAppender, decide: Callable[[], Any], claims: Any):
+        """Take in what others wrote, then, under the lock, what came
+        meanwhile; ``decide()`` and write. ``(True, what decide returned)``,
+        or ``(False, None)`` with nothing decided or written when the
+        ordinary path must do it. The caller holds ``_sync_lock``."""
+        self._catch_up(claims)
+        changes = tail.begin(lambda: self._catch_up(claims))
+        if changes is None:
+            return False, None
+        undo = self._undo = []
+        written = False
+        try:
+            if changes:
+                self._absorb(changes, claims)
+            else:
+                self._contended = False
+            result = decide()
+            written = self._write_session(tail)
+        finally:
+            self._undo = None
+            tail.end()
+            if not written:
+                self._rollback(undo)
+        if written:
+            return True, result
+        return False, None
 
     def _quick_write(self, tail: TailAppender, key: Any) -> bool | None:
         """Append every unsynced change, after what others wrote since the

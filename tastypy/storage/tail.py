@@ -298,6 +298,21 @@ class TailAppender:
                 return False
         return False  # pragma: no cover - itertools.count() does not end
 
+    def _locked(self, on_wait: Callable[[], object] | None) -> bool:
+        """Open the files if needed and take the lock (see :meth:`_take_lock`);
+        False, with the lock not held, when the ordinary path must run."""
+        store = self.store
+        if self._journal != store.journal_path or self._fork != _forks:
+            if not self.enabled or not self._open():
+                return False
+        try:
+            _flock(self._lock_fd, _LOCK_EX_NB)
+        except BlockingIOError:
+            return self._take_lock(on_wait)
+        except OSError:
+            return False
+        return True
+
     def peek(self) -> bytes | None:
         """Read, without the lock, the whole batches others appended since the
         store last looked: their bytes (``b""`` if none), for the caller to
@@ -428,15 +443,7 @@ class TailAppender:
         caller that takes in what others wrote meanwhile (:meth:`peek`)
         then holds the lock only for what comes after."""
         store = self.store
-        if self._journal != store.journal_path or self._fork != _forks:
-            if not self.enabled or not self._open():
-                return None
-        try:
-            _flock(self._lock_fd, _LOCK_EX_NB)
-        except BlockingIOError:
-            if not self._take_lock(on_wait):
-                return None
-        except OSError:
+        if not self._locked(on_wait):
             return None
         try:
             fd = self._fd
@@ -482,17 +489,9 @@ class TailAppender:
         failed, or the lock stayed busy. Taking in what others wrote after
         the lock is given back keeps each process's turn at the lock short."""
         store = self.store
-        if self._journal != store.journal_path or self._fork != _forks:
-            if not self.enabled or not self._open():
-                return None
-        lock_fd = self._lock_fd
-        try:
-            _flock(lock_fd, _LOCK_EX_NB)
-        except BlockingIOError:
-            if not self._take_lock(None):
-                return None
-        except OSError:
+        if not self._locked(None):
             return None
+        lock_fd = self._lock_fd
         try:
             fd = self._fd
             pos = store.journal_pos
