@@ -7,7 +7,7 @@ import time
 import pytest
 from conftest import run_python, spawn_python
 
-from tastypy import POD
+from tastypy import POD, Tracker
 
 WRITER = """
 import os, sys, time
@@ -175,3 +175,45 @@ def test_processes_with_threads_writing_at_once_lose_nothing(tmp_path):
         assert len(pod) == 6 * 4 * n
         for (_, t, i), value in pod.items():
             assert value == [i, t]
+
+
+OPENERS = """
+import multiprocessing as mp, os, sys
+import tastypy
+base, rounds, procs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def opener(barrier, errors):
+    for r in range(rounds):
+        barrier.wait()
+        kind = tastypy.Tracker if r % 2 else tastypy.POD
+        try:
+            kind(os.path.join(base, str(r))).close()
+        except Exception as exc:
+            errors.put(f"round {r}: {exc!r}")
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    barrier, errors = ctx.Barrier(procs), ctx.Queue()
+    workers = [ctx.Process(target=opener, args=(barrier, errors)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    failed = []
+    while not errors.empty():
+        failed.append(errors.get())
+    print(len(failed), *failed[:3], sep="\\n")
+"""
+
+
+def test_processes_opening_one_new_pod_at_once_all_open_it(tmp_path):
+    # Workers started together open one new tracker at once. One of them
+    # creates the manifest between another's look for it and that one's
+    # listing of the directory: the other must read it, not take the
+    # directory for a foreign one. Each round is a new directory, with
+    # the openers meeting at a barrier before it.
+    proc = run_python(OPENERS, tmp_path, 150, 8, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "0", proc.stdout
+    for r in range(150):
+        kind = POD if r % 2 == 0 else Tracker
+        with kind(tmp_path / str(r)) as opened:
+            assert len(opened) == 0

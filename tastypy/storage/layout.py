@@ -183,7 +183,13 @@ def check_directory(directory: str) -> None:
 
 
 def classify_foreign(directory: str) -> None:
-    """Raise the right error for a directory that has files but no manifest."""
+    """Raise the right error for a directory that has files but no manifest.
+
+    Returns quietly when the directory is new, or when a manifest has
+    appeared since the caller looked: another process created the POD
+    meanwhile (several workers opening one new tracker at once), and the
+    caller reads the manifest again.
+    """
     # A crash while the POD was being created may leave a temporary manifest:
     # the directory is still new.
     names = [
@@ -191,7 +197,7 @@ def classify_foreign(directory: str) -> None:
         for n in os.listdir(directory)
         if not n.startswith(LOCK_FILE) and _TEMP_FILE.match(n) is None
     ]
-    if not names:
+    if not names or MANIFEST in names or os.path.lexists(os.path.join(directory, MANIFEST)):
         return
     data = sorted(n for n in names if is_data_file(n))
     if data:

@@ -649,6 +649,8 @@ def compact(path: str | os.PathLike[str], *, lock: str = "auto") -> CompactRepor
     manifest = layout.read_manifest(directory)
     if manifest is None:
         layout.classify_foreign(directory)
+        manifest = layout.read_manifest(directory)
+    if manifest is None:
         raise NotAPODError(f"{directory} is not a tastypy POD (it has no manifest.json).")
     store = Store(
         directory, kind=manifest["kind"], gzipped=bool(manifest.get("gzipped")), lock=lock

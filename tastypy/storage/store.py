@@ -138,6 +138,10 @@ class Store:
         manifest = layout.read_manifest(self.path)
         if manifest is None:
             layout.classify_foreign(self.path)
+            # Read again: a process using another lock flavour may have
+            # created the POD since (classify_foreign saw its manifest).
+            manifest = layout.read_manifest(self.path)
+        if manifest is None:
             manifest = layout.new_manifest(self.kind, 0, self.gzipped, 0)
             try:
                 layout.write_manifest(self.path, manifest, self.fault)
