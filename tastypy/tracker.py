@@ -48,6 +48,7 @@ log = logging.getLogger("tastypy")
 
 #: The fields every record has, with the value of a task never tried.
 _DEFAULTS: Final = (("_done", False), ("_tries", 0), ("_aborted", False))
+_PRISTINE: Final = dict(_DEFAULTS)
 
 #: With a huge ``sync_at``, an ordinary sync (no fsync) still runs after
 #: this many quick writes, to confirm they went to the live journal.
@@ -319,6 +320,10 @@ class ProgressTracker(PersistentOrderedDict):
         # Set at close when the backlog was left aside: a read loads afresh.
         self._stale = False
         self._closing = False
+        # Records added here (add, add_if_absent, add_many...) and not yet
+        # written, by key: until written, each yields to any record of its
+        # key another process writes (see _add_new).
+        self._added: dict = {}
         # Keys whose record may hold a lease or a bump (a superset, checked
         # when used); None until claim() first needs it.
         self._lease_index: dict | None = None
@@ -633,6 +638,8 @@ class ProgressTracker(PersistentOrderedDict):
         many processes, each takes in everything the others write, so this
         is written out for speed."""
         self._absorbed += 1
+        if self._added:
+            self._yield_adds(changes, ours)
         data = self._data
         dirty = self._dirty
         lent = self._lent
@@ -710,9 +717,35 @@ class ProgressTracker(PersistentOrderedDict):
                 else:
                     self._pending += b"[%b]\n" % dumps(key)
                     self._pending_keys.append(key)
+        # Records added here and not yet written yield to the disk's; those
+        # the disk lacks are added again.
+        adds = {}
+        if self._added:
+            dirty = self._dirty
+            for key, rec in self._added.items():
+                if self._d.get(key) is rec and dirty.get(key) is _CHANGED and rec == _PRISTINE:
+                    adds[key] = rec
+                    del dirty[key]
+                    ours.discard(key)
+            self._added = {}
         super()._reload(ours)
+        if adds:
+            data = self._d
+            dirty = self._dirty
+            for key, rec in adds.items():
+                if key not in data:
+                    data[key] = rec
+                    dirty[key] = _CHANGED
+                    self._added[key] = rec
 
     def _sync(self, durable: bool = True) -> None:
+        if self._added:
+            # Records added here must yield to others' records of their keys:
+            # this path reads what others wrote before encoding what to write.
+            if self._closed:
+                self._refuse_closed()
+            self._transact_ordinary(_nothing, (), durable)
+            return
         store = self._store
         confirmed = len(self._unconfirmed)
         generation = store.generation
@@ -982,12 +1015,66 @@ class ProgressTracker(PersistentOrderedDict):
                 f"{key!r} is already in the tracker {self.path}; use add_if_absent to skip "
                 "keys that are there."
             )
-        self[key] = dict(_DEFAULTS)
+        self._add_new(key)
 
     def add_if_absent(self, key: Any) -> None:
         """Like :meth:`add`, but a key already there is left alone."""
         if key not in self._data:
-            self[key] = dict(_DEFAULTS)
+            self._add_new(key)
+
+    def _add_new(self, key: Any) -> None:
+        """Add a record not done, never tried, not aborted for ``key``, which
+        is not here. It is written like any change, but until then it yields
+        to any record of ``key`` another process writes (taken in before
+        every write of this process): workers that add the same keys at
+        once add each only once, and never over another's claim or done
+        mark. A record changed here since it was added no longer yields."""
+        if self._closed:
+            self._refuse_closed()
+        t = type(key)
+        if t is not str and t is not int:
+            check_key(key)
+        rec = {"_done": False, "_tries": 0, "_aborted": False}
+        self._d[key] = rec
+        self._dirty[key] = _CHANGED
+        self._added[key] = rec
+        if len(self._dirty) + len(self._pending_keys) >= self.sync_at and not self._held:
+            self.sync()
+
+    def _yield_adds(self, changes: list, ours: set | None = None) -> None:
+        """Other processes' ``changes``, about to be taken in: a record added
+        here and not yet written, still as added, gives way to theirs."""
+        added = self._added
+        data = self._d
+        dirty = self._dirty
+        for key, _ in changes:
+            rec = added.pop(key, None)
+            if (
+                rec is not None
+                and data.get(key) is rec
+                and dirty.get(key) is _CHANGED
+                and rec == _PRISTINE
+            ):
+                del dirty[key]
+                if ours is not None:
+                    ours.discard(key)
+
+    def _settle_adds(self) -> None:
+        """Before writing records added here, under the lock, after reading
+        what others wrote: take in the backlog, so that others' records of
+        those keys win over the adds (see :meth:`_yield_adds`)."""
+        if self._backlog:
+            self._flush_backlog()
+
+    def _prune_added(self) -> None:
+        """After a write: forget the adds written, changed or replaced."""
+        added = self._added
+        data = self._d
+        dirty = self._dirty
+        for key in [
+            k for k, rec in added.items() if dirty.get(k) is not _CHANGED or data.get(k) is not rec
+        ]:
+            del added[key]
 
     def add_many(self, keys: Iterable) -> None:
         """Add every key; if any is there already (or repeated), raise
@@ -1005,7 +1092,7 @@ class ProgressTracker(PersistentOrderedDict):
             seen.add(key)
         with self.holding():
             for key in keys:
-                self[key] = dict(_DEFAULTS)
+                self._add_new(key)
 
     def add_many_if_absent(self, keys: Iterable) -> None:
         """Add every key that is not there yet."""
@@ -1013,7 +1100,7 @@ class ProgressTracker(PersistentOrderedDict):
         with self.holding():
             for key in keys:
                 if key not in data:
-                    self[key] = dict(_DEFAULTS)
+                    self._add_new(key)
 
     def mark_done(self, key: Any) -> None:
         """Mark the task done, and end its lease. It is written at the next
@@ -1182,6 +1269,7 @@ class ProgressTracker(PersistentOrderedDict):
             or not tail.enabled
             or self._closed
             or self._pending
+            or self._added
             or self._since_durable + 1 >= self.sync_at
             or len(self._unconfirmed) >= _CONFIRM_AT
         ):
@@ -1361,8 +1449,10 @@ class ProgressTracker(PersistentOrderedDict):
             with self._sync_lock:
                 main = _exit.enter()
                 try:
-                    go = True
-                    if self._contended:
+                    # Adds not yet written must first yield to what others
+                    # wrote of their keys: the full path takes that in.
+                    go = not self._added
+                    if go and self._contended:
                         # Others write too: take in what they wrote (without
                         # the lock) and check again; then append after what
                         # they add meanwhile, unless it touches this task.
@@ -1620,6 +1710,8 @@ class ProgressTracker(PersistentOrderedDict):
                 self._absorb(changes, claims)
             else:
                 self._contended = False
+            if self._added:
+                self._settle_adds()
             result = decide()
             written = self._write_session(tail)
         finally:
@@ -1749,6 +1841,8 @@ class ProgressTracker(PersistentOrderedDict):
         if count and not tail.write(body, count):
             return False
         self._written(n_bytes, n_keys, handled)
+        if self._added:
+            self._prune_added()
         return True
 
     def _transact_ordinary(self, decide: Callable[[], Any], claims: Any, durable: bool):
@@ -1776,6 +1870,8 @@ class ProgressTracker(PersistentOrderedDict):
             # Read under the lock, in our generation: earlier quick writes
             # went to the live journal.
             del self._unconfirmed[:confirmed]
+            if self._added:
+                self._settle_adds()
             undo = self._undo = []
             try:
                 result = decide()
@@ -1790,6 +1886,8 @@ class ProgressTracker(PersistentOrderedDict):
                 self._undo = None
             bad = batch[5]
             self._forget(batch)
+            if self._added:
+                self._prune_added()
             if durable:
                 if not count and self._since_durable and self._tail is not None:
                     # Nothing appended, so no fsync happened: make the quick
@@ -1927,6 +2025,8 @@ class ProgressTracker(PersistentOrderedDict):
         """Take in other processes' changes (under the lock). For a key being
         claimed that this process changed too, the fields saying who may run
         it come from theirs."""
+        if self._added:
+            self._yield_adds(changes)
         ours = set(self._pending_keys)
         ours.update(self._dirty)
         if claims and ours:

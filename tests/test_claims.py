@@ -238,6 +238,79 @@ def test_a_claim_another_process_made_is_kept_over_a_change_here(path, tracker):
     assert on_disk(path)["x"]["_done"]
 
 
+@pytest.mark.parametrize("then", ["try_it another", "try_it it", "claim", "sync", "close"])
+def test_an_add_not_yet_written_yields_to_another_process_record(path, then):
+    # A job array's workers each add every key if absent, on what they
+    # know: this process adds x and y (unwritten) while a worker it has not
+    # heard of yet adds x, runs it and marks it done. Whichever way this
+    # process writes next, x stays done, tried once: the add does not undo
+    # it, and this process does not run x again.
+    tracker = Tracker(path, max_tries=5)
+    try:
+        tracker.add_if_absent("x")
+        tracker.add_if_absent("y")
+        proc, got = start_worker(path, "x")
+        assert got == ["x"]
+        assert finish(proc, "done x") == 0
+        if then == "try_it another":
+            assert tracker.try_it("y")
+        elif then == "try_it it":
+            assert not tracker.try_it("x")
+        elif then == "claim":
+            assert tracker.claim(5) == ["y"]
+        elif then == "sync":
+            tracker.sync()
+        if then != "close":
+            assert tracker.done("x") and tracker.tries("x") == 1
+            assert tracker.num_done() == 1
+    finally:
+        tracker.close()
+    disk = on_disk(path)
+    assert list(disk) == ["x", "y"]
+    assert disk["x"]["_done"] and disk["x"]["_tries"] == 1
+    assert not disk["y"]["_done"]
+
+
+def test_an_add_changed_here_no_longer_yields(path, tracker):
+    # A record added, then given a field here, is this process's change:
+    # written over another process's record of the key, as any change is.
+    tracker.add_if_absent("x")
+    tracker.set["x"]["note"] = "mine"
+    proc, got = start_worker(path, "x")
+    assert finish(proc, "exit") == 0
+    tracker.sync()
+    assert on_disk(path)["x"]["note"] == "mine"
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [
+        "tastypy.Tracker(sys.argv[1]).compact()",
+        "f = open(sys.argv[1] + '/journal-000000.jsonl', 'r+b'); f.write(b'?'); f.close(); "
+        "assert tastypy.repair(sys.argv[1]).repaired",
+    ],
+    ids=["compact", "repair"],
+)
+def test_an_add_not_yet_written_yields_after_another_process_replaced_the_journal(
+    path, replace
+):
+    tracker = Tracker(path, max_tries=5)
+    try:
+        tracker.add_if_absent("x")
+        tracker.add_if_absent("y")
+        proc, got = start_worker(path, "x")
+        assert finish(proc, "done x") == 0
+        result = run_python(f"import sys, tastypy\n{replace}", path)
+        assert result.returncode == 0, result.stderr
+        assert tracker.try_it("y")
+        assert tracker.done("x")
+    finally:
+        tracker.close()
+    disk = on_disk(path)
+    assert disk["x"]["_done"] and disk["x"]["_tries"] == 1
+    assert disk["y"]["_tries"] == 1
+
+
 # -- claim ----------------------------------------------------------------------------------------
 
 

@@ -21,21 +21,28 @@ from conftest import child_env, spawn_python
 
 from tastypy import Tracker
 
-#: A worker: ``path out start lease n_keys until_done pause``. Runs every
-#: key it can claim (a task takes ``pause`` seconds), appending ``key time``
-#: to ``out``; with ``until_done`` it passes over the keys again until every
-#: one is done (or 120 s passed).
+#: A worker: ``path out start lease n_keys until_done pause [fresh]``. Runs
+#: every key it can claim (a task takes ``pause`` seconds), appending ``key
+#: time`` to ``out``; with ``until_done`` it passes over the keys again until
+#: every one is done (or 120 s passed). With ``fresh`` it opens the tracker
+#: only once all start, and adds the keys first (``add_many_if_absent``), as
+#: a job array started on a tracker nobody made yet does.
 WORKER = """
 import sys, time
 import tastypy
 path, out, start, lease, n, until_done, pause = sys.argv[1:8]
+fresh = sys.argv[8:] == ["1"]
 pause = float(pause)
 keys = [f"k{i:05d}" for i in range(int(n))]
 start = int(start)
 keys = keys[start:] + keys[:start]
-tracker = tastypy.Tracker(path, max_tries=3, lease=float(lease))
+open_it = lambda: tastypy.Tracker(path, max_tries=3, lease=float(lease))
+tracker = None if fresh else open_it()
 print("ready", flush=True)
 sys.stdin.readline()  # all start together
+if fresh:
+    tracker = open_it()
+    tracker.add_many_if_absent(keys)
 deadline = time.time() + 120
 with open(out, "a") as f:
     while True:
@@ -80,11 +87,14 @@ def make_tracker(path, n: int) -> list[str]:
     return keys
 
 
-def run_workers(path, out_dir, procs: int, n: int, *, lease=3600, until_done=False, env=None):
+def run_workers(
+    path, out_dir, procs: int, n: int, *, lease=3600, until_done=False, fresh=False, env=None
+):
     run_together(
         WORKER,
         [
             (path, out_dir / f"worker{i}.txt", i * n // procs, lease, n, int(until_done), 0)
+            + (1,) * fresh
             for i in range(procs)
         ],
         env=env,
@@ -140,6 +150,20 @@ def test_every_task_runs_exactly_once(tmp_path, procs, n):
         stats = tracker.stats()
         assert stats["leased"] == stats["expired"] == 0
         assert tracker.lease_info() == {}
+
+
+def test_workers_started_together_on_a_new_tracker_make_it_and_run_every_task_once(tmp_path):
+    # A job array's first run: no tracker yet; every worker opens it at
+    # once, adds every key if absent, then runs the manual's loop.
+    path = tmp_path / "jobs.tracker"
+    n = 2000
+    files = run_workers(path, tmp_path, 8, n, fresh=True)
+    counts = Counter(key for key, _ in runs_in(files))
+    assert sorted(counts) == [f"k{i:05d}" for i in range(n)], "some task never ran"
+    assert [k for k, c in counts.items() if c > 1] == [], "some task ran twice"
+    with Tracker(path) as tracker:
+        assert len(tracker) == tracker.num_done() == n
+        assert all(tracker.tries(k) == 1 for k in tracker)
 
 
 def test_a_killed_worker_tasks_come_back_only_after_its_lease(tmp_path):
