@@ -291,9 +291,7 @@ def test_an_add_changed_here_no_longer_yields(path, tracker):
     ],
     ids=["compact", "repair"],
 )
-def test_an_add_not_yet_written_yields_after_another_process_replaced_the_journal(
-    path, replace
-):
+def test_an_add_not_yet_written_yields_after_another_process_replaced_the_journal(path, replace):
     tracker = Tracker(path, max_tries=5)
     try:
         tracker.add_if_absent("x")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 
+import pytest
 from conftest import child_env, spawn_python
 from test_tracker_processes import CLAIMER, WORKER, make_tracker, runs_in
 from test_two_hosts import hosts  # noqa: F401  (the fixture)
@@ -20,10 +21,9 @@ from test_two_hosts import hosts  # noqa: F401  (the fixture)
 from tastypy import Tracker
 
 
-def start(path, out, start_at, n, *, lease=3600, until_done=False, env=None):
-    proc = spawn_python(
-        WORKER, path, out, start_at, lease, n, int(until_done), 0, env=env, stdin=subprocess.PIPE
-    )
+def start(path, out, start_at, n, *, lease=3600, until_done=False, fresh=False, env=None):
+    args = (path, out, start_at, lease, n, int(until_done), 0) + (1,) * fresh
+    proc = spawn_python(WORKER, *args, env=env, stdin=subprocess.PIPE)
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     return proc
 
@@ -48,15 +48,18 @@ def test_the_automatic_lock_is_the_soft_one_on_both_mounts(hosts):  # noqa: F811
             )
 
 
-def test_workers_on_two_hosts_run_every_task_exactly_once(hosts, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("fresh", [False, True], ids=["made-before", "made-by-the-workers"])
+def test_workers_on_two_hosts_run_every_task_exactly_once(hosts, tmp_path, fresh):  # noqa: F811
+    # made-by-the-workers: no tracker yet; all open it at once, through
+    # both mounts, and add every key if absent before running them.
     src, a, b = hosts
     n = 400
-    keys = make_tracker(a / "jobs.tracker", n)
+    keys = [f"k{i:05d}" for i in range(n)] if fresh else make_tracker(a / "jobs.tracker", n)
     procs = []
     try:
         for i, mount in enumerate((a, b, a, b)):
             out = tmp_path / f"{mount.name}-{i}.txt"
-            procs.append(start(mount / "jobs.tracker", out, i * n // 4, n))
+            procs.append(start(mount / "jobs.tracker", out, i * n // 4, n, fresh=fresh))
         finish(procs)
     finally:
         for proc in procs:
