@@ -299,6 +299,31 @@ class TrackerMachine(RuleBasedStateMachine):
         # read, and the other's records may still be filed aside).
         self.tracker.refresh()
 
+    @rule(key=KEYS, done=st.booleans(), then=st.sampled_from(["sync", "refresh", "try"]))
+    def add_here_while_another_writer_runs_it(self, key, done, then):
+        # This tracker adds the key if absent (not yet written) while another
+        # handle, which has not seen that add, tries it and maybe marks it
+        # done: the add yields to what the other wrote.
+        self.tracker.sync()
+        self.written()
+        self.tracker.add_if_absent(key)
+        with self._open() as writer:
+            granted = writer.try_it(key)
+            if granted and done:
+                writer.mark_done(key)
+        record = self.model.setdefault(key, full({}))
+        assert granted is runnable(record)
+        if granted:
+            record["_tries"] += 1
+            record["_done"] = record["_done"] or done
+        self.written()
+        if then == "sync":
+            self.tracker.sync()
+        elif then == "refresh":
+            self.tracker.refresh()
+        else:
+            self.try_it(key)
+
     # -- what must always hold ---------------------------------------------------------
 
     @invariant()
