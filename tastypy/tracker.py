@@ -543,6 +543,7 @@ class ProgressTracker(PersistentOrderedDict):
         self._stale = False
         self._data = self._store.load()
         self._dirty = {}
+        self._added = {}
         self._pending = bytearray()
         self._pending_keys = []
         self._loaded()
@@ -717,26 +718,27 @@ class ProgressTracker(PersistentOrderedDict):
                 else:
                     self._pending += b"[%b]\n" % dumps(key)
                     self._pending_keys.append(key)
-        # Records added here and not yet written yield to the disk's; those
-        # the disk lacks are added again.
-        adds = {}
-        if self._added:
-            dirty = self._dirty
-            for key, rec in self._added.items():
-                if self._d.get(key) is rec and dirty.get(key) is _CHANGED and rec == _PRISTINE:
-                    adds[key] = rec
-                    del dirty[key]
-                    ours.discard(key)
-            self._added = {}
+        # Records added here and not yet written: as added, they yield to
+        # the disk's record of their key; changed since, they win; either
+        # way they are kept where the disk has none.
+        added = self._added
+        adds = [(k, rec) for k, rec in added.items() if self._d.get(k) is rec]
+        pending = set(self._pending_keys) if adds else set()
+        for key, _ in adds:
+            if key not in pending:
+                ours.discard(key)
         super()._reload(ours)
-        if adds:
-            data = self._d
-            dirty = self._dirty
-            for key, rec in adds.items():
-                if key not in data:
-                    data[key] = rec
-                    dirty[key] = _CHANGED
-                    self._added[key] = rec
+        data = self._d
+        for key, rec in adds:
+            old = data.get(key, _MISSING)
+            if old is rec:
+                continue
+            if old is not _MISSING and rec == _PRISTINE and key not in pending:
+                added.pop(key, None)  # yields
+                self._dirty.pop(key, None)
+                continue
+            data[key] = rec
+            self._shift(0 if old is _MISSING else _contrib(old), _contrib(rec))
 
     def _sync(self, durable: bool = True) -> None:
         if self._added:
@@ -778,7 +780,7 @@ class ProgressTracker(PersistentOrderedDict):
         try:
             self._release_held()
         finally:
-            if self._dirty or self._pending or self._since_durable:
+            if self._unsynced() or self._since_durable:
                 with self._leaving_backlog():
                     self.sync()
 
@@ -1035,29 +1037,39 @@ class ProgressTracker(PersistentOrderedDict):
         if t is not str and t is not int:
             check_key(key)
         rec = {"_done": False, "_tries": 0, "_aborted": False}
+        # Not a dirty mark: written from _added (see _dirty_records), so a
+        # million adds leave no million deleted entries in _dirty, which
+        # every later write would walk.
         self._d[key] = rec
-        self._dirty[key] = _CHANGED
         self._added[key] = rec
-        if len(self._dirty) + len(self._pending_keys) >= self.sync_at and not self._held:
+        if len(self._added) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
 
     def _yield_adds(self, changes: list, ours: set | None = None) -> None:
         """Other processes' ``changes``, about to be taken in: a record added
-        here and not yet written, still as added, gives way to theirs."""
+        here and not yet written, still as added (read maybe, not changed),
+        gives way to theirs. (Not one deleted here before it was added: the
+        deletion is written too.)"""
         added = self._added
         data = self._d
         dirty = self._dirty
+        pending = set(self._pending_keys)
         for key, _ in changes:
-            rec = added.pop(key, None)
-            if (
-                rec is not None
-                and data.get(key) is rec
-                and dirty.get(key) is _CHANGED
-                and rec == _PRISTINE
-            ):
-                del dirty[key]
-                if ours is not None:
+            rec = added.get(key)
+            if rec is not None and data.get(key) is rec and rec == _PRISTINE and key not in pending:
+                del added[key]
+                dirty.pop(key, None)  # a read's mark
+                if ours and key in ours:
                     ours.discard(key)
+
+    def _unsynced(self) -> bool:
+        return bool(self._dirty or self._pending or self._added)
+
+    def _num_dirty(self) -> int:
+        return len(self._dirty) + len(self._pending_keys) + len(self._added)
+
+    def dirty(self) -> set:
+        return super().dirty() | set(self._added)
 
     def _settle_adds(self) -> None:
         """Before writing records added here, under the lock, after reading
@@ -1066,15 +1078,41 @@ class ProgressTracker(PersistentOrderedDict):
         if self._backlog:
             self._flush_backlog()
 
-    def _prune_added(self) -> None:
-        """After a write: forget the adds written, changed or replaced."""
+    def _dirty_records(self, data: dict, bad: list | None = None) -> tuple | None:
+        # The POD's, after the records added here and not yet written; in
+        # ``handled``, an add's mark is its record (see _prune_added).
         added = self._added
-        data = self._d
-        dirty = self._dirty
-        for key in [
-            k for k, rec in added.items() if dirty.get(k) is not _CHANGED or data.get(k) is not rec
-        ]:
-            del added[key]
+        if not added:
+            return super()._dirty_records(data, bad)
+        lines = []
+        written = []
+        handled = []
+        for key, rec in list(added.items()):
+            if data.get(key) is rec:
+                try:
+                    # An exact-size copy: see pod._COMPACT_AFTER.
+                    lines.append(memoryview(record_line(key, rec)).tobytes())
+                except (TypeError, ValueError) as exc:
+                    if bad is None:
+                        return None
+                    bad.append((key, exc))
+                    continue
+                written.append(key)
+            handled.append((key, rec))
+        rest = super()._dirty_records(data, bad)
+        if rest is None:
+            return None
+        lines += rest[0]
+        written += rest[1]
+        handled += rest[2]
+        return lines, written, handled
+
+    def _prune_added(self, handled: list) -> None:
+        """After a write: forget the adds it covered (added again since: kept)."""
+        added = self._added
+        for key, marker in handled:
+            if added.get(key) is marker:
+                del added[key]
 
     def add_many(self, keys: Iterable) -> None:
         """Add every key; if any is there already (or repeated), raise
@@ -1828,6 +1866,8 @@ class ProgressTracker(PersistentOrderedDict):
             unconfirmed.append(key)
             if dirty.get(key, _MISSING) is marker:
                 del dirty[key]
+        if self._added:
+            self._prune_added(handled)
 
     def _write_session(self, tail: TailAppender) -> bool | None:
         """Append every unsynced change inside the appender's session (the
@@ -1841,8 +1881,6 @@ class ProgressTracker(PersistentOrderedDict):
         if count and not tail.write(body, count):
             return False
         self._written(n_bytes, n_keys, handled)
-        if self._added:
-            self._prune_added()
         return True
 
     def _transact_ordinary(self, decide: Callable[[], Any], claims: Any, durable: bool):
@@ -1886,8 +1924,6 @@ class ProgressTracker(PersistentOrderedDict):
                 self._undo = None
             bad = batch[5]
             self._forget(batch)
-            if self._added:
-                self._prune_added()
             if durable:
                 if not count and self._since_durable and self._tail is not None:
                     # Nothing appended, so no fsync happened: make the quick
@@ -1927,6 +1963,8 @@ class ProgressTracker(PersistentOrderedDict):
         for key, marker in handled:
             if dirty.get(key, _MISSING) is marker:
                 del dirty[key]
+        if self._added:
+            self._prune_added(handled)
         if n_bytes:
             del self._pending[:n_bytes]
             del self._pending_keys[:n_keys]
@@ -2149,7 +2187,7 @@ class ProgressTracker(PersistentOrderedDict):
 
     def _write_now(self) -> None:
         """Write every unsynced change now, without fsync (as a try does)."""
-        if self._dirty or self._pending:
+        if self._unsynced():
             self._transact(_nothing)
 
     # -- claims and leases --------------------------------------------------------------

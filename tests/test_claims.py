@@ -238,17 +238,21 @@ def test_a_claim_another_process_made_is_kept_over_a_change_here(path, tracker):
     assert on_disk(path)["x"]["_done"]
 
 
+@pytest.mark.parametrize("read", [False, True], ids=["", "read"])
 @pytest.mark.parametrize("then", ["try_it another", "try_it it", "claim", "sync", "close"])
-def test_an_add_not_yet_written_yields_to_another_process_record(path, then):
+def test_an_add_not_yet_written_yields_to_another_process_record(path, then, read):
     # A job array's workers each add every key if absent, on what they
     # know: this process adds x and y (unwritten) while a worker it has not
     # heard of yet adds x, runs it and marks it done. Whichever way this
     # process writes next, x stays done, tried once: the add does not undo
-    # it, and this process does not run x again.
+    # it, and this process does not run x again. Reading the record added
+    # (without changing it) changes nothing to that.
     tracker = Tracker(path, max_tries=5)
     try:
         tracker.add_if_absent("x")
         tracker.add_if_absent("y")
+        if read:
+            assert tracker["x"]["_tries"] == 0
         proc, got = start_worker(path, "x")
         assert got == ["x"]
         assert finish(proc, "done x") == 0
@@ -292,10 +296,12 @@ def test_an_add_changed_here_no_longer_yields(path, tracker):
     ids=["compact", "repair"],
 )
 def test_an_add_not_yet_written_yields_after_another_process_replaced_the_journal(path, replace):
+    # The reload after the replacement keeps the adds the disk lacks (z).
     tracker = Tracker(path, max_tries=5)
     try:
         tracker.add_if_absent("x")
         tracker.add_if_absent("y")
+        tracker.add_if_absent("z")
         proc, got = start_worker(path, "x")
         assert finish(proc, "done x") == 0
         result = run_python(f"import sys, tastypy\n{replace}", path)
@@ -307,6 +313,7 @@ def test_an_add_not_yet_written_yields_after_another_process_replaced_the_journa
     disk = on_disk(path)
     assert disk["x"]["_done"] and disk["x"]["_tries"] == 1
     assert disk["y"]["_tries"] == 1
+    assert disk["z"] == {"_done": False, "_tries": 0, "_aborted": False}
 
 
 # -- claim ----------------------------------------------------------------------------------------
