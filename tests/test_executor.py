@@ -174,3 +174,39 @@ def test_running_again_after_a_crash_does_only_what_is_left(tmp_path, monkeypatc
     second = [int(k) for k in log.read_text().split()][len(first) :]
     assert not done_before & set(second)
     assert sorted(set(first) | set(second)) == list(range(300))
+
+
+RUNNER = """
+import os, sys
+import tastypy
+path, log = sys.argv[1], sys.argv[2]
+def work(key):
+    with open(log, "a") as f:
+        f.write(f"{key}\\n")
+    if key % 7 == 0:
+        raise ValueError("a multiple of 7")
+    return key * key
+print("ready", flush=True)
+sys.stdin.readline()  # all start together
+with tastypy.Tracker(path, max_tries=1) as tracker:
+    summary = tracker.run(work, range(600))
+print(summary["done"], summary["failed"], summary["skipped"], flush=True)
+"""
+
+
+def test_copies_of_one_script_calling_run_on_a_new_tracker_share_the_work(tmp_path):
+    # A job array whose script calls tracker.run(fn, keys) without an
+    # executor: each copy adds the keys, then runs what it can claim.
+    from test_tracker_processes import run_together
+
+    path = tmp_path / "jobs.tracker"
+    logs = [tmp_path / f"run{i}.log" for i in range(4)]
+    run_together(RUNNER, [(path, log) for log in logs])
+    ran = [int(line) for log in logs if log.exists() for line in log.read_text().split()]
+    assert sorted(ran) == list(range(600)), "a task ran twice, or never"
+    assert sum(1 for log in logs if log.exists()) > 1, "one copy did all the work"
+    with Tracker(path) as tracker:
+        assert tracker.num_done() == 600 - len(range(0, 600, 7))
+        assert all(tracker.tries(k) == 1 for k in range(600))
+        assert tracker[14]["_error"]["type"] == "ValueError"
+        assert tracker[15]["result"] == 225
