@@ -700,15 +700,20 @@ class ProgressTracker(PersistentOrderedDict):
                 index[key] = None
 
     def _reload(self, ours: set) -> None:
-        # Another process compacted the POD since we last looked. What the
-        # quick path wrote since the store last confirmed the live journal is
-        # normally in the new snapshot; but if that compaction died after
-        # switching the manifest and before deleting the old journal, it went
-        # to a dead file. Keep those keys as unsynced changes, so they are
-        # written again into the live generation instead of being lost.
+        # The files were replaced since we last looked. What the quick path
+        # wrote since the store last confirmed the live journal is in the
+        # new generation when the old journal ends with a seal: a compaction
+        # or a repair took it in under the lock, then sealed it. Writing
+        # those keys again would then undo what others wrote of them since,
+        # from our older copies. Without a seal, the journal was deleted or
+        # moved by something else, and the quick writes went to a dead file:
+        # keep those keys as unsynced changes, written again into the live
+        # generation instead of being lost.
         keys = self._unconfirmed
         if keys:
             self._unconfirmed = []
+        tail = self._tail
+        if keys and (tail is None or not tail.sealed()):
             self._rewrite = True
             data = self._data
             dirty = self._dirty

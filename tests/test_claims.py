@@ -238,6 +238,37 @@ def test_a_claim_another_process_made_is_kept_over_a_change_here(path, tracker):
     assert on_disk(path)["x"]["_done"]
 
 
+@pytest.mark.parametrize(
+    "replace",
+    [
+        "tastypy.Tracker(sys.argv[1]).compact()",
+        "f = open(sys.argv[1] + '/journal-000000.jsonl', 'r+b'); f.write(b'?'); f.close(); "
+        "assert tastypy.repair(sys.argv[1]).repaired",
+    ],
+    ids=["compact", "repair"],
+)
+def test_closing_after_a_replacement_does_not_undo_what_others_wrote_since(path, replace):
+    # This process claims k and gives it back (quick writes, not confirmed
+    # live yet), then reads nothing more. Another process runs k and marks
+    # it done; a third replaces the journal. This process's close finds a
+    # new generation: its quick writes are in it (the old journal was
+    # sealed after being taken in), so its older copy of k is not written
+    # again over the done mark.
+    tracker = Tracker(path, max_tries=5)
+    try:
+        assert tracker.try_it("k")
+        tracker.release(["k"])
+        proc, got = start_worker(path, "k")
+        assert got == ["k"]
+        assert finish(proc, "done k") == 0
+        result = run_python(f"import sys, tastypy\n{replace}", path)
+        assert result.returncode == 0, result.stderr
+    finally:
+        tracker.close()
+    disk = on_disk(path)
+    assert disk["k"]["_done"] and disk["k"]["_tries"] == 1  # the released try is given back
+
+
 @pytest.mark.parametrize("read", [False, True], ids=["", "read"])
 @pytest.mark.parametrize("then", ["try_it another", "try_it it", "claim", "sync", "close"])
 def test_an_add_not_yet_written_yields_to_another_process_record(path, then, read):

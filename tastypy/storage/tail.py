@@ -344,6 +344,21 @@ class TailAppender:
             store.mixed = True
         return chunk
 
+    def sealed(self) -> bool:
+        """Whether the journal this appender has open ends with a seal: a
+        compaction or a repair replaced it, after taking in (under the lock)
+        everything appended to it before the seal, which is then all in the
+        new generation. False if it cannot tell (not open, deleted without
+        a seal, gzipped)."""
+        if self._fd < 0 or self._fork != _forks or self.store.gzipped:
+            return False
+        n = len(journal.SEAL)
+        try:
+            size = _fstat(self._fd).st_size
+            return size >= n and _pread(self._fd, n, size - n) == journal.SEAL
+        except OSError:
+            return False
+
     def follow(self) -> tuple[bytes, bytes] | None:
         """After another process compacted the store: take the store to the
         new generation without loading it, when that is sure to give the
