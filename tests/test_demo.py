@@ -4,12 +4,13 @@ failed ``max_tries`` times."""
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import sys
 import time
 
-from conftest import child_env, run_python
+from conftest import child_env, run_python, spawn_python
 
 from tastypy import Tracker
 from tastypy.demo import MAX_TRIES
@@ -147,3 +148,57 @@ def test_progress_uses_tqdm_or_a_plain_line(tmp_path):
 def test_a_bad_task_count_is_refused(tmp_path):
     result = demo(tmp_path / "d.tracker", "--tasks", "0")
     assert result.returncode == 2 and "--tasks" in result.stderr
+
+
+#: The demo, with compaction made eager (whenever stale records outnumber
+#: live ones), so that the copies replace the files under each other often.
+EAGER_DEMO = """
+import sys
+import tastypy.storage.store
+tastypy.storage.store._COMPACT_MIN_STALE = 0
+from tastypy.demo import run_demo
+sys.exit(run_demo(sys.argv[1], tasks=int(sys.argv[2]), progress=False))
+"""
+
+
+def outcome(key: str, attempt: int) -> bool:
+    """Whether attempt ``attempt`` of ``key`` succeeds in the demo (its
+    outcomes are fixed by the key and the attempt, see tastypy.demo._work)."""
+    from tastypy.demo import _BROKEN, _FLAKY, _WORK
+
+    fate = random.Random(key).random()
+    luck = random.Random(f"{key}/{attempt}")
+    luck.uniform(*_WORK)
+    if fate < _BROKEN:
+        return False
+    return not (fate < _BROKEN + _FLAKY and luck.random() < 0.5)
+
+
+def test_four_copies_run_at_once_leave_every_record_as_its_last_attempt_ended(tmp_path):
+    # A job array running the demo on one new tracker: each task's record
+    # must end as the last attempt at it ended (done if that attempt
+    # succeeds, its error recorded if not), with no lease left over; no
+    # copy's last writes may undo another's.
+    path = tmp_path / "demo.tracker"
+    n = 20_000  # the demo's own count: fewer make the losses this guards against rare
+    copies = [spawn_python(EAGER_DEMO, path, n) for _ in range(4)]
+    for proc in copies:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    with Tracker(path) as tracker:
+        assert len(tracker) == n
+        wrong = []
+        for key, rec in tracker.items():
+            tries = rec["_tries"]
+            ended = (
+                1 <= tries <= MAX_TRIES
+                and "_ended" in rec
+                and "_holder" not in rec
+                and "_lease_until" not in rec
+                and rec["_done"] == outcome(key, tries)
+                and (rec["_done"] or "_error" in rec)
+                and all(not outcome(key, a) for a in range(1, tries))
+            )
+            if not ended:
+                wrong.append((key, rec))
+        assert wrong == [], wrong[:3]
