@@ -502,16 +502,19 @@ class PersistentOrderedDict(MutableMapping):
         self._data = data
         self._loaded()
 
-    def _dirty_records(self, data: dict, bad: list | None = None) -> tuple | None:
+    def _dirty_records(
+        self, data: dict, bad: list | None = None, marks: Any = None
+    ) -> tuple | None:
         """The record lines of the keys changed here (a value read but whose
         JSON did not change is not written again): ``(lines, keys written,
         handled)``, ``handled`` being the dirty marks they cover. A value
         JSON cannot hold makes it return None, or with ``bad``, is listed
-        there as ``(key, error)`` and left out."""
+        there as ``(key, error)`` and left out. ``marks``: ``(key, mark)``
+        pairs to write instead of the dirty marks."""
         handled = []
         lines = []
         written = []
-        for key, marker in list(self._dirty.items()):
+        for key, marker in list(self._dirty.items()) if marks is None else marks:
             value = data.get(key, _MISSING)
             if value is not _MISSING:
                 try:

@@ -50,6 +50,15 @@ log = logging.getLogger("tastypy")
 _DEFAULTS: Final = (("_done", False), ("_tries", 0), ("_aborted", False))
 _PRISTINE: Final = dict(_DEFAULTS)
 
+
+def _as_added(key: Any, rec: dict, pending: set) -> bool:
+    """Whether ``rec``, added for ``key`` by this process, is still as added
+    (read maybe, not changed), with no deletion of ``key`` waiting to be
+    written before it (``pending``): then it gives way to another process's
+    record of ``key``."""
+    return rec == _PRISTINE and key not in pending
+
+
 #: With a huge ``sync_at``, an ordinary sync (no fsync) still runs after
 #: this many quick writes, to confirm they went to the live journal.
 _CONFIRM_AT: Final = 10_000
@@ -361,7 +370,6 @@ class ProgressTracker(PersistentOrderedDict):
         # Keys written by the quick path since the store last confirmed that
         # its journal is still the live one (see _reload).
         self._unconfirmed: list = []
-        self._rewrite = False
         self._tail: TailAppender | None = None
         super().__init__(
             path,
@@ -714,7 +722,6 @@ class ProgressTracker(PersistentOrderedDict):
             self._unconfirmed = []
         tail = self._tail
         if keys and (tail is None or not tail.sealed()):
-            self._rewrite = True
             data = self._data
             dirty = self._dirty
             for key in dict.fromkeys(keys):
@@ -730,54 +737,27 @@ class ProgressTracker(PersistentOrderedDict):
         adds = [(k, rec) for k, rec in added.items() if self._d.get(k) is rec]
         pending = set(self._pending_keys) if adds else set()
         for key, _ in adds:
-            if key not in pending:
-                ours.discard(key)
+            ours.discard(key)  # the POD's reload keeps ours over the disk's
         super()._reload(ours)
         data = self._d
         for key, rec in adds:
             old = data.get(key, _MISSING)
             if old is rec:
                 continue
-            if old is not _MISSING and rec == _PRISTINE and key not in pending:
-                added.pop(key, None)  # yields
+            if old is not _MISSING and _as_added(key, rec, pending):
+                del added[key]  # yields
                 self._dirty.pop(key, None)
                 continue
             data[key] = rec
             self._shift(0 if old is _MISSING else _contrib(old), _contrib(rec))
 
     def _sync(self, durable: bool = True) -> None:
-        if self._added:
-            # Records added here must yield to others' records of their keys:
-            # this path reads what others wrote before encoding what to write.
-            if self._closed:
-                self._refuse_closed()
-            self._transact_ordinary(_nothing, (), durable)
-            return
-        store = self._store
-        confirmed = len(self._unconfirmed)
-        generation = store.generation
-        pos = store.journal_pos
-        super()._sync(durable)
-        # The sync read the manifest and found our generation (or reloaded
-        # and kept the unconfirmed keys as changes): those writes are safe.
-        del self._unconfirmed[:confirmed]
-        if self._rewrite:
-            # Keys a reload put back as changes: write them now, not later
-            # (this may be the last sync before close).
-            self._rewrite = False
-            super()._sync(durable)
-        if durable:
-            tail = self._tail
-            if (
-                self._since_durable
-                and tail is not None
-                and store.generation == generation
-                and store.journal_pos == pos
-            ):
-                # Nothing appended, so no fsync happened: make the quick
-                # path's writes durable now.
-                tail.fsync()
-            self._since_durable = 0
+        # The tracker's own ordinary write, not the POD's: it takes in what
+        # others wrote before it encodes what to write, which records added
+        # here need (they give way to others' records, see _add_new).
+        if self._closed:
+            self._refuse_closed()
+        self._transact_ordinary(_nothing, (), durable)
 
     def _exit_sync(self) -> None:
         if self._closed:
@@ -1061,7 +1041,7 @@ class ProgressTracker(PersistentOrderedDict):
         pending = set(self._pending_keys)
         for key, _ in changes:
             rec = added.get(key)
-            if rec is not None and data.get(key) is rec and rec == _PRISTINE and key not in pending:
+            if rec is not None and data.get(key) is rec and _as_added(key, rec, pending):
                 del added[key]
                 dirty.pop(key, None)  # a read's mark
                 if ours and key in ours:
@@ -1083,34 +1063,16 @@ class ProgressTracker(PersistentOrderedDict):
         if self._backlog:
             self._flush_backlog()
 
-    def _dirty_records(self, data: dict, bad: list | None = None) -> tuple | None:
-        # The POD's, after the records added here and not yet written; in
-        # ``handled``, an add's mark is its record (see _prune_added).
+    def _dirty_records(
+        self, data: dict, bad: list | None = None, marks: Any = None
+    ) -> tuple | None:
+        # The records added here and not yet written go first, each marked
+        # by its record (which no hash equals, so it is written; and which
+        # _prune_added recognises after the write).
         added = self._added
-        if not added:
-            return super()._dirty_records(data, bad)
-        lines = []
-        written = []
-        handled = []
-        for key, rec in list(added.items()):
-            if data.get(key) is rec:
-                try:
-                    # An exact-size copy: see pod._COMPACT_AFTER.
-                    lines.append(memoryview(record_line(key, rec)).tobytes())
-                except (TypeError, ValueError) as exc:
-                    if bad is None:
-                        return None
-                    bad.append((key, exc))
-                    continue
-                written.append(key)
-            handled.append((key, rec))
-        rest = super()._dirty_records(data, bad)
-        if rest is None:
-            return None
-        lines += rest[0]
-        written += rest[1]
-        handled += rest[2]
-        return lines, written, handled
+        if added:
+            marks = [*added.items(), *self._dirty.items()]
+        return super()._dirty_records(data, bad, marks)
 
     def _prune_added(self, handled: list) -> None:
         """After a write: forget the adds it covered (added again since: kept)."""
@@ -2058,7 +2020,6 @@ class ProgressTracker(PersistentOrderedDict):
             conflict = [k for k in claims if k in ours]
         disk = self._store.load() if conflict else None
         self._reload(ours)
-        self._rewrite = False  # the caller writes them, in its next batch
         if disk:
             for key in conflict:
                 if key in disk:
