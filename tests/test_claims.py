@@ -88,6 +88,30 @@ def on_disk(path) -> dict:
         return {key: dict(rec) for key, rec in tracker.items()}
 
 
+#: How another process replaces the journal (Python, with the tracker's
+#: path as ``sys.argv[1]``).
+REPLACE = {
+    "compact": "tastypy.Tracker(sys.argv[1]).compact()",
+    "compact-cli-function": "from tastypy.storage.repair import compact; compact(sys.argv[1])",
+    # repair makes a new generation only when there is damage: a line
+    # garbled in place (the file keeps its size).
+    "repair": "f = open(sys.argv[1] + '/journal-000000.jsonl', 'r+b'); f.write(b'?'); "
+    "f.close(); assert tastypy.repair(sys.argv[1]).repaired",
+}
+
+
+def another_process_runs(path, key: str) -> None:
+    """Another process tries ``key`` (it must be granted), marks it done and exits."""
+    proc, got = start_worker(path, key)
+    assert got == [key]
+    assert finish(proc, f"done {key}") == 0
+
+
+def replace_journal(path, how: str) -> None:
+    result = run_python(f"import sys, tastypy\n{REPLACE[how]}", path)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.fixture
 def path(tmp_path):
     return tmp_path / "jobs.tracker"
@@ -238,16 +262,8 @@ def test_a_claim_another_process_made_is_kept_over_a_change_here(path, tracker):
     assert on_disk(path)["x"]["_done"]
 
 
-@pytest.mark.parametrize(
-    "replace",
-    [
-        "tastypy.Tracker(sys.argv[1]).compact()",
-        "f = open(sys.argv[1] + '/journal-000000.jsonl', 'r+b'); f.write(b'?'); f.close(); "
-        "assert tastypy.repair(sys.argv[1]).repaired",
-    ],
-    ids=["compact", "repair"],
-)
-def test_closing_after_a_replacement_does_not_undo_what_others_wrote_since(path, replace):
+@pytest.mark.parametrize("how", ["compact", "repair"])
+def test_closing_after_a_replacement_does_not_undo_what_others_wrote_since(path, how):
     # This process claims k and gives it back (quick writes, not confirmed
     # live yet), then reads nothing more. Another process runs k and marks
     # it done; a third replaces the journal. This process's close finds a
@@ -258,11 +274,8 @@ def test_closing_after_a_replacement_does_not_undo_what_others_wrote_since(path,
     try:
         assert tracker.try_it("k")
         tracker.release(["k"])
-        proc, got = start_worker(path, "k")
-        assert got == ["k"]
-        assert finish(proc, "done k") == 0
-        result = run_python(f"import sys, tastypy\n{replace}", path)
-        assert result.returncode == 0, result.stderr
+        another_process_runs(path, "k")
+        replace_journal(path, how)
     finally:
         tracker.close()
     disk = on_disk(path)
@@ -284,9 +297,7 @@ def test_an_add_not_yet_written_yields_to_another_process_record(path, then, rea
         tracker.add_if_absent("y")
         if read:
             assert tracker["x"]["_tries"] == 0
-        proc, got = start_worker(path, "x")
-        assert got == ["x"]
-        assert finish(proc, "done x") == 0
+        another_process_runs(path, "x")
         if then == "try_it another":
             assert tracker.try_it("y")
         elif then == "try_it it":
@@ -317,26 +328,16 @@ def test_an_add_changed_here_no_longer_yields(path, tracker):
     assert on_disk(path)["x"]["note"] == "mine"
 
 
-@pytest.mark.parametrize(
-    "replace",
-    [
-        "tastypy.Tracker(sys.argv[1]).compact()",
-        "f = open(sys.argv[1] + '/journal-000000.jsonl', 'r+b'); f.write(b'?'); f.close(); "
-        "assert tastypy.repair(sys.argv[1]).repaired",
-    ],
-    ids=["compact", "repair"],
-)
-def test_an_add_not_yet_written_yields_after_another_process_replaced_the_journal(path, replace):
+@pytest.mark.parametrize("how", ["compact", "repair"])
+def test_an_add_not_yet_written_yields_after_another_process_replaced_the_journal(path, how):
     # The reload after the replacement keeps the adds the disk lacks (z).
     tracker = Tracker(path, max_tries=5)
     try:
         tracker.add_if_absent("x")
         tracker.add_if_absent("y")
         tracker.add_if_absent("z")
-        proc, got = start_worker(path, "x")
-        assert finish(proc, "done x") == 0
-        result = run_python(f"import sys, tastypy\n{replace}", path)
-        assert result.returncode == 0, result.stderr
+        another_process_runs(path, "x")
+        replace_journal(path, how)
         assert tracker.try_it("y")
         assert tracker.done("x")
     finally:
@@ -543,19 +544,8 @@ print(tracker.try_it(sys.argv[2]))
 """
 
 
-@pytest.mark.parametrize(
-    "replace",
-    [
-        "tastypy.Tracker(sys.argv[1]).compact()",
-        "from tastypy.storage.repair import compact; compact(sys.argv[1])",
-        # repair makes a new generation only when there is damage: a line
-        # garbled in place (the file keeps its size).
-        "f = open(sys.argv[1] + '/journal-000000.jsonl', 'r+b'); f.write(b'?'); f.close(); "
-        "assert tastypy.repair(sys.argv[1]).repaired",
-    ],
-    ids=["compact", "compact-cli-function", "repair"],
-)
-def test_a_claim_made_after_another_process_replaced_the_journal_is_seen_at_once(path, replace):
+@pytest.mark.parametrize("how", list(REPLACE))
+def test_a_claim_made_after_another_process_replaced_the_journal_is_seen_at_once(path, how):
     # This process keeps the journal open and appends while the file ends
     # where it last read it; another process folds that journal into a new
     # generation without writing to it. The next claim must go to the new
@@ -567,8 +557,7 @@ def test_a_claim_made_after_another_process_replaced_the_journal_is_seen_at_once
             assert tracker.try_it(key)
             tracker.mark_done(key)
         tracker.sync()
-        result = run_python(f"import sys, tastypy\n{replace}", path)
-        assert result.returncode == 0, result.stderr
+        replace_journal(path, how)
         assert tracker.try_it("d")
         other = run_python(TRY_IN_ANOTHER_PROCESS, path, "d")
         assert other.returncode == 0, other.stderr

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 from conftest import spawn_python
+from test_tracker_processes import run_together
 
 from tastypy import InvalidArgumentError, Tracker
 
@@ -197,8 +198,6 @@ print(summary["done"], summary["failed"], summary["skipped"], flush=True)
 def test_copies_of_one_script_calling_run_on_a_new_tracker_share_the_work(tmp_path):
     # A job array whose script calls tracker.run(fn, keys) without an
     # executor: each copy adds the keys, then runs what it can claim.
-    from test_tracker_processes import run_together
-
     path = tmp_path / "jobs.tracker"
     logs = [tmp_path / f"run{i}.log" for i in range(4)]
     run_together(RUNNER, [(path, log) for log in logs])

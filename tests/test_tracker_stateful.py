@@ -276,6 +276,20 @@ class TrackerMachine(RuleBasedStateMachine):
         self.written()
         self.tracker.refresh()
 
+    def _another_handle_tries(self, key, done: bool) -> None:
+        """Another handle tries ``key`` (and if granted and ``done``, marks it
+        done), and closes: the model and the disk follow."""
+        with self._open() as writer:
+            granted = writer.try_it(key)
+            if granted and done:
+                writer.mark_done(key)
+        record = self.model.setdefault(key, full({}))
+        assert granted is runnable(record)
+        if granted:
+            record["_tries"] += 1
+            record["_done"] = record["_done"] or done
+        self.written()
+
     @rule(key=KEYS, other=KEYS, done=st.booleans())
     def another_writer_then_try(self, key, other, done):
         # The other handle claims through its quick path; this tracker's next
@@ -283,16 +297,7 @@ class TrackerMachine(RuleBasedStateMachine):
         # needs it, for plain string keys): every read below must see it.
         self.tracker.sync()
         self.written()
-        with self._open() as writer:
-            granted = writer.try_it(other)
-            if granted and done:
-                writer.mark_done(other)
-        record = self.model.setdefault(other, full({}))
-        assert granted is runnable(record)
-        if granted:
-            record["_tries"] += 1
-            record["_done"] = record["_done"] or done
-        self.written()
+        self._another_handle_tries(other, done)
         self.try_it(key)
         # A try refused on what this tracker knows reads nothing; a refresh
         # then reads the rest (after a granted try there is nothing left to
@@ -307,16 +312,7 @@ class TrackerMachine(RuleBasedStateMachine):
         self.tracker.sync()
         self.written()
         self.tracker.add_if_absent(key)
-        with self._open() as writer:
-            granted = writer.try_it(key)
-            if granted and done:
-                writer.mark_done(key)
-        record = self.model.setdefault(key, full({}))
-        assert granted is runnable(record)
-        if granted:
-            record["_tries"] += 1
-            record["_done"] = record["_done"] or done
-        self.written()
+        self._another_handle_tries(key, done)
         if then == "sync":
             self.tracker.sync()
         elif then == "refresh":
