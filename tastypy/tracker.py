@@ -37,8 +37,9 @@ from tastypy.errors import (
     InvalidArgumentError,
     InvalidValueError,
 )
-from tastypy.pod import _CHANGED, _MISSING, PersistentOrderedDict, _Setter
+from tastypy.pod import _CHANGED, _MISSING, _RACE_RETRIES, PersistentOrderedDict, _Setter
 from tastypy.storage import DELETED, journal
+from tastypy.storage.store import CommitRaced
 from tastypy.storage.tail import TailAppender, file_time
 
 __all__ = ["ProgressTracker", "Tracker", "Task", "LeaseInfo", "DEFAULT_LEASE"]
@@ -320,6 +321,7 @@ class ProgressTracker(PersistentOrderedDict):
         lock: str = "auto",
         lock_timeout: float = 600.0,
         lease: float | None = DEFAULT_LEASE,
+        storage: str | None = None,
     ):
         self._max_tries = _check_max_tries(max_tries)
         self._lease = DEFAULT_LEASE if lease is None else _check_span(lease, "lease")
@@ -380,6 +382,7 @@ class ProgressTracker(PersistentOrderedDict):
             clone,
             lock=lock,
             lock_timeout=lock_timeout,
+            storage=storage,
         )
         self._tail = TailAppender(self._store)
 
@@ -1683,7 +1686,15 @@ class ProgressTracker(PersistentOrderedDict):
                 done, result = self._transact_quick(tail, decide, claims)
                 if done:
                     return result
-        return self._transact_ordinary(decide, claims, durable)
+        for attempt in range(_RACE_RETRIES):
+            try:
+                return self._transact_ordinary(decide, claims, durable)
+            except CommitRaced:
+                # Another process committed first (the shared store): the
+                # decision was taken back; take its commit in, decide again.
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+        raise AssertionError("the loop above returns or raises")
 
     def _transact_quick(self, tail: TailAppender, decide: Callable[[], Any], claims: Any):
         """The transaction through the tail appender; ``(False, None)``, with

@@ -36,12 +36,20 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import journal, layout
+from tastypy.storage import commits, journal, layout
 from tastypy.storage.locks import DirectoryLock
 
 __all__ = ["CheckReport", "CompactReport", "Problem", "RepairReport", "check", "compact", "repair"]
 
-_GENERATION: Final = re.compile(r"^(snapshot|journal)-(\d+)\.jsonl(\.gz)?$")
+_GENERATION: Final = re.compile(r"^(snapshot|journal|commits)-(\d+)(\.jsonl(?:\.gz)?)?$")
+
+
+def _generation_match(name: str) -> re.Match | None:
+    """A snapshot or journal file name, or a commits directory name, of ours."""
+    m = _GENERATION.match(name)
+    if m is None or (m.group(1) == "commits") == (m.group(3) is not None):
+        return None
+    return m
 _ASIDE_PREFIX: Final = "repair-"
 _LEGACY_SHARD: Final = re.compile(r"^\d+\.json(\.gz)?$")
 
@@ -311,9 +319,11 @@ def _scan_file(path: str, gzipped: bool, snapshot: bool) -> _Scan:
 def _generations(names: list[str]) -> dict[int, dict[str, str]]:
     gens: dict[int, dict[str, str]] = {}
     for name in names:
-        m = _GENERATION.match(name)
+        m = _generation_match(name)
         if m:
-            gens.setdefault(int(m.group(2)), {})[m.group(1)] = name
+            # A commits directory is the log of its generation, as a journal is.
+            kind = "journal" if m.group(1) == "commits" else m.group(1)
+            gens.setdefault(int(m.group(2)), {})[kind] = name
     return gens
 
 
@@ -423,7 +433,9 @@ def _read(directory: str) -> _State:
                     f"holds {len(scan.records)} records but the manifest says {expected}",
                 )
             )
-    if state.journal is not None:
+    if state.journal is not None and layout.is_commits_dir(state.journal):
+        _scan_commits(os.path.join(directory, state.journal), state)
+    elif state.journal is not None:
         path = os.path.join(directory, state.journal)
         scan = _scan_file(path, state.gzipped, snapshot=False)
         state.scans.append(scan)
@@ -447,7 +459,7 @@ def _read(directory: str) -> _State:
     for name in names:
         if name in live or name.startswith(layout.LOCK_FILE):
             continue
-        m = _GENERATION.match(name)
+        m = _generation_match(name)
         full = os.path.join(directory, name)
         if m and int(m.group(2)) < state.generation:
             why = "a file of an older generation; the next compaction deletes it"
@@ -461,6 +473,48 @@ def _read(directory: str) -> _State:
             why = "not a tastypy file; ignored"
         report.notes.append(f"{full}: {why}.")
     return state
+
+
+def _scan_commits(log: str, state: _State) -> None:
+    """Scan the commits of a shared store's log, in order, up to the first
+    number missing or the seal that ends the log."""
+    number = 0
+    while True:
+        path = os.path.join(log, commits.commit_name(number, state.gzipped))
+        try:
+            with open(path, "rb") as f:
+                head = f.read(64)
+        except FileNotFoundError:
+            break
+        except OSError:
+            head = b""
+        text = journal.gunzip_members(head)[0] if state.gzipped and head else head
+        if text.startswith(commits.SEAL_PREFIX):
+            state.report.notes.append(
+                f"{path} seals this log: a compaction moved the POD on to a newer generation, "
+                "but the manifest was not updated; the next compaction or repair updates it."
+            )
+            break
+        scan = _scan_file(path, state.gzipped, snapshot=False)
+        if scan.torn_records or scan.torn_bytes or not (scan.records or scan.problems):
+            # Written whole before it was named: anything short of one
+            # whole batch is damage, not a write cut short.
+            scan.problems.append(
+                Problem(path, None, "is not one whole batch (its commit line is missing)")
+            )
+        state.scans.append(scan)
+        number += 1
+    try:
+        names = os.listdir(log)
+    except OSError:
+        names = []
+    for name in sorted(names):
+        n = commits.number_of(name)
+        if n is not None and n > number:
+            state.report.notes.append(
+                f"{os.path.join(log, name)}: a commit after the gap at number {number}; "
+                "readers stop at the gap, so it is ignored."
+            )
 
 
 def _lock(directory: str, mode: str, create: bool) -> DirectoryLock | None:
@@ -553,11 +607,11 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
         kind = _guess_kind(state.data)
     lost = list(report.problems)
     names = state.names
-    generations = [int(m.group(2)) for m in map(_GENERATION.match, names) if m]
+    generations = [int(m.group(2)) for m in map(_generation_match, names) if m]
     generation = max([*generations, state.generation]) + 1
     used = {state.snapshot, state.journal} - {None}
     for name in names:
-        m = _GENERATION.match(name)
+        m = _generation_match(name)
         if m and name not in used and int(m.group(2)) > state.generation:
             lost.append(
                 Problem(
@@ -583,13 +637,18 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
         for item in state.data.items():
             body += dumps(item, option=DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE)
         count = len(state.data)
-        new = layout.new_manifest(kind, generation, state.gzipped, count)
+        shared = state.journal is not None and layout.is_commits_dir(state.journal)
+        new = layout.new_manifest(kind, generation, state.gzipped, count, shared)
         if count:
             layout.write_atomic(
                 os.path.join(directory, new["snapshot"]),
                 journal.frame(body, count, state.gzipped),
             )
-        if state.journal is not None and os.path.isfile(os.path.join(directory, state.journal)):
+        if shared:
+            _seal_commits(directory, state, new)
+        elif state.journal is not None and os.path.isfile(
+            os.path.join(directory, state.journal)
+        ):
             # A process that keeps the live journal open must look again
             # before it appends: it is copied aside as it is, then sealed
             # (journal.seal) before the manifest moves on.
@@ -616,6 +675,19 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
             f"Nothing was deleted; files moved so far are in {aside}."
         ) from exc
     return RepairReport(directory, True, count, lost, aside, moved, report.notes)
+
+
+def _seal_commits(directory: str, state: _State, new: dict) -> None:
+    """End the live log of a shared store with a seal naming the repaired
+    generation, so that a reader with an old copy of the manifest moves on."""
+    log = os.path.join(directory, str(state.journal))
+    number = 0
+    while os.path.lexists(os.path.join(log, commits.commit_name(number, state.gzipped))):
+        number += 1
+    sealed = commits.Sealed(new["generation"], new["snapshot"], new["snapshot_records"])
+    line = commits.seal_line(sealed)
+    data = journal.gzip_member(line) if state.gzipped else line
+    commits.write(log, number, data, state.gzipped, True, lambda point: None)
 
 
 def _guess_kind(data: dict) -> str:

@@ -8,18 +8,42 @@ see one consistent state of the directory.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Final, Iterator
 
 from tastypy import _faults
 from tastypy.codec import LINE_OPTIONS, _has_nonfinite, dumps
-from tastypy.errors import CorruptFileError, KindMismatchError, StorageError, TastypyError
-from tastypy.storage import journal, layout
+from tastypy.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    KindMismatchError,
+    StorageError,
+    TastypyError,
+)
+from tastypy.storage import commits, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
 from tastypy.storage.locks import DirectoryLock
 
-__all__ = ["DELETED", "Store"]
+__all__ = ["DELETED", "STORAGE_MODES", "CommitRaced", "Store"]
+
+log = logging.getLogger("tastypy")
+
+#: The values of ``storage=``: which store a new POD gets. ``local`` is one
+#: journal file appended under the lock; ``shared`` is one new file per
+#: commit (:mod:`tastypy.storage.commits`), for filesystems whose clients
+#: may cache sizes and contents; ``auto`` takes ``local`` on a filesystem
+#: known to be local and ``shared`` everywhere else.
+STORAGE_MODES: Final = ("auto", "local", "shared")
+
+#: The environment variable that sets the default of ``storage=``.
+STORAGE_ENV: Final = "TASTYPY_STORAGE"
+
+#: How long a shared store waits for a client's cached copy of the manifest
+#: to expire when it names files a compaction elsewhere already deleted.
+_STALE_MANIFEST_WAIT: Final = 5.0
 
 #: A journal is folded into a new snapshot only once it holds more stale
 #: records than this, so small PODs are not rewritten over and over.
@@ -37,6 +61,29 @@ _LOAD_ATTEMPTS: Final = 5
 
 def _first_line() -> int:
     return 1
+
+
+class CommitRaced(StorageError):
+    """Another process created the commit this one was about to create.
+
+    Under a lock that excludes every process this cannot happen; it means
+    the lock does not reach across the clients sharing the POD. Nothing was
+    written; the caller reads what the other process committed and decides
+    again.
+    """
+
+
+def _storage_mode(storage: str | None) -> str:
+    if storage is None:
+        storage = os.environ.get(STORAGE_ENV) or "auto"
+        where = f"the environment variable {STORAGE_ENV}"
+    else:
+        where = "storage="
+    if storage not in STORAGE_MODES:
+        raise InvalidArgumentError(
+            f"{where} must be one of {', '.join(map(repr, STORAGE_MODES))}, got {storage!r}."
+        )
+    return storage
 
 
 class _Vanished(Exception):
@@ -77,10 +124,15 @@ class Store:
         gzipped: bool = False,
         lock: str = "auto",
         lock_timeout: float = 600.0,
+        storage: str | None = None,
     ):
         self.path = os.path.abspath(os.fspath(path))
         self.kind = kind
         self.gzipped = gzipped
+        self.storage = _storage_mode(storage)
+        #: Whether this POD uses the shared store (one file per commit); set
+        #: from the manifest.
+        self.shared = False
         self.fault: Callable[[str], None] = _faults.HOOK
         layout.check_directory(self.path)
         if os.path.isdir(self.path) and not os.path.lexists(
@@ -142,7 +194,10 @@ class Store:
             # created the POD since (classify_foreign saw its manifest).
             manifest = layout.read_manifest(self.path)
         if manifest is None:
-            manifest = layout.new_manifest(self.kind, 0, self.gzipped, 0)
+            shared = self.storage == "shared" or (
+                self.storage == "auto" and not fsdetect.is_known_local(self.path)
+            )
+            manifest = layout.new_manifest(self.kind, 0, self.gzipped, 0, shared)
             try:
                 layout.write_manifest(self.path, manifest, self.fault)
             except OSError as exc:
@@ -154,7 +209,16 @@ class Store:
                 + ", or convert it by copying its items into a new one."
             )
         self.gzipped = bool(manifest.get("gzipped", False))
+        self.shared = layout.is_shared(manifest)
+        if self.storage != "auto" and self.shared != (self.storage == "shared"):
+            raise InvalidArgumentError(
+                f"{self.path} uses the {'shared' if self.shared else 'local'} store, chosen when "
+                f"it was created, but storage={self.storage!r} was asked for. Open it with "
+                "storage='auto', or copy its items into a new POD made with the store you want."
+            )
         journal_path = os.path.join(self.path, manifest["journal"])
+        if self.shared:
+            return manifest
         if os.path.exists(journal_path) and not os.access(journal_path, os.W_OK):
             # Refused now rather than at the first sync, or at exit.
             raise StorageError(
@@ -207,13 +271,24 @@ class Store:
         filesystem): read the new manifest and start over. Gone while the
         manifest still lists it, the file was lost: that is an error.
         """
-        for _ in range(_LOAD_ATTEMPTS):
+        attempts = 0
+        deadline = time.monotonic() + _STALE_MANIFEST_WAIT
+        while attempts < _LOAD_ATTEMPTS:
             manifest = self._manifest()
             try:
                 return self._load(manifest)
             except _Vanished as gone:
-                if self._manifest() == manifest:
-                    raise CorruptFileError(
+                if self._manifest() != manifest:
+                    attempts += 1
+                    continue
+                if layout.is_shared(manifest) and time.monotonic() < deadline:
+                    # This client's copy of the manifest may be an old one
+                    # (attribute and content caches), naming files that a
+                    # compaction elsewhere has deleted since: wait for it
+                    # to expire.
+                    time.sleep(0.1)
+                    continue
+                raise CorruptFileError(
                         f"{gone.path} is listed in {os.path.join(self.path, layout.MANIFEST)} "
                         f"but missing. Run `tastypy repair {self.path}` to salvage what is "
                         "left.",
@@ -226,9 +301,81 @@ class Store:
         )
 
     def _load(self, manifest: dict) -> dict:
+        if layout.is_shared(manifest):
+            return self._load_commits(manifest)
         data: dict = {}
+        texts: list = []
+        snapshot_records = self._load_snapshot(manifest, data, texts)
+        name = manifest["journal"]
+        try:
+            text, consumed, first_line = self._read_text(name, 0)
+        except _Vanished:
+            if self._manifest() != manifest:
+                raise  # a compaction meanwhile: start over
+            # A generation's journal is created by its first sync.
+            text, consumed, first_line = b"", 0, lambda: 1
+        journal_records = journal.load_into(text, data, os.path.join(self.path, name), first_line)
+        texts.append((text, os.path.join(self.path, name), first_line))
+        self._check_keys(data, texts)
+        self._loaded_state(manifest, consumed, journal_records, snapshot_records)
+        return data
+
+    def _load_commits(self, manifest: dict) -> dict:
+        """Load a POD of the shared store: the snapshot, then every commit of
+        the generation's log; a seal sends the load on to the generation it
+        names (the manifest this client read may be an old copy)."""
+        while True:
+            data: dict = {}
+            texts: list = []
+            snapshot_records = self._load_snapshot(manifest, data, texts)
+            directory = os.path.join(self.path, manifest["journal"])
+            number = records = 0
+            sealed = None
+            while sealed is None:
+                got = commits.read(directory, number, self.gzipped)
+                if got is None:
+                    break
+                if isinstance(got, commits.Sealed):
+                    sealed = got
+                    break
+                text, path = got
+                records += journal.load_into(text, data, path)
+                texts.append((text, path, _first_line))
+                number += 1
+            if sealed is None:
+                break
+            manifest = self._sealed_manifest(sealed)
+        self._check_keys(data, texts)
+        self._loaded_state(manifest, number, records, snapshot_records)
+        return data
+
+    def _sealed_manifest(self, sealed: commits.Sealed) -> dict:
+        manifest = layout.new_manifest(
+            self.kind, sealed.generation, self.gzipped, sealed.snapshot_records, shared=True
+        )
+        manifest["snapshot"] = sealed.snapshot
+        return manifest
+
+    @staticmethod
+    def _check_keys(data: dict, texts: list) -> None:
+        if not _KEY_TYPES.issuperset(map(type, data)):
+            # The fast load takes any hashable JSON key (a float, null,
+            # true); the record by record parse names the line with one.
+            for args in texts:
+                journal.parse(*args)
+
+    def _loaded_state(
+        self, manifest: dict, position: int, journal_records: int, snapshot_records: int
+    ) -> None:
+        self.generation = manifest["generation"]
+        self.journal_path = os.path.join(self.path, manifest["journal"])
+        self.journal_pos = position
+        self.journal_records = journal_records
+        self.snapshot_records = snapshot_records
+        self.mixed = True
+
+    def _load_snapshot(self, manifest: dict, data: dict, texts: list) -> int:
         snapshot_records = 0
-        texts = []
         if manifest.get("snapshot"):
             name = manifest["snapshot"]
             text, _, first_line = self._read_text(name, 0)
@@ -248,28 +395,7 @@ class Store:
                     "record (the damaged file is kept aside).",
                     os.path.join(self.path, name),
                 )
-        name = manifest["journal"]
-        try:
-            text, consumed, first_line = self._read_text(name, 0)
-        except _Vanished:
-            if self._manifest() != manifest:
-                raise  # a compaction meanwhile: start over
-            # A generation's journal is created by its first sync.
-            text, consumed, first_line = b"", 0, lambda: 1
-        journal_records = journal.load_into(text, data, os.path.join(self.path, name), first_line)
-        if not _KEY_TYPES.issuperset(map(type, data)):
-            # The fast load takes any hashable JSON key (a float, null,
-            # true); the record by record parse names the line with one.
-            texts.append((text, os.path.join(self.path, name), first_line))
-            for args in texts:
-                journal.parse(*args)
-        self.generation = manifest["generation"]
-        self.journal_path = os.path.join(self.path, manifest["journal"])
-        self.journal_pos = consumed
-        self.journal_records = journal_records
-        self.snapshot_records = snapshot_records
-        self.mixed = True
-        return data
+        return snapshot_records
 
     def read_new(self) -> list[tuple[Any, Any]] | None:
         """Changes others synced since we last looked, or None if a compaction
@@ -298,6 +424,8 @@ class Store:
         None after a compaction. Nothing is counted as read until the caller
         calls :meth:`took` (a damaged line it raises about is read again)."""
         manifest = self._manifest()
+        if self.shared:
+            return self._read_new_commits(manifest)
         if manifest["generation"] != self.generation:
             return None
         try:
@@ -324,6 +452,25 @@ class Store:
         except _Vanished:
             return None
 
+    def _read_new_commits(self, manifest: dict) -> tuple[bytes, int, Callable[[], int]] | None:
+        """:meth:`read_new_text` of the shared store: the commits numbered from
+        :attr:`journal_pos` on, until one that does not exist; ``consumed``
+        counts commits. None when the log was sealed (or the manifest names a
+        newer generation): the caller loads afresh."""
+        if manifest["generation"] > self.generation:
+            return None
+        texts = []
+        number = self.journal_pos
+        while True:
+            got = commits.read(self.journal_path, number, self.gzipped)
+            if got is None:
+                break
+            if isinstance(got, commits.Sealed):
+                return None
+            texts.append(got[0])
+            number += 1
+        return b"".join(texts), number - self.journal_pos, _first_line
+
     # -- writing ---------------------------------------------------------
 
     def append(self, body: bytes | bytearray, count: int, durable: bool = True) -> None:
@@ -335,6 +482,10 @@ class Store:
         if not count:
             return
         batch = journal.frame(body, count, self.gzipped)
+        if self.shared:
+            self._commit(batch, durable)
+            self.journal_records += count
+            return
         new_file = self.journal_pos == 0 and not os.path.exists(self.journal_path)
         try:
             self.journal_pos = journal.append(
@@ -345,6 +496,25 @@ class Store:
         except OSError as exc:
             raise _os_error("append to", self.journal_path, exc) from exc
         self.journal_records += count
+
+    def _commit(self, batch: bytes, durable: bool) -> None:
+        try:
+            created = commits.write(
+                self.journal_path, self.journal_pos, batch, self.gzipped, durable, self.fault
+            )
+        except OSError as exc:
+            raise _os_error("commit to", self.journal_path, exc) from exc
+        if not created:
+            mount = fsdetect.find_mount(self.path)
+            where = f"{mount.point} ({mount.fstype})" if mount else "its filesystem"
+            raise CommitRaced(
+                f"another process created commit {self.journal_pos} of {self.journal_path} "
+                f"while this one held the lock of {self.path}: the lock does not exclude the "
+                f"processes sharing {where}. Nothing was written. Open every handle with "
+                "lock='soft' (see docs/locks.md), and check the mount with `python -m tastypy "
+                "verify-fs DIR`."
+            )
+        self.journal_pos += 1
 
     def stale_records(self, live: int) -> int:
         return self.snapshot_records + self.journal_records - live
@@ -392,6 +562,9 @@ class Store:
                 body += dumps(item, option=LINE_OPTIONS)
         generation = self.generation + 1
         count = len(data)
+        if self.shared:
+            self._compact_commits(body, count, generation)
+            return
         snap = layout.snapshot_name(generation, self.gzipped)
         snap_path = os.path.join(self.path, snap)
         manifest = layout.new_manifest(self.kind, generation, self.gzipped, count)
@@ -433,6 +606,63 @@ class Store:
         self.fault("compact-after-delete")
         self.generation = generation
         self.journal_path = os.path.join(self.path, manifest["journal"])
+        self.journal_pos = 0
+        self.journal_records = 0
+        self.snapshot_records = count
+
+    def _compact_commits(self, body: bytearray, count: int, generation: int) -> None:
+        """:meth:`compact` for the shared store: write the next generation's
+        snapshot, then seal this generation's log with a commit naming it.
+        The seal is what makes the new generation live (a reader follows it
+        whatever copy of the manifest it has); the manifest, written next,
+        lets new readers start there. The generation before this one is
+        deleted; this one stays, for readers whose manifest is an old copy."""
+        snap = layout.snapshot_name(generation, self.gzipped) if count else None
+        snap_path = os.path.join(self.path, snap) if snap else ""
+        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count, shared=True)
+        stray = os.path.join(self.path, manifest["journal"])
+        seal = commits.seal_line(commits.Sealed(generation, snap, count))
+        try:
+            self.fault("compact-before-snapshot")
+            if snap:
+                layout.write_atomic(
+                    snap_path, journal.frame(body, count, self.gzipped), self.fault, "snapshot"
+                )
+            # Left by a compaction that died before its seal; never live.
+            commits.remove_log(stray)
+            self.fault("compact-before-seal")
+            self._commit(journal.gzip_member(seal) if self.gzipped else seal, durable=True)
+        except BaseException as exc:
+            if snap:
+                try:
+                    os.unlink(snap_path)
+                except OSError:
+                    pass
+            if isinstance(exc, OSError):
+                raise _os_error("compact into", snap_path or stray, exc) from exc
+            raise
+        self.fault("compact-before-manifest")
+        try:
+            layout.write_manifest(self.path, manifest, self.fault)
+        except OSError as exc:
+            # Sealed already: readers find the new generation through the seal.
+            log.warning("tastypy: could not update the manifest of %s: %s", self.path, exc)
+        self.fault("compact-after-manifest")
+        for name in os.listdir(self.path):
+            old = layout.generation_of(name)
+            if old is not None and old < self.generation:
+                path = os.path.join(self.path, name)
+                if layout.is_commits_dir(name):
+                    commits.remove_log(path)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+        commits.sweep_temporaries(self.journal_path)
+        self.fault("compact-after-delete")
+        self.generation = generation
+        self.journal_path = stray
         self.journal_pos = 0
         self.journal_records = 0
         self.snapshot_records = count

@@ -238,6 +238,7 @@ class TailAppender:
             and lock_mode == "posix"
             and sys.platform != "win32"
             and is_known_local(store.path)
+            and not store.shared
         )
         self._fork = -1  # the value of _forks when the descriptors were opened
         self._lock_fd = -1
