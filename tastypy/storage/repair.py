@@ -31,6 +31,7 @@ import orjson
 from tastypy.codec import DUMP_OPTIONS, dumps, key_from_json
 from tastypy.errors import (
     FormatVersionError,
+    InvalidArgumentError,
     LegacyFormatError,
     NotAPODError,
     StorageError,
@@ -710,11 +711,21 @@ def _aside_directory(directory: str) -> str:
     raise StorageError(f"cannot create a {_ASIDE_PREFIX}* directory in {directory}")
 
 
-def compact(path: str | os.PathLike[str], *, lock: str = "auto") -> CompactReport:
+def compact(
+    path: str | os.PathLike[str], *, lock: str = "auto", storage: str | None = None
+) -> CompactReport:
     """Fold the journal of the POD at ``path`` into a new snapshot now.
 
     Other processes may keep the POD open: they reload it at their next sync.
+    ``storage="shared"`` converts a POD of the local store (one journal) to
+    the shared store (one file per commit), for a filesystem whose clients
+    cache file sizes; run it while no job uses the POD.
     """
+    if storage not in (None, "shared"):
+        raise InvalidArgumentError(
+            f"storage must be 'shared' (to convert a POD to the shared store) or left out, "
+            f"got {storage!r}."
+        )
     from tastypy.storage import Store
 
     directory = _directory(path)
@@ -725,13 +736,17 @@ def compact(path: str | os.PathLike[str], *, lock: str = "auto") -> CompactRepor
     if manifest is None:
         raise NotAPODError(f"{directory} is not a tastypy POD (it has no manifest.json).")
     store = Store(
-        directory, kind=manifest["kind"], gzipped=bool(manifest.get("gzipped")), lock=lock
+        directory,
+        kind=manifest["kind"],
+        gzipped=bool(manifest.get("gzipped")),
+        lock=lock,
+        convert=storage == "shared",
     )
     try:
         with store.locked():
             before = _data_bytes(directory)
             data = store.load()
-            store.compact()
+            store.compact(shared=True if storage == "shared" else None)
             after = _data_bytes(directory)
     finally:
         store._lock.close()
@@ -741,6 +756,13 @@ def compact(path: str | os.PathLike[str], *, lock: str = "auto") -> CompactRepor
 def _data_bytes(directory: str) -> int:
     total = 0
     for name in os.listdir(directory):
-        if layout.is_data_file(name):
+        if layout.is_commits_dir(name):
+            log = os.path.join(directory, name)
+            total += sum(
+                os.stat(os.path.join(log, n)).st_size
+                for n in os.listdir(log)
+                if commits.number_of(n) is not None
+            )
+        elif layout.is_data_file(name):
             total += os.stat(os.path.join(directory, name)).st_size
     return total

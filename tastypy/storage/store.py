@@ -125,8 +125,12 @@ class Store:
         lock: str = "auto",
         lock_timeout: float = 600.0,
         storage: str | None = None,
+        convert: bool = False,
     ):
         self.path = os.path.abspath(os.fspath(path))
+        #: Opened to convert it to another store (tastypy compact --storage):
+        #: a journal on a caching mount is read (no job runs), not refused.
+        self.convert = convert
         self.kind = kind
         self.gzipped = gzipped
         self.storage = _storage_mode(storage)
@@ -219,6 +223,8 @@ class Store:
         journal_path = os.path.join(self.path, manifest["journal"])
         if self.shared:
             return manifest
+        if not self.convert:
+            self._refuse_journal_on_caching_mount()
         if os.path.exists(journal_path) and not os.access(journal_path, os.W_OK):
             # Refused now rather than at the first sync, or at exit.
             raise StorageError(
@@ -226,6 +232,21 @@ class Store:
                 "sync; fix its permissions or copy the POD somewhere writable."
             )
         return manifest
+
+    def _refuse_journal_on_caching_mount(self) -> None:
+        """A journal is appended at the size its writer sees; a client that
+        caches sizes (FUSE, GlusterFS) may show an old one, and the append
+        then lands on another host's batch. Refuse rather than corrupt."""
+        mount = fsdetect.find_mount(self.path)
+        if mount is None or not fsdetect.caches_sizes(mount.fstype):
+            return
+        raise StorageError(
+            f"{self.path} keeps its log in one journal file (the local store), but it is on "
+            f"{mount.point}, a {mount.fstype} mount whose clients may cache file sizes, where "
+            "appending to a journal can write over another host's data. Convert it to the "
+            f"shared store once, with no job using it: `tastypy compact --storage shared "
+            f"{self.path}` (or open it where its filesystem is local)."
+        )
 
     def _manifest(self) -> dict:
         manifest = layout.read_manifest(self.path)
@@ -367,6 +388,8 @@ class Store:
     def _loaded_state(
         self, manifest: dict, position: int, journal_records: int, snapshot_records: int
     ) -> None:
+        # A compaction may have converted the POD to the shared store.
+        self.shared = layout.is_shared(manifest)
         self.generation = manifest["generation"]
         self.journal_path = os.path.join(self.path, manifest["journal"])
         self.journal_pos = position
@@ -537,11 +560,19 @@ class Store:
             return None
         return None if manifest is None else manifest.get("generation")
 
-    def compact(self, data: dict | None = None) -> None:
+    def compact(self, data: dict | None = None, *, shared: bool | None = None) -> None:
         """Fold the journal into a new snapshot generation (under the lock).
 
         ``data``: what the files hold, if the caller has it (else they are
-        loaded); a value JSON cannot hold makes it load them after all."""
+        loaded); a value JSON cannot hold makes it load them after all.
+        ``shared=True`` converts a POD of the local store to the shared one
+        (the other way is refused)."""
+        if shared is False and self.shared:
+            raise InvalidArgumentError(
+                f"{self.path} uses the shared store; it cannot be converted back to a journal. "
+                "Copy its items into a new POD made with storage='local' instead."
+            )
+        convert = bool(shared) and not self.shared
         body = None
         if data is not None:
             # One growing buffer: orjson hands back over-allocated bytes, so
@@ -567,7 +598,7 @@ class Store:
             return
         snap = layout.snapshot_name(generation, self.gzipped)
         snap_path = os.path.join(self.path, snap)
-        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count)
+        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count, convert)
         # Only our own file names: a user's backup (journal-000000.jsonl~)
         # or any other file in the directory is never deleted.
         old = [n for n in os.listdir(self.path) if layout.is_own_file(n)]
@@ -581,7 +612,9 @@ class Store:
             else:
                 manifest["snapshot"] = None
             stray = os.path.join(self.path, manifest["journal"])
-            if os.path.lexists(stray):
+            if convert:
+                commits.remove_log(stray)
+            elif os.path.lexists(stray):
                 # Left by something else than us; it must not become live.
                 os.unlink(stray)
             self.fault("compact-before-seal")
@@ -597,6 +630,8 @@ class Store:
         for name in old:
             if name != snap:
                 try:
+                    if layout.is_commits_dir(name):
+                        continue  # not ours to delete: none can exist before a conversion
                     os.unlink(os.path.join(self.path, name))
                 except OSError:
                     continue
@@ -604,6 +639,7 @@ class Store:
                 if deleted == 1:
                     self.fault("compact-mid-delete")
         self.fault("compact-after-delete")
+        self.shared = convert
         self.generation = generation
         self.journal_path = os.path.join(self.path, manifest["journal"])
         self.journal_pos = 0
