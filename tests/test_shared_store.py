@@ -230,3 +230,18 @@ def test_a_wrong_storage_argument_is_refused_naming_the_choices(tmp_path, monkey
     monkeypatch.setenv("TASTYPY_STORAGE", "shared")
     tastypy.Tracker(tmp_path / "t").close()
     assert manifest(tmp_path / "t")["log"] == "commits"
+
+
+def test_commit_files_are_folded_into_a_snapshot_once_there_are_many(tmp_path, monkeypatch):
+    from tastypy.storage import store
+
+    monkeypatch.setattr(store, "_COMPACT_MIN_COMMITS", 20)
+    path = tmp_path / "p"
+    with tastypy.POD(path, **SHARED) as pod:
+        for i in range(30):
+            pod[i] = i
+            pod.sync()
+    m = manifest(path)
+    assert m["generation"] == 1 and m["snapshot_records"] == 20
+    assert len(commit_files(path, 1)) == 10
+    assert dict(tastypy.POD(path)) == {i: i for i in range(30)}

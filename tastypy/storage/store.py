@@ -54,6 +54,10 @@ _COMPACT_MIN_STALE: Final = 10_000
 #: part by part when they are read).
 _KEY_TYPES: Final = frozenset({str, int, tuple})
 
+#: The shared store folds its commit files into a snapshot only once there
+#: are at least this many.
+_COMPACT_MIN_COMMITS: Final = 2_000
+
 #: How many times a load starts over when a compaction elsewhere removed a
 #: file it was about to read.
 _LOAD_ATTEMPTS: Final = 5
@@ -548,7 +552,13 @@ class Store:
         asked only if this store did not read others' records since the
         owner loaded (see :attr:`mixed`). It saves loading the files again."""
         stale = self.stale_records(live)
-        if stale > _COMPACT_MIN_STALE and stale > live:
+        if (stale > _COMPACT_MIN_STALE and stale > live) or (
+            # Every commit of the shared store is a file that each new
+            # reader opens: fold them once they outnumber a hundredth of
+            # the keys (a compaction then costs ~100 records per commit).
+            self.shared and self.journal_pos >= _COMPACT_MIN_COMMITS
+            and self.journal_pos * 100 >= live
+        ):
             self.compact(None if self.mixed or data is None else data())
             return True
         return False
