@@ -195,6 +195,10 @@ class PersistentOrderedDict(MutableMapping):
         t = type(key)
         if t is not str and t is not int:
             check_key(key)
+        self._assign(key, value, self._data)
+
+    def _assign(self, key: Any, value: Any, data: dict) -> None:
+        """``data[key] = value`` for a checked key, ``data`` being ``_data``."""
         if self._closed:
             self._refuse_closed()
         try:
@@ -204,7 +208,6 @@ class PersistentOrderedDict(MutableMapping):
             raise
         if b"null" in line and _has_nonfinite(value):
             raise_for(key, value)
-        data = self._data
         old = data.get(key, _MISSING)
         # ``old is value`` for a dict or list: the stored object itself, maybe
         # changed in place since the last sync, so its bytes on disk are

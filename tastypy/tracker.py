@@ -843,8 +843,16 @@ class ProgressTracker(PersistentOrderedDict):
         t = type(key)
         if t is not str and t is not int:
             check_key(key)
-        _check_record(key, value)
-        data = self._data
+        if not (
+            # A whole record of the usual shape passes without a call (W1).
+            type(value) is dict
+            and type(value.get("_done")) is bool
+            and type(value.get("_aborted")) is bool
+            and type(value.get("_tries")) is int
+            and value["_tries"] >= 0
+        ):
+            _check_record(key, value)
+        data = self._d if not (self._backlog or self._stale) else self._data
         lent = self._lent
         if key in lent:
             c_old = lent.pop(key)
@@ -852,15 +860,17 @@ class ProgressTracker(PersistentOrderedDict):
             old = data.get(key, _MISSING)
             c_old = 0 if old is _MISSING else _contrib(old)
         epoch = self._epoch
-        self._shift(c_old, 0)
         try:
-            super().__setitem__(key, value)
+            self._assign(key, value, data)
         finally:
             # Count what is there now: the new record, or the old one if the
-            # assignment was refused. A full count meanwhile did it already.
+            # assignment was refused (a sync that failed after it left the
+            # new one). A full count meanwhile did it already.
             if self._epoch == epoch:
                 cur = data.get(key, _MISSING)
-                self._shift(0, 0 if cur is _MISSING else _contrib(cur))
+                c_new = 0 if cur is _MISSING else _contrib(cur)
+                if c_new != c_old:
+                    self._shift(c_old, c_new)
         if "_lease_until" in value and self._lease_index is not None:
             self._lease_index[key] = None
 
