@@ -58,6 +58,10 @@ _KEY_TYPES: Final = frozenset({str, int, tuple})
 #: are at least this many.
 _COMPACT_MIN_COMMITS: Final = 2_000
 
+#: How long a shared store waits for a commit that the server says exists
+#: to show through this client's cache of missing names.
+_HIDDEN_COMMIT_WAIT: Final = 120.0
+
 #: How many times a load starts over when a compaction elsewhere removed a
 #: file it was about to read.
 _LOAD_ATTEMPTS: Final = 5
@@ -141,6 +145,9 @@ class Store:
         #: Whether this POD uses the shared store (one file per commit); set
         #: from the manifest.
         self.shared = False
+        #: The shared store: commits below this number exist (a link to one
+        #: failed), whether or not this client shows them yet.
+        self._exists_below = 0
         self.fault: Callable[[str], None] = _faults.HOOK
         layout.check_directory(self.path)
         if os.path.isdir(self.path) and not os.path.lexists(
@@ -394,6 +401,7 @@ class Store:
     ) -> None:
         # A compaction may have converted the POD to the shared store.
         self.shared = layout.is_shared(manifest)
+        self._exists_below = 0
         self.generation = manifest["generation"]
         self.journal_path = os.path.join(self.path, manifest["journal"])
         self.journal_pos = position
@@ -490,6 +498,8 @@ class Store:
         number = self.journal_pos
         while True:
             got = commits.read(self.journal_path, number, self.gzipped)
+            if got is None and number < self._exists_below:
+                got = self._read_known_commit(number)
             if got is None:
                 break
             if isinstance(got, commits.Sealed):
@@ -497,6 +507,30 @@ class Store:
             texts.append(got[0])
             number += 1
         return b"".join(texts), number - self.journal_pos, _first_line
+
+    def _read_known_commit(self, number: int) -> tuple[bytes, str] | commits.Sealed:
+        """Commit ``number``, which the server said exists (our link to it
+        failed) while this client does not see it: a cached "no such file"
+        (NFS caches those until the directory's attributes expire, up to a
+        minute by default). Look again until the cache lets it through."""
+        deadline = time.monotonic() + _HIDDEN_COMMIT_WAIT
+        pause = 0.01
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            try:
+                os.listdir(self.journal_path)  # makes some clients look again
+            except OSError:
+                pass
+            got = commits.read(self.journal_path, number, self.gzipped)
+            if got is not None:
+                return got
+        raise StorageError(
+            f"commit {number} of {self.journal_path} exists on the server (creating it failed) "
+            f"but this client has not shown it for {_HIDDEN_COMMIT_WAIT:.0f} s: its cache of "
+            "missing names does not expire. Mount the filesystem so that it does not cache "
+            "them (NFS: lookupcache=positive)."
+        )
 
     # -- writing ---------------------------------------------------------
 
@@ -532,6 +566,7 @@ class Store:
         except OSError as exc:
             raise _os_error("commit to", self.journal_path, exc) from exc
         if not created:
+            self._exists_below = self.journal_pos + 1
             mount = fsdetect.find_mount(self.path)
             where = f"{mount.point} ({mount.fstype})" if mount else "its filesystem"
             raise CommitRaced(
@@ -655,6 +690,7 @@ class Store:
         self.journal_pos = 0
         self.journal_records = 0
         self.snapshot_records = count
+        self._exists_below = 0
 
     def _compact_commits(self, body: bytearray, count: int, generation: int) -> None:
         """:meth:`compact` for the shared store: write the next generation's
@@ -712,3 +748,4 @@ class Store:
         self.journal_pos = 0
         self.journal_records = 0
         self.snapshot_records = count
+        self._exists_below = 0
