@@ -1,0 +1,75 @@
+"""Read one key's record from a store's files without loading the store.
+
+A job that only asks whether a few keys are done need not load the parts
+they live in: the last line of the key in the committed part of the
+journal (else of the snapshot) is its record. Read without the lock, which
+is safe where the filesystem is coherent (a torn batch is ignored as the
+loader ignores it; a compaction meanwhile removes a file, and the read
+starts over from the new manifest).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+import orjson
+
+from tastypy.errors import TastypyError
+from tastypy.storage import journal, layout
+
+#: How often a read starts over because a compaction replaced the files.
+_ATTEMPTS: Final = 3
+
+
+def _last_line(text: bytes, encoded_key: bytes) -> tuple[bool, Any] | None:
+    """The record of the key's last line in ``text``: ``(True, value)``, or
+    ``(False, None)`` for a deletion; None if no line has the key."""
+    best = -1
+    for prefix in (b"[" + encoded_key + b",", b"[" + encoded_key + b"]\n"):
+        pos = text.rfind(b"\n" + prefix)
+        if pos >= 0:
+            pos += 1
+        elif text.startswith(prefix):
+            pos = 0
+        best = max(best, pos)
+    if best < 0:
+        return None
+    line = text[best : text.index(b"\n", best)]
+    record = orjson.loads(line)
+    return (True, record[1]) if len(record) == 2 else (False, None)
+
+
+def peek(directory: str, encoded_key: bytes) -> tuple[bool, Any] | None:
+    """``(found, value)`` for the key whose JSON is ``encoded_key`` in the store
+    at ``directory``; ``(False, None)`` when the store does not exist or does
+    not hold it; None when the files cannot be read this way (compressed,
+    damaged, or changing too fast): load the store instead."""
+    for _ in range(_ATTEMPTS):
+        try:
+            manifest = layout.read_manifest(directory)
+        except (NotADirectoryError, TastypyError):
+            return None
+        if manifest is None:
+            return (False, None)
+        if manifest.get("gzipped"):
+            return None
+        try:
+            for name in (manifest["journal"], manifest.get("snapshot")):
+                if not name:
+                    continue
+                try:
+                    text, _, _ = journal.read_from(os.path.join(directory, name), 0, False)
+                except FileNotFoundError:
+                    if name == manifest["journal"]:
+                        continue  # no journal yet: nothing written since the snapshot
+                    raise
+                found = _last_line(text, encoded_key)
+                if found is not None:
+                    return found
+            return (False, None)
+        except FileNotFoundError:
+            continue  # compacted meanwhile: read the new manifest
+        except (OSError, ValueError, TastypyError):
+            return None
+    return None
