@@ -26,7 +26,7 @@ from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidArgumentError
 from tastypy.storage import parts as files
 from tastypy.storage.fsdetect import choose_lock
-from tastypy.storage.peek import peek
+from tastypy.storage.peek import Peeker
 from tastypy.tracker import DEFAULT_LEASE, ProgressTracker, Task
 
 __all__ = ["PartedTracker", "Slice", "split"]
@@ -141,6 +141,7 @@ class PartedTracker(MutableMapping):
         # Open parts, least recently used first.
         self._open: OrderedDict[int, ProgressTracker] = OrderedDict()
         self._summarized: dict[int, float] = {}
+        self._peeker = Peeker()
         self._held = False
         # Reading a part's files without its lock is safe only where sizes
         # and contents are coherent: not on the filesystems the soft lock is for.
@@ -414,7 +415,7 @@ class PartedTracker(MutableMapping):
         index = self.part_of(key)
         if index in self._open:
             return None
-        return peek(files.part_path(self._path, index), orjson.dumps(key))
+        return self._peeker.peek(files.part_path(self._path, index), orjson.dumps(key))
 
     # -- tasks, one key --------------------------------------------------------
 

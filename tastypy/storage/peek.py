@@ -11,7 +11,7 @@ starts over from the new manifest).
 from __future__ import annotations
 
 import os
-from typing import Any, Final
+from typing import Any, Callable, Final
 
 import orjson
 
@@ -40,7 +40,44 @@ def _last_line(text: bytes, encoded_key: bytes) -> tuple[bool, Any] | None:
     return (True, record[1]) if len(record) == 2 else (False, None)
 
 
-def peek(directory: str, encoded_key: bytes) -> tuple[bool, Any] | None:
+class Peeker:
+    """Peeks that keep the text they read (up to ``budget`` bytes), reused
+    while the file's size shows nothing was appended: a job asking about
+    many keys of one part reads the part once."""
+
+    def __init__(self, budget: int = 8 << 20):
+        self.budget = budget
+        self._texts: dict[str, tuple[int, bytes]] = {}
+        self._held = 0
+
+    def read(self, path: str) -> bytes:
+        size = os.stat(path).st_size
+        kept = self._texts.get(path)
+        if kept is not None and kept[0] == size:
+            return kept[1]
+        text, consumed, _ = journal.read_from(path, 0, False)
+        if kept is not None:
+            self._held -= len(kept[1])
+            del self._texts[path]
+        while self._texts and self._held + len(text) > self.budget:
+            old = next(iter(self._texts))
+            self._held -= len(self._texts.pop(old)[1])
+        if len(text) <= self.budget:
+            self._texts[path] = (consumed, text)
+            self._held += len(text)
+        return text
+
+    def peek(self, directory: str, encoded_key: bytes) -> tuple[bool, Any] | None:
+        return peek(directory, encoded_key, self.read)
+
+
+def _read_committed(path: str) -> bytes:
+    return journal.read_from(path, 0, False)[0]
+
+
+def peek(
+    directory: str, encoded_key: bytes, read: Callable[[str], bytes] = _read_committed
+) -> tuple[bool, Any] | None:
     """``(found, value)`` for the key whose JSON is ``encoded_key`` in the store
     at ``directory``; ``(False, None)`` when the store does not exist or does
     not hold it; None when the files cannot be read this way (compressed,
@@ -59,7 +96,7 @@ def peek(directory: str, encoded_key: bytes) -> tuple[bool, Any] | None:
                 if not name:
                     continue
                 try:
-                    text, _, _ = journal.read_from(os.path.join(directory, name), 0, False)
+                    text = read(os.path.join(directory, name))
                 except FileNotFoundError:
                     if name == manifest["journal"]:
                         continue  # no journal yet: nothing written since the snapshot
