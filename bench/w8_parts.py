@@ -203,7 +203,8 @@ def claims(cache: str, scratch: str, n: int, procs: int, seconds: float, shards:
     from tastypy import Tracker
 
     with Tracker(path) as tracker:
-        done = tracker.stats(exact=True)["done"] if hasattr(tracker, "parts") else tracker.num_done()
+        parted = hasattr(tracker, "parts")
+        done = tracker.stats(exact=True)["done"] if parted else tracker.num_done()
     shutil.rmtree(path)
     return {
         "layout": "parts" if shards else "single",

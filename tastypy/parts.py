@@ -72,7 +72,8 @@ def _add_stats(into: dict, stats: dict) -> None:
         if name == "tries":
             hist = into["tries"]
             for tries, count in value.items():
-                tries = int(tries) if isinstance(tries, str) and tries.lstrip("-").isdigit() else tries
+                if isinstance(tries, str) and tries.lstrip("-").isdigit():
+                    tries = int(tries)
                 hist[tries] = hist.get(tries, 0) + count
         elif name in into:
             into[name] += value
@@ -314,7 +315,8 @@ class PartedTracker(MutableMapping):
             stats, tried = self._part_stats(index, exact)
             _add_stats(totals, stats)
             totals["tried"] += tried
-        totals["tries"] = dict(sorted(totals["tries"].items(), key=lambda kv: (str(type(kv[0])), kv[0])))
+        hist = totals["tries"]
+        totals["tries"] = dict(sorted(hist.items(), key=lambda kv: (str(type(kv[0])), kv[0])))
         return totals
 
     def stats(self, exact: bool = False) -> dict:

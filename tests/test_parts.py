@@ -355,7 +355,7 @@ def test_a_parted_tracker_is_a_progress_tracker_to_isinstance():
     assert issubclass(PartedTracker, tastypy.ProgressTracker)
 
 
-def test_workers_on_two_hosts_run_every_task_of_a_parted_tracker_once(hosts, tmp_path):  # noqa: F811
+def test_two_hosts_run_every_task_of_a_parted_tracker_once(hosts, tmp_path):  # noqa: F811
     # tests/test_two_hosts_tracker.py's run, on a tracker made in 6 parts.
     src, a, b = hosts
     n = 400

@@ -26,6 +26,8 @@ LAYOUT: Final = "parts"
 #: that does not know the rule refuses instead of looking in the wrong part.
 HASH_RULE: Final = "crc32(json(key)) * parts >> 32"
 SUMMARIES: Final = "summaries"
+#: A summary's ``tries`` maps numbers of tries (ints) to counts.
+_SUMMARY_OPTIONS: Final = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 #: More parts than this would be more directories than any job benefits from.
 MAX_PARTS: Final = 65_536
 
@@ -206,7 +208,7 @@ def write_summary(directory: str, index: int, summary: dict) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(orjson.dumps(summary, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
+            f.write(orjson.dumps(summary, option=_SUMMARY_OPTIONS))
         os.replace(tmp, path)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)

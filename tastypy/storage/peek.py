@@ -45,7 +45,7 @@ class Peeker:
     while the file's size shows nothing was appended: a job asking about
     many keys of one part reads the part once."""
 
-    def __init__(self, budget: int = 8 << 20):
+    def __init__(self, budget: int = 2 << 20):
         self.budget = budget
         self._texts: dict[str, tuple[int, bytes]] = {}
         self._held = 0
