@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("path")
     repair.add_argument("--kind", choices=("pod", "tracker"), default=None)
+    stats = sub.add_parser(
+        "stats", help="print a tracker's counts as JSON (a parted one's from its summaries)"
+    )
+    stats.add_argument("path")
+    stats.add_argument(
+        "--exact", action="store_true", help="count again the parts written since their summary"
+    )
     compact = sub.add_parser("compact", help="fold the journal into a new snapshot now")
     compact.add_argument("path")
     compact.add_argument(
@@ -88,6 +95,30 @@ def _reliability(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    """``stats``: a tracker's counts; a parted tracker's without loading its records."""
+    import orjson
+
+    from tastypy.errors import TastypyError
+    from tastypy.tracker import ProgressTracker
+
+    try:
+        tracker = ProgressTracker(args.path)
+        try:
+            if hasattr(tracker, "parts"):
+                stats = tracker.stats(exact=args.exact)
+                stats["parts"] = tracker.parts
+            else:
+                stats = tracker.stats()
+        finally:
+            tracker.close()
+    except TastypyError as exc:
+        print(f"tastypy stats: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(stats, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
@@ -96,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.path, tasks=args.tasks, progress=not args.no_progress)
     if args.command in ("check", "repair", "compact"):
         return _reliability(args)
+    if args.command == "stats":
+        return _stats(args)
     if args.command == "verify-fs":
         from tastypy.verify_fs import run
 

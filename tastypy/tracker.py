@@ -308,6 +308,18 @@ class ProgressTracker(PersistentOrderedDict):
 
     _KIND = "tracker"
 
+    def __new__(cls, path: Any = None, *args: Any, shards: int | None = None, **kwargs: Any) -> Any:
+        # A tracker split into parts (made with shards=, or found on disk) is
+        # a layer over trackers like this one: see tastypy/parts.py.
+        if cls is ProgressTracker and path is not None:
+            from tastypy.storage import parts
+
+            if shards is not None or parts.is_parted(os.fspath(path)):
+                from tastypy.parts import PartedTracker
+
+                return PartedTracker(path, *args, shards=shards, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -322,6 +334,7 @@ class ProgressTracker(PersistentOrderedDict):
         lock_timeout: float = 600.0,
         lease: float | None = DEFAULT_LEASE,
         storage: str | None = None,
+        shards: None = None,  # not None: __new__ made a PartedTracker instead
     ):
         self._max_tries = _check_max_tries(max_tries)
         self._lease = DEFAULT_LEASE if lease is None else _check_span(lease, "lease")

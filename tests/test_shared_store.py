@@ -245,3 +245,14 @@ def test_commit_files_are_folded_into_a_snapshot_once_there_are_many(tmp_path, m
     assert m["generation"] == 1 and m["snapshot_records"] == 20
     assert len(commit_files(path, 1)) == 10
     assert dict(tastypy.POD(path)) == {i: i for i in range(30)}
+
+
+def test_the_number_of_commits_is_found_by_probing_names(tmp_path):
+    from tastypy.storage import commits
+
+    log = tmp_path / "commits-000000"
+    assert commits.count(str(log), False) == 0
+    for n in range(37):
+        assert commits.write(str(log), n, b'["k",1]\n{"sync":1}\n', False, False, lambda p: None)
+        assert commits.count(str(log), False) == n + 1
+    assert not commits.write(str(log), 5, b"[]\n", False, False, lambda p: None)

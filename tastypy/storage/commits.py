@@ -44,6 +44,7 @@ __all__ = [
     "SEAL_PREFIX",
     "Sealed",
     "commit_name",
+    "count",
     "number_of",
     "read",
     "remove_log",
@@ -186,6 +187,29 @@ def write(
         finally:
             os.close(fd)
     return True
+
+
+def count(directory: str, gzipped: bool) -> int:
+    """How many commits the log ``directory`` holds (numbers 0 to n - 1, the
+    seal included): the first missing number, found by probing names, which
+    a client never shows as existing before they do."""
+
+    def there(number: int) -> bool:
+        return os.path.lexists(os.path.join(directory, commit_name(number, gzipped)))
+
+    if not there(0):
+        return 0
+    high = 1
+    while there(high):
+        high *= 2
+    low = high // 2  # there(low), not there(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if there(middle):
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def sweep_temporaries(directory: str) -> None:

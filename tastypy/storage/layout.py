@@ -170,6 +170,12 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
             f"`tastypy repair {directory}` to rebuild it.",
             path,
         )
+    if manifest.get("layout") == "parts":
+        raise NotAPODError(
+            f"{directory} is a tracker split into parts (each a store of its own in "
+            f"part-NNNNN/), not one store. Open it with tastypy.Tracker({directory!r}); "
+            "check or repair its parts one by one (tastypy check DIR/part-00000 ...)."
+        )
     version = manifest.get("version")
     if type(version) is not int or version < 1:
         raise CorruptFileError(

@@ -1,0 +1,235 @@
+"""The files of a tracker split into parts: the top manifest, part directories, summaries.
+
+A parted tracker is a directory holding ``manifest.json`` (format version 2,
+``"layout": "parts"``), one subdirectory per part (``part-00000`` ...), each
+an ordinary tracker store, and ``summaries/`` with one small JSON file per
+part that says how many of its tasks are done, tried, aborted... as of a
+given length of that part's journal. See ``docs/format.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Any, Final
+
+import orjson
+
+from tastypy.errors import CorruptFileError, FormatVersionError, InvalidArgumentError, StorageError
+from tastypy.storage import commits, layout
+
+#: The version a parted manifest has. Version 1 readers (tastypy before
+#: parts) refuse it with "newer than the version this tastypy reads".
+PARTS_VERSION: Final = 2
+LAYOUT: Final = "parts"
+#: How a key's part is found; written into the manifest so that a reader
+#: that does not know the rule refuses instead of looking in the wrong part.
+HASH_RULE: Final = "crc32(json(key)) * parts >> 32"
+SUMMARIES: Final = "summaries"
+#: A summary's ``tries`` maps numbers of tries (ints) to counts.
+_SUMMARY_OPTIONS: Final = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+#: More parts than this would be more directories than any job benefits from.
+MAX_PARTS: Final = 65_536
+
+
+def key_hash(encoded_key: bytes) -> int:
+    """The 32-bit hash of a key's canonical JSON bytes (stable across processes
+    and Python versions, unlike ``hash()``)."""
+    return zlib.crc32(encoded_key)
+
+
+def part_of_hash(h: int, parts: int) -> int:
+    """The part holding a key of hash ``h``: parts are equal ranges of hashes,
+    so a range of consecutive parts is a range of hashes (see ``Slice``)."""
+    return (h * parts) >> 32
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def part_path(directory: str, index: int) -> str:
+    return os.path.join(directory, part_name(index))
+
+
+def _summary_path(directory: str, index: int) -> str:
+    return os.path.join(directory, SUMMARIES, part_name(index) + ".json")
+
+
+def check_parts(shards: Any) -> int:
+    """Refuse a ``shards=`` argument that is not a count of parts."""
+    if type(shards) is not int or not 1 <= shards <= MAX_PARTS:
+        raise InvalidArgumentError(
+            f"shards must be an int from 1 to {MAX_PARTS} (how many parts the tracker's "
+            f"tasks are split into, fixed when it is created), got {shards!r}."
+        )
+    return shards
+
+
+def _raw_manifest(directory: str) -> dict | None:
+    path = os.path.join(directory, layout.MANIFEST)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        manifest = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # not ours to judge: the store reports a damaged manifest
+    return manifest if isinstance(manifest, dict) else None
+
+
+def is_parted(directory: str) -> bool:
+    """Whether ``directory`` holds a parted tracker (cheap: one small read)."""
+    manifest = _raw_manifest(directory)
+    return manifest is not None and manifest.get("layout") == LAYOUT
+
+
+def read_manifest(directory: str) -> dict | None:
+    """The parted manifest of ``directory``, or None when it holds no parted tracker."""
+    manifest = _raw_manifest(directory)
+    if manifest is None or manifest.get("layout") != LAYOUT:
+        return None
+    path = os.path.join(directory, layout.MANIFEST)
+    version = manifest.get("version")
+    if type(version) is int and version > PARTS_VERSION:
+        raise FormatVersionError(
+            f"{path} has format version {version}, newer than the version {PARTS_VERSION} "
+            "this tastypy reads. Upgrade tastypy (pip install -U tastypy) to open it."
+        )
+    parts = manifest.get("parts")
+    if (
+        manifest.get("format") != layout.FORMAT_NAME
+        or version != PARTS_VERSION
+        or type(parts) is not int
+        or not 1 <= parts <= MAX_PARTS
+        or manifest.get("hash") != HASH_RULE
+    ):
+        raise CorruptFileError(
+            f"{path} says the tracker is split into parts but its fields are not ones "
+            f"tastypy writes (version {version!r}, parts {parts!r}, hash "
+            f"{manifest.get('hash')!r}). Restore it from a backup: it must name the "
+            "number of part-NNNNN directories beside it.",
+            path,
+        )
+    return manifest
+
+
+def create(directory: str, parts: int, kind: str) -> dict:
+    """Create the parted manifest, or return the one another process made first.
+
+    The manifest is linked into place, which fails if the name exists: of
+    several workers creating one tracker at once, one wins and the others
+    read what it wrote (and check that they asked for the same count).
+    """
+    layout.check_directory(directory)
+    if _raw_manifest(directory) is not None and not is_parted(directory):
+        raise layout_taken(directory)
+    if os.path.isdir(directory):
+        layout.classify_foreign(directory)
+    os.makedirs(directory, exist_ok=True)
+    manifest = {
+        "format": layout.FORMAT_NAME,
+        "version": PARTS_VERSION,
+        "kind": kind,
+        "layout": LAYOUT,
+        "parts": parts,
+        "hash": HASH_RULE,
+    }
+    data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    final = os.path.join(directory, layout.MANIFEST)
+    # Named as layout's temporary files are, so that another worker creating
+    # the tracker at this moment takes the directory for a new one.
+    tmp = os.path.join(directory, f"{layout.MANIFEST}.{os.getpid()}.tmp")
+    try:
+        os.unlink(tmp)  # left by a dead process of the same pid
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    layout.fsync_dir(directory)
+    # Made after the manifest: a directory holding only it would look foreign.
+    os.makedirs(os.path.join(directory, SUMMARIES), exist_ok=True)
+    found = read_manifest(directory)
+    if found is None:
+        raise layout_taken(directory)
+    return found
+
+
+def layout_taken(directory: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{directory} already holds a tracker in one store, so it cannot be split into parts "
+        "by opening it with shards=. Open it without shards=, or copy its tasks into a new "
+        "parted tracker with tastypy.parts.split(old, new, shards)."
+    )
+
+
+def exists(part_dir: str) -> bool:
+    """Whether a part was ever written (opened for writing by someone)."""
+    return os.path.exists(os.path.join(part_dir, layout.MANIFEST))
+
+
+def journal_state(part_dir: str) -> list | None:
+    """Where a part's data ends now: ``[journal name, size]`` (None: no part yet).
+
+    A summary written at one state is exact while the state is unchanged;
+    every change appends to the journal or replaces it (compaction).
+    """
+    try:
+        manifest = layout.read_manifest(part_dir)
+    except (NotADirectoryError, FileNotFoundError):
+        return None
+    if manifest is None:
+        return None
+    log = os.path.join(part_dir, manifest["journal"])
+    if layout.is_shared(manifest):
+        # One file per commit: how many there are (a directory's size does
+        # not change with every file added).
+        return [manifest["journal"], commits.count(log, bool(manifest.get("gzipped")))]
+    try:
+        size = os.stat(log).st_size
+    except FileNotFoundError:
+        size = 0
+    return [manifest["journal"], size]
+
+
+def read_summary(directory: str, index: int) -> dict | None:
+    """The last summary written for a part, or None if none is (readably) there."""
+    try:
+        with open(_summary_path(directory, index), "rb") as f:
+            summary = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("stats"), dict):
+        return None
+    return summary
+
+
+def write_summary(directory: str, index: int, summary: dict) -> None:
+    """Replace a part's summary (temporary file and rename, without fsync:
+    a summary lost in a power cut is only stale, and is written again by the
+    next process that changes the part, or counted afresh)."""
+    path = _summary_path(directory, index)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(summary, option=_SUMMARY_OPTIONS))
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_summary(directory, index, summary)
+    except OSError as exc:
+        raise StorageError(f"cannot write the part summary {path}: {exc.strerror or exc}") from exc
