@@ -10,7 +10,7 @@ Each appends what it finished to a log of its own on the local disk,
 fsynced, after the library call returned: so the logs say what a user
 would believe was done, whatever the shared filesystem did.
 
-One worker on host a is killed with SIGKILL mid-run. Its last logged task
+One worker is killed with SIGKILL mid-run. Its last logged task
 may legitimately run again: ``mark_done`` is written at the worker's next
 granted try or sync (docs/leases.md, "What is not promised"), and it died
 before that. Nothing else may be run twice or lost.
@@ -93,16 +93,26 @@ pod.close()
 """
 
 
+#: The hosts, by side: ``dirs[0]`` is the directory as host a sees it.
+HOSTS: Final = ("host-a", "host-b")
+
+
 @dataclass
 class Worker:
-    """One worker process: its name, host (``TASTYPY_HOST``) and local log."""
+    """One worker process on one side (host) of the rig, with its local log."""
 
     name: str
-    host: str
+    side: int
+    #: The rig's directory as this worker's host sees it.
+    directory: Path
     log: Path
     proc: Any = None
     killed: bool = False
     stderr: str = ""
+
+    @property
+    def host(self) -> str:
+        return HOSTS[self.side]
 
     def start(self, code: str, *args: Any) -> None:
         env = child_env(TASTYPY_HOST=self.host)
@@ -142,15 +152,35 @@ class Outcome:
     lost: list[str] = field(default_factory=list)
     #: POD keys read back with another value than their writer gave them.
     wrong: list[str] = field(default_factory=list)
-    #: The problems ``tastypy check`` reported, and a failure to read back.
+    #: The problems ``tastypy check`` reported: torn or unreadable lines.
+    torn: list[str] = field(default_factory=list)
+    #: What reading back with a fresh tracker or POD found wrong.
     problems: list[str] = field(default_factory=list)
-    #: False when the victim finished or died before it could be killed.
+    #: False when every worker finished or died before one could be killed.
     killed_mid_run: bool = True
+    #: The hosts whose workers finished anything (one, when the other's
+    #: waited at the lock until all was done).
+    ran_on: list[str] = field(default_factory=list)
     check_output: str = ""
+
+    def report(self) -> str:
+        """What went wrong, in words."""
+        return "\n".join(
+            [f"crashed: {c}" for c in self.crashes]
+            + [f"run twice: {k}" for k in self.duplicated]
+            + [f"lost: {k}" for k in self.lost[:20]]
+            + [f"wrong value: {k}" for k in self.wrong[:20]]
+            + self.torn[:20]
+            + self.problems[:20]
+            + [f"hosts whose workers finished tasks: {', '.join(self.ran_on) or 'none'}"]
+            + ["", "tastypy check said:", self.check_output[-3000:]]
+        )
 
     @property
     def ok(self) -> bool:
-        return not (self.crashes or self.duplicated or self.lost or self.wrong or self.problems)
+        return not (
+            self.crashes or self.duplicated or self.lost or self.wrong or self.torn or self.problems
+        )
 
 
 def start_together(workers: list[Worker], code: str, args: list[tuple]) -> float:
@@ -168,23 +198,44 @@ def start_together(workers: list[Worker], code: str, args: list[tuple]) -> float
     return time.monotonic()
 
 
-def kill_after(victim: Worker, lines: int, outcome: Outcome, timeout: float = 120) -> None:
-    """SIGKILL ``victim`` once its log has ``lines`` lines (mid-run)."""
-    deadline = time.monotonic() + timeout
-    while len(victim.lines()) < lines and victim.proc.poll() is None:
-        if time.monotonic() > deadline:
+def kill_first(workers: list[Worker], lines: int, outcome: Outcome) -> Worker | None:
+    """SIGKILL the first worker whose log reaches ``lines`` lines, mid-run.
+
+    Not a worker chosen in advance: on a cached filesystem the workers of one
+    mount may wait at the lock until the other mount's are done, and a
+    worker that never ran cannot be killed mid-run.
+    """
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while time.monotonic() < deadline:
+        running = [w for w in workers if w.proc.poll() is None]
+        if not running:
             break
+        for worker in running:
+            if len(worker.lines()) >= lines:
+                os.kill(worker.proc.pid, signal.SIGKILL)
+                worker.killed = True
+                return worker
         time.sleep(0.01)
-    if victim.proc.poll() is None:
-        os.kill(victim.proc.pid, signal.SIGKILL)
-        victim.killed = True
-    else:
-        outcome.killed_mid_run = False
-    victim.wait()
+    outcome.killed_mid_run = False
+    return None
+
+
+def _wait_all(workers: list[Worker], started: float, outcome: Outcome) -> None:
+    for worker in workers:
+        worker.wait()
+    outcome.seconds = time.monotonic() - started
+    outcome.ran_on = sorted({w.host for w in workers if w.lines()})
+
+
+def _stop(workers: list[Worker]) -> None:
+    for worker in workers:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.wait()
 
 
 def check(path: Path, outcome: Outcome) -> None:
-    """Run ``tastypy check`` on ``path``; its problems (torn lines...) go to ``outcome``."""
+    """Run ``tastypy check`` on ``path``; its problems go to ``outcome.torn``."""
     result = subprocess.run(
         [sys.executable, "-m", "tastypy", "check", str(path)],
         env=child_env(),
@@ -196,45 +247,38 @@ def check(path: Path, outcome: Outcome) -> None:
     problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
     if result.returncode != 0 and not problems:
         problems = [f"tastypy check exited with {result.returncode}: {outcome.check_output}"]
-    outcome.problems.extend(problems)
+    outcome.torn.extend(problems)
 
 
-def _hosts(directories: tuple[Path, Path], logs: Path, n: int) -> list[tuple[Path, Worker]]:
-    # Two workers through each mount, alternating: w0 (the victim) on host a.
-    pairs = []
-    for i in range(n):
-        side = i % 2
-        host = "host-a" if side == 0 else "host-b"
-        pairs.append((directories[side], Worker(f"w{i}", host, logs / f"w{i}.log")))
-    return pairs
+def _workers(dirs: tuple[Path, Path], logs: Path, n: int) -> list[Worker]:
+    """``n`` workers, alternately on host a and host b."""
+    return [Worker(f"w{i}", i % 2, dirs[i % 2], logs / f"w{i}.log") for i in range(n)]
 
 
 def run_tracker(
     dirs: tuple[Path, Path], logs: Path, *, tasks: int = 600, lease: float = 4.0
 ) -> Outcome:
     """Four workers (two per host) run ``tasks`` tasks on a new tracker; one
-    is killed mid-run; after the others exit, one more on host b runs what is left."""
+    is killed mid-run; after the others exit, one more on the other host
+    runs what is left."""
     outcome = Outcome()
-    pairs = _hosts(dirs, logs, 4)
-    workers = [worker for _, worker in pairs]
+    workers = _workers(dirs, logs, 4)
     path = "jobs.tracker"
-    args = [(d / path, w.log, tasks, lease, i * tasks // 4, 0) for i, (d, w) in enumerate(pairs)]
-    started = start_together(workers, TRACKER_WORKER, args)
+    args = [
+        (w.directory / path, w.log, tasks, lease, i * tasks // 4, 0) for i, w in enumerate(workers)
+    ]
     try:
-        kill_after(workers[0], max(1, tasks // 24), outcome)
-        for worker in workers[1:]:
-            worker.wait()
-        outcome.seconds = time.monotonic() - started
-        finisher = Worker("finisher", "host-b", logs / "finisher.log")
-        args = [(dirs[1] / path, finisher.log, tasks, lease, 0, 1)]
+        started = start_together(workers, TRACKER_WORKER, args)
+        victim = kill_first(workers, max(1, tasks // 24), outcome)
+        _wait_all(workers, started, outcome)
+        side = 1 - victim.side if victim else 1
+        finisher = Worker("finisher", side, dirs[side], logs / "finisher.log")
+        workers.append(finisher)
+        args = [(finisher.directory / path, finisher.log, tasks, lease, 0, 1)]
         start_together([finisher], TRACKER_WORKER, args)
         finisher.wait()
-        workers.append(finisher)
     finally:
-        for worker in workers:
-            if worker.proc.poll() is None:
-                worker.proc.kill()
-                worker.wait()
+        _stop(workers)
     outcome.crashes = [c for c in (w.crash() for w in workers) if c]
     _tally_tasks(workers, tasks, outcome)
     check(dirs[0] / path, outcome)
@@ -243,17 +287,16 @@ def run_tracker(
 
 
 def _tally_tasks(workers: list[Worker], tasks: int, outcome: Outcome) -> None:
-    finished = {w.name: [line.split()[1] for line in w.lines()] for w in workers}
-    counts = Counter(key for keys in finished.values() for key in keys)
-    victim = finished[workers[0].name]
+    finished = [[line.split()[1] for line in w.lines()] for w in workers]
+    counts = Counter(key for keys in finished for key in keys)
     # The victim's last done mark may not have been written (see the module's doc).
-    excused = victim[-1] if victim and workers[0].killed else None
+    excused = next((keys[-1] for w, keys in zip(workers, finished) if w.killed and keys), None)
     outcome.duplicated = sorted(
         key for key, count in counts.items() if count > 1 and not (key == excused and count == 2)
     )
     unlogged = [f"task{i:04d}" for i in range(tasks) if f"task{i:04d}" not in counts]
     # The victim may have died between mark_done and its log line.
-    if len(unlogged) > 1:
+    if len(unlogged) > any(w.killed for w in workers):
         outcome.lost.extend(f"{key} (finished by no worker)" for key in unlogged)
 
 
@@ -275,20 +318,14 @@ def run_pod(dirs: tuple[Path, Path], logs: Path, *, keys: int = 300, batches: in
     """Four workers (two per host) each write ``keys`` keys of their own to a
     new POD in ``batches`` syncs; one is killed mid-run."""
     outcome = Outcome()
-    pairs = _hosts(dirs, logs, 4)
-    workers = [worker for _, worker in pairs]
-    args = [(d / "data.pod", w.log, w.name, keys, batches) for d, w in pairs]
-    started = start_together(workers, POD_WORKER, args)
+    workers = _workers(dirs, logs, 4)
+    args = [(w.directory / "data.pod", w.log, w.name, keys, batches) for w in workers]
     try:
-        kill_after(workers[0], max(1, batches // 3), outcome)
-        for worker in workers[1:]:
-            worker.wait()
-        outcome.seconds = time.monotonic() - started
+        started = start_together(workers, POD_WORKER, args)
+        kill_first(workers, max(1, batches // 3), outcome)
+        _wait_all(workers, started, outcome)
     finally:
-        for worker in workers:
-            if worker.proc.poll() is None:
-                worker.proc.kill()
-                worker.wait()
+        _stop(workers)
     outcome.crashes = [c for c in (w.crash() for w in workers) if c]
     check(dirs[0] / "data.pod", outcome)
     _read_back_pod(dirs[0] / "data.pod", workers, keys, batches, outcome)
