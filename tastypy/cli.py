@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     repair.add_argument("--kind", choices=("pod", "tracker"), default=None)
     compact = sub.add_parser("compact", help="fold the journal into a new snapshot now")
     compact.add_argument("path")
+    compact.add_argument(
+        "--storage",
+        choices=["shared"],
+        help="convert to the shared store (one file per commit), for a filesystem whose "
+        "clients cache file sizes (GlusterFS, FUSE); run it while no job uses the POD",
+    )
     for command in (repair, compact):
         command.add_argument(
             "--lock",
@@ -75,7 +81,7 @@ def _reliability(args: argparse.Namespace) -> int:
         if args.command == "repair":
             print(repair(args.path, kind=args.kind, lock=args.lock))
         else:
-            print(compact(args.path, lock=args.lock))
+            print(compact(args.path, lock=args.lock, storage=args.storage))
     except TastypyError as exc:
         print(f"tastypy {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ from tastypy.errors import (
     PersistentOrderedDictException,
 )
 from tastypy.storage import DELETED, Store
+from tastypy.storage.store import CommitRaced
 
 __all__ = ["PersistentOrderedDict", "POD"]
 
@@ -58,6 +59,10 @@ _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 #: batch of record lines past this many keeps exact-size copies instead
 #: (300k lines kept as they came held 1.2 GB, and took 3x longer to make).
 _COMPACT_AFTER: Final = 32
+
+#: How many times a sync takes in a commit another process made first and
+#: tries again (the shared store, whose lock should make it never happen).
+_RACE_RETRIES: Final = 3
 
 
 class PersistentOrderedDict(MutableMapping):
@@ -98,6 +103,7 @@ class PersistentOrderedDict(MutableMapping):
         *,
         lock: str = "auto",
         lock_timeout: float = 600.0,
+        storage: str | None = None,
     ):
         if type(sync_at) is not int or sync_at <= 0:
             raise InvalidArgumentError(
@@ -118,7 +124,12 @@ class PersistentOrderedDict(MutableMapping):
         self._closed = True
         self._sync_lock = threading.RLock()
         self._store = Store(
-            path, kind=self._KIND, gzipped=bool(gzipped), lock=lock, lock_timeout=lock_timeout
+            path,
+            kind=self._KIND,
+            gzipped=bool(gzipped),
+            lock=lock,
+            lock_timeout=lock_timeout,
+            storage=storage,
         )
         try:
             with self._sync_lock, self._store.locked():
@@ -184,6 +195,10 @@ class PersistentOrderedDict(MutableMapping):
         t = type(key)
         if t is not str and t is not int:
             check_key(key)
+        self._assign(key, value, self._data)
+
+    def _assign(self, key: Any, value: Any, data: dict) -> None:
+        """``data[key] = value`` for a checked key, ``data`` being ``_data``."""
         if self._closed:
             self._refuse_closed()
         try:
@@ -193,7 +208,6 @@ class PersistentOrderedDict(MutableMapping):
             raise
         if b"null" in line and _has_nonfinite(value):
             raise_for(key, value)
-        data = self._data
         old = data.get(key, _MISSING)
         # ``old is value`` for a dict or list: the stored object itself, maybe
         # changed in place since the last sync, so its bytes on disk are
@@ -412,19 +426,29 @@ class PersistentOrderedDict(MutableMapping):
             lines, written, handled = self._dirty_records(data, bad)
             body += b"".join(lines)
             keys += written
-            changes = self._store.read_new()
-            if changes is None or changes:
-                # Ours: this batch, and lines other threads queued meanwhile
-                # (written by the next sync, so they win too).
-                ours = set(keys)
-                ours.update(self._pending_keys)
-                if changes is None:
-                    self._reload(ours)
-                else:
-                    self._take_in(changes, ours)
-            # Counted from the bytes: another thread may be between adding
-            # its line and its key, and the commit count must match the lines.
-            self._store.append(body, body.count(b"\n"), durable)
+            for attempt in range(_RACE_RETRIES):
+                changes = self._store.read_new()
+                if changes is None or changes:
+                    # Ours: this batch, and lines other threads queued
+                    # meanwhile (written by the next sync, so they win too).
+                    ours = set(keys)
+                    ours.update(self._pending_keys)
+                    if changes is None:
+                        self._reload(ours)
+                    else:
+                        self._take_in(changes, ours)
+                try:
+                    # Counted from the bytes: another thread may be between
+                    # adding its line and its key, and the commit count must
+                    # match the lines.
+                    self._store.append(body, body.count(b"\n"), durable)
+                except CommitRaced:
+                    # Another process committed first (the shared store):
+                    # take its commit in, then ours goes after it.
+                    if attempt == _RACE_RETRIES - 1:
+                        raise
+                    continue
+                break
             # Written: forget what this sync covered. Threads may have added
             # more meanwhile; that stays for the next sync.
             del self._pending[:n_bytes]
@@ -552,11 +576,15 @@ class PersistentOrderedDict(MutableMapping):
         if self._closed:
             self._refuse_closed()
         with self._locked():
-            changes = self._store.read_new()
-            if changes is None:
-                self._reload(set())
-            elif changes:
-                self._take_in(changes, set(self._pending_keys))
+            self._take_in_new()
+
+    def _take_in_new(self) -> None:
+        """Under the lock: take in what others synced since we last looked."""
+        changes = self._store.read_new()
+        if changes is None:
+            self._reload(set())
+        elif changes:
+            self._take_in(changes, set(self._pending_keys))
 
     def revert(self) -> None:
         """Drop every unsynced change: memory becomes what is on disk now."""
@@ -575,7 +603,11 @@ class PersistentOrderedDict(MutableMapping):
         """Sync, then fold the journal into a fresh snapshot now."""
         self.sync()
         with self._locked():
-            self._store.compact()
+            # Others may have synced since our sync released the lock: what
+            # the compaction folds in, this object must hold too, since it
+            # reads on from the new generation's start.
+            self._take_in_new()
+            self._store.compact(self._as_on_disk([]))
 
     # -- lifetime ----------------------------------------------------------------
 

@@ -37,8 +37,9 @@ from tastypy.errors import (
     InvalidArgumentError,
     InvalidValueError,
 )
-from tastypy.pod import _CHANGED, _MISSING, PersistentOrderedDict, _Setter
+from tastypy.pod import _CHANGED, _MISSING, _RACE_RETRIES, PersistentOrderedDict, _Setter
 from tastypy.storage import DELETED, journal
+from tastypy.storage.store import CommitRaced
 from tastypy.storage.tail import TailAppender, file_time
 
 __all__ = ["ProgressTracker", "Tracker", "Task", "LeaseInfo", "DEFAULT_LEASE"]
@@ -320,6 +321,7 @@ class ProgressTracker(PersistentOrderedDict):
         lock: str = "auto",
         lock_timeout: float = 600.0,
         lease: float | None = DEFAULT_LEASE,
+        storage: str | None = None,
     ):
         self._max_tries = _check_max_tries(max_tries)
         self._lease = DEFAULT_LEASE if lease is None else _check_span(lease, "lease")
@@ -380,6 +382,7 @@ class ProgressTracker(PersistentOrderedDict):
             clone,
             lock=lock,
             lock_timeout=lock_timeout,
+            storage=storage,
         )
         self._tail = TailAppender(self._store)
 
@@ -840,8 +843,16 @@ class ProgressTracker(PersistentOrderedDict):
         t = type(key)
         if t is not str and t is not int:
             check_key(key)
-        _check_record(key, value)
-        data = self._data
+        if not (
+            # A whole record of the usual shape passes without a call (W1).
+            type(value) is dict
+            and type(value.get("_done")) is bool
+            and type(value.get("_aborted")) is bool
+            and type(value.get("_tries")) is int
+            and value["_tries"] >= 0
+        ):
+            _check_record(key, value)
+        data = self._d if not (self._backlog or self._stale) else self._data
         lent = self._lent
         if key in lent:
             c_old = lent.pop(key)
@@ -849,15 +860,17 @@ class ProgressTracker(PersistentOrderedDict):
             old = data.get(key, _MISSING)
             c_old = 0 if old is _MISSING else _contrib(old)
         epoch = self._epoch
-        self._shift(c_old, 0)
         try:
-            super().__setitem__(key, value)
+            self._assign(key, value, data)
         finally:
             # Count what is there now: the new record, or the old one if the
-            # assignment was refused. A full count meanwhile did it already.
+            # assignment was refused (a sync that failed after it left the
+            # new one). A full count meanwhile did it already.
             if self._epoch == epoch:
                 cur = data.get(key, _MISSING)
-                self._shift(0, 0 if cur is _MISSING else _contrib(cur))
+                c_new = 0 if cur is _MISSING else _contrib(cur)
+                if c_new != c_old:
+                    self._shift(c_old, c_new)
         if "_lease_until" in value and self._lease_index is not None:
             self._lease_index[key] = None
 
@@ -1683,7 +1696,15 @@ class ProgressTracker(PersistentOrderedDict):
                 done, result = self._transact_quick(tail, decide, claims)
                 if done:
                     return result
-        return self._transact_ordinary(decide, claims, durable)
+        for attempt in range(_RACE_RETRIES):
+            try:
+                return self._transact_ordinary(decide, claims, durable)
+            except CommitRaced:
+                # Another process committed first (the shared store): the
+                # decision was taken back; take its commit in, decide again.
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+        raise AssertionError("the loop above returns or raises")
 
     def _transact_quick(self, tail: TailAppender, decide: Callable[[], Any], claims: Any):
         """The transaction through the tail appender; ``(False, None)``, with

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 from crashkit import read_pod
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -132,3 +133,69 @@ def test_a_pod_that_took_in_others_records_loads_them_to_compact(tmp_path, loads
     # In the files' order: the other's batch was synced first.
     assert read_pod(path) == [("from the other", 1), *((i, 3) for i in range(n))]
     assert dict(read_pod(path)) == expected
+
+
+# -- what another process syncs while a compaction starts ----------------------
+
+_OTHER_WRITES = """
+import sys, tastypy
+kind, path = sys.argv[1], sys.argv[2]
+if kind == "pod":
+    pod = tastypy.POD(path)
+    pod["theirs"] = {"by": "other"}
+    pod.close()
+else:
+    tracker = tastypy.Tracker(path)
+    assert tracker.try_it("t2")
+    tracker.mark_done("t2")
+    tracker.close()
+"""
+
+
+def _other_process_writes_after_sync(handle, kind: str) -> None:
+    """Make ``handle.compact()`` meet another process's sync in the gap
+    between its own sync and its compaction: the other process (a real
+    one) runs to the end right after the sync returns."""
+    sync = handle.sync
+
+    def sync_then_other_writes() -> None:
+        sync()
+        handle.sync = sync
+        result = run_python(_OTHER_WRITES, kind, handle.path)
+        assert result.returncode == 0, result.stderr
+
+    handle.sync = sync_then_other_writes
+
+
+@pytest.mark.parametrize("storage", ["local", "shared"])
+def test_a_pod_compacting_keeps_what_another_process_synced_meanwhile(tmp_path, storage):
+    pod = tastypy.POD(tmp_path / "p", storage=storage)
+    pod["mine"] = 1
+    _other_process_writes_after_sync(pod, "pod")
+    pod.compact()
+    assert pod.get("theirs") == {"by": "other"}
+    pod.refresh()
+    assert pod.get("theirs") == {"by": "other"}
+    pod["mine"] = 2
+    pod.close()
+    assert read_pod(tmp_path / "p") == [("mine", 2), ("theirs", {"by": "other"})]
+
+
+@pytest.mark.parametrize("storage", ["local", "shared"])
+def test_a_tracker_compacting_never_runs_again_a_task_another_process_finished(
+    tmp_path, storage
+):
+    path = tmp_path / "t"
+    tracker = tastypy.Tracker(path, storage=storage)
+    tracker.add_many(["t1", "t2", "t3"])
+    tracker.sync()
+    _other_process_writes_after_sync(tracker, "tracker")
+    tracker.compact()
+    assert tracker.done("t2")
+    assert not tracker.try_it("t2")
+    assert tracker.try_it("t1")
+    tracker.mark_done("t1")
+    tracker.close()
+    again = tastypy.Tracker(path)
+    assert again.done("t1") and again.done("t2") and not again.done("t3")
+    again.close()

@@ -38,7 +38,7 @@ def test_a_new_pod_is_a_manifest_and_nothing_else(tmp_path):
     names = sorted(os.listdir(tmp_path / "p"))
     assert names == ["manifest.json", "tastypy.lock"]
     m = manifest(tmp_path / "p")
-    assert m["format"] == "tastypy" and m["version"] == layout.FORMAT_VERSION
+    assert m["format"] == "tastypy" and m["version"] == layout.JOURNAL_VERSION
     assert m["kind"] == "pod" and m["generation"] == 0
     assert m["journal"] == "journal-000000.jsonl" and m["snapshot"] is None
 

@@ -96,7 +96,9 @@ print("ok")
 
 def test_workers_on_two_hosts_lose_nothing_with_the_automatic_lock(hosts):
     src, a, b = hosts
-    tastypy.POD(src / "pod").close()
+    # Made where the disk is local (the file server itself) for the hosts
+    # mounting it: the shared store is asked for (on a mount it is the default).
+    tastypy.POD(src / "pod", storage="shared").close()
     per_mount, keys = 2, 40
     procs = [
         spawn_python(POD_WORKER, mount / "pod", f"{mount.name}-{i}", keys)
@@ -160,3 +162,27 @@ def test_verify_fs_on_two_hosts_catches_flock_and_passes_auto(hosts):
     for rc, out, err in results:
         assert rc == 0, out + err
         assert "chosen by 'auto' as 'soft'" in out
+
+
+def test_a_journal_on_a_caching_mount_is_refused_and_converted_on_request(hosts):
+    """A POD made with the local store (one journal) where the disk is local
+    is refused through a FUSE mount, whose clients may cache sizes, naming
+    the mount and the command that converts it; converted, it opens there."""
+    src, a, _ = hosts
+    with tastypy.POD(src / "pod", storage="local") as pod:
+        pod["kept"] = {"x": 1}
+    with pytest.raises(tastypy.TastypyError, match="tastypy compact --storage shared") as err:
+        tastypy.POD(a / "pod")
+    assert str(a) in str(err.value) and "fuse" in str(err.value)
+    result = subprocess.run(
+        [sys.executable, "-m", "tastypy", "compact", "--storage", "shared", str(a / "pod")],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    with tastypy.POD(a / "pod") as pod:
+        assert pod["kept"] == {"x": 1}
+        pod["more"] = 2
+    with tastypy.POD(src / "pod") as pod:
+        assert dict(pod) == {"kept": {"x": 1}, "more": 2}

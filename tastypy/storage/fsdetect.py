@@ -16,7 +16,14 @@ import os
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["Mount", "choose_lock", "find_mount", "flock_is_trusted", "is_known_local"]
+__all__ = [
+    "Mount",
+    "caches_sizes",
+    "choose_lock",
+    "find_mount",
+    "flock_is_trusted",
+    "is_known_local",
+]
 
 _MOUNTS_FILE: Final = "/proc/self/mounts"
 
@@ -157,3 +164,12 @@ def is_known_local(path: str | os.PathLike[str], mounts_file: str = _MOUNTS_FILE
     Lustre, FUSE...). Unknown (no mount table, e.g. macOS) counts as not local."""
     mount = find_mount(path, mounts_file)
     return mount is not None and mount.fstype in LOCAL_FILESYSTEMS
+
+
+def caches_sizes(fstype: str) -> bool:
+    """Whether clients of a filesystem of this type may show an old size of
+    a file another client appended to, even right after opening it: every
+    FUSE filesystem (its attribute cache keeps sizes for a second by
+    default, and GlusterFS's md-cache as long). NFS revalidates sizes at
+    each open (close-to-open consistency), which the local store relies on."""
+    return fstype.startswith("fuse") or fstype == "glusterfs"

@@ -46,6 +46,11 @@ def _gzip(body: bytes) -> bytes:
     return comp.compress(body) + comp.flush()
 
 
+def gzip_member(body: bytes) -> bytes:
+    """``body`` as one gzip member, as a gzipped POD's files hold it."""
+    return _gzip(body)
+
+
 def committed_part(chunk: bytes) -> int:
     """Length of the prefix of ``chunk`` that ends with a complete commit line."""
     end = len(chunk)

@@ -18,12 +18,19 @@ from tastypy.errors import (
 )
 
 FORMAT_NAME: Final = "tastypy"
-FORMAT_VERSION: Final = 1
+#: The newest format version this tastypy reads. Version 1 keeps a
+#: generation's log in one journal file; version 2 (the shared store) keeps it
+#: as one file per commit in a directory. A POD is written in version 1
+#: unless it uses the shared store, so that older tastypy keeps reading it.
+FORMAT_VERSION: Final = 2
+JOURNAL_VERSION: Final = 1
+COMMITS_VERSION: Final = 2
 MANIFEST: Final = "manifest.json"
 LOCK_FILE: Final = "tastypy.lock"
 
 _LEGACY_SHARD = re.compile(r"^\d+\.json(\.gz)?$")
-_DATA_FILE = re.compile(r"^(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?$")
+_DATA_FILE = re.compile(r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|commits-\d{6,})$")
+_COMMITS_DIR = re.compile(r"^commits-\d{6,}$")
 _TEMP_FILE = re.compile(
     r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|manifest\.json)\.\d+\.tmp$"
 )
@@ -45,6 +52,21 @@ def snapshot_name(generation: int, gzipped: bool) -> str:
 
 def journal_name(generation: int, gzipped: bool) -> str:
     return f"journal-{generation:06d}.jsonl" + (".gz" if gzipped else "")
+
+
+def commits_name(generation: int) -> str:
+    return f"commits-{generation:06d}"
+
+
+def is_commits_dir(name: str) -> bool:
+    """Whether ``name`` is the log directory of a generation of the shared store."""
+    return _COMMITS_DIR.match(name) is not None
+
+
+def generation_of(name: str) -> int | None:
+    """The generation in one of our data file or log directory names."""
+    match = re.search(r"-(\d{6,})", name)
+    return int(match.group(1)) if match and is_own_file(name) else None
 
 
 def fsync_dir(path: str) -> None:
@@ -94,17 +116,29 @@ def write_atomic(
     hook(f"{label}-dir-fsynced")
 
 
-def new_manifest(kind: str, generation: int, gzipped: bool, snapshot_records: int) -> dict:
-    return {
+def new_manifest(
+    kind: str, generation: int, gzipped: bool, snapshot_records: int, shared: bool = False
+) -> dict:
+    """A manifest; ``shared``: the generation's log is a directory of commits
+    (the shared store, format version 2) instead of one journal file."""
+    manifest = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": COMMITS_VERSION if shared else JOURNAL_VERSION,
         "kind": kind,
         "generation": generation,
         "gzipped": gzipped,
         "snapshot": snapshot_name(generation, gzipped) if snapshot_records else None,
         "snapshot_records": snapshot_records,
-        "journal": journal_name(generation, gzipped),
+        "journal": commits_name(generation) if shared else journal_name(generation, gzipped),
     }
+    if shared:
+        manifest["log"] = "commits"
+    return manifest
+
+
+def is_shared(manifest: dict) -> bool:
+    """Whether the manifest is of the shared store (one file per commit)."""
+    return manifest.get("log") == "commits"
 
 
 def write_manifest(directory: str, manifest: dict, hook: Callable[[str], None] = no_fault) -> None:
@@ -162,6 +196,8 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
         or generation < 0
         or not isinstance(manifest["journal"], str)
         or _DATA_FILE.match(manifest["journal"]) is None
+        or is_commits_dir(manifest["journal"]) != (manifest.get("log") == "commits")
+        or (manifest.get("log") == "commits") != (version >= COMMITS_VERSION)
         or not (snapshot is None or (isinstance(snapshot, str) and _DATA_FILE.match(snapshot)))
     ):
         raise CorruptFileError(

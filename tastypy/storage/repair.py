@@ -31,17 +31,26 @@ import orjson
 from tastypy.codec import DUMP_OPTIONS, dumps, key_from_json
 from tastypy.errors import (
     FormatVersionError,
+    InvalidArgumentError,
     LegacyFormatError,
     NotAPODError,
     StorageError,
     TastypyError,
 )
-from tastypy.storage import journal, layout
+from tastypy.storage import commits, journal, layout
 from tastypy.storage.locks import DirectoryLock
 
 __all__ = ["CheckReport", "CompactReport", "Problem", "RepairReport", "check", "compact", "repair"]
 
-_GENERATION: Final = re.compile(r"^(snapshot|journal)-(\d+)\.jsonl(\.gz)?$")
+_GENERATION: Final = re.compile(r"^(snapshot|journal|commits)-(\d+)(\.jsonl(?:\.gz)?)?$")
+
+
+def _generation_match(name: str) -> re.Match | None:
+    """A snapshot or journal file name, or a commits directory name, of ours."""
+    m = _GENERATION.match(name)
+    if m is None or (m.group(1) == "commits") == (m.group(3) is not None):
+        return None
+    return m
 _ASIDE_PREFIX: Final = "repair-"
 _LEGACY_SHARD: Final = re.compile(r"^\d+\.json(\.gz)?$")
 
@@ -311,9 +320,11 @@ def _scan_file(path: str, gzipped: bool, snapshot: bool) -> _Scan:
 def _generations(names: list[str]) -> dict[int, dict[str, str]]:
     gens: dict[int, dict[str, str]] = {}
     for name in names:
-        m = _GENERATION.match(name)
+        m = _generation_match(name)
         if m:
-            gens.setdefault(int(m.group(2)), {})[m.group(1)] = name
+            # A commits directory is the log of its generation, as a journal is.
+            kind = "journal" if m.group(1) == "commits" else m.group(1)
+            gens.setdefault(int(m.group(2)), {})[kind] = name
     return gens
 
 
@@ -423,7 +434,9 @@ def _read(directory: str) -> _State:
                     f"holds {len(scan.records)} records but the manifest says {expected}",
                 )
             )
-    if state.journal is not None:
+    if state.journal is not None and layout.is_commits_dir(state.journal):
+        _scan_commits(os.path.join(directory, state.journal), state)
+    elif state.journal is not None:
         path = os.path.join(directory, state.journal)
         scan = _scan_file(path, state.gzipped, snapshot=False)
         state.scans.append(scan)
@@ -447,7 +460,7 @@ def _read(directory: str) -> _State:
     for name in names:
         if name in live or name.startswith(layout.LOCK_FILE):
             continue
-        m = _GENERATION.match(name)
+        m = _generation_match(name)
         full = os.path.join(directory, name)
         if m and int(m.group(2)) < state.generation:
             why = "a file of an older generation; the next compaction deletes it"
@@ -461,6 +474,48 @@ def _read(directory: str) -> _State:
             why = "not a tastypy file; ignored"
         report.notes.append(f"{full}: {why}.")
     return state
+
+
+def _scan_commits(log: str, state: _State) -> None:
+    """Scan the commits of a shared store's log, in order, up to the first
+    number missing or the seal that ends the log."""
+    number = 0
+    while True:
+        path = os.path.join(log, commits.commit_name(number, state.gzipped))
+        try:
+            with open(path, "rb") as f:
+                head = f.read(64)
+        except FileNotFoundError:
+            break
+        except OSError:
+            head = b""
+        text = journal.gunzip_members(head)[0] if state.gzipped and head else head
+        if text.startswith(commits.SEAL_PREFIX):
+            state.report.notes.append(
+                f"{path} seals this log: a compaction moved the POD on to a newer generation, "
+                "but the manifest was not updated; the next compaction or repair updates it."
+            )
+            break
+        scan = _scan_file(path, state.gzipped, snapshot=False)
+        if scan.torn_records or scan.torn_bytes or not (scan.records or scan.problems):
+            # Written whole before it was named: anything short of one
+            # whole batch is damage, not a write cut short.
+            scan.problems.append(
+                Problem(path, None, "is not one whole batch (its commit line is missing)")
+            )
+        state.scans.append(scan)
+        number += 1
+    try:
+        names = os.listdir(log)
+    except OSError:
+        names = []
+    for name in sorted(names):
+        n = commits.number_of(name)
+        if n is not None and n > number:
+            state.report.notes.append(
+                f"{os.path.join(log, name)}: a commit after the gap at number {number}; "
+                "readers stop at the gap, so it is ignored."
+            )
 
 
 def _lock(directory: str, mode: str, create: bool) -> DirectoryLock | None:
@@ -553,11 +608,11 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
         kind = _guess_kind(state.data)
     lost = list(report.problems)
     names = state.names
-    generations = [int(m.group(2)) for m in map(_GENERATION.match, names) if m]
+    generations = [int(m.group(2)) for m in map(_generation_match, names) if m]
     generation = max([*generations, state.generation]) + 1
     used = {state.snapshot, state.journal} - {None}
     for name in names:
-        m = _GENERATION.match(name)
+        m = _generation_match(name)
         if m and name not in used and int(m.group(2)) > state.generation:
             lost.append(
                 Problem(
@@ -583,13 +638,18 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
         for item in state.data.items():
             body += dumps(item, option=DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE)
         count = len(state.data)
-        new = layout.new_manifest(kind, generation, state.gzipped, count)
+        shared = state.journal is not None and layout.is_commits_dir(state.journal)
+        new = layout.new_manifest(kind, generation, state.gzipped, count, shared)
         if count:
             layout.write_atomic(
                 os.path.join(directory, new["snapshot"]),
                 journal.frame(body, count, state.gzipped),
             )
-        if state.journal is not None and os.path.isfile(os.path.join(directory, state.journal)):
+        if shared:
+            _seal_commits(directory, state, new)
+        elif state.journal is not None and os.path.isfile(
+            os.path.join(directory, state.journal)
+        ):
             # A process that keeps the live journal open must look again
             # before it appends: it is copied aside as it is, then sealed
             # (journal.seal) before the manifest moves on.
@@ -618,6 +678,19 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
     return RepairReport(directory, True, count, lost, aside, moved, report.notes)
 
 
+def _seal_commits(directory: str, state: _State, new: dict) -> None:
+    """End the live log of a shared store with a seal naming the repaired
+    generation, so that a reader with an old copy of the manifest moves on."""
+    log = os.path.join(directory, str(state.journal))
+    number = 0
+    while os.path.lexists(os.path.join(log, commits.commit_name(number, state.gzipped))):
+        number += 1
+    sealed = commits.Sealed(new["generation"], new["snapshot"], new["snapshot_records"])
+    line = commits.seal_line(sealed)
+    data = journal.gzip_member(line) if state.gzipped else line
+    commits.write(log, number, data, state.gzipped, True, lambda point: None)
+
+
 def _guess_kind(data: dict) -> str:
     values = list(data.values())
     if values and all(type(v) is dict and "_done" in v and "_tries" in v for v in values):
@@ -638,11 +711,21 @@ def _aside_directory(directory: str) -> str:
     raise StorageError(f"cannot create a {_ASIDE_PREFIX}* directory in {directory}")
 
 
-def compact(path: str | os.PathLike[str], *, lock: str = "auto") -> CompactReport:
+def compact(
+    path: str | os.PathLike[str], *, lock: str = "auto", storage: str | None = None
+) -> CompactReport:
     """Fold the journal of the POD at ``path`` into a new snapshot now.
 
     Other processes may keep the POD open: they reload it at their next sync.
+    ``storage="shared"`` converts a POD of the local store (one journal) to
+    the shared store (one file per commit), for a filesystem whose clients
+    cache file sizes; run it while no job uses the POD.
     """
+    if storage not in (None, "shared"):
+        raise InvalidArgumentError(
+            f"storage must be 'shared' (to convert a POD to the shared store) or left out, "
+            f"got {storage!r}."
+        )
     from tastypy.storage import Store
 
     directory = _directory(path)
@@ -653,13 +736,17 @@ def compact(path: str | os.PathLike[str], *, lock: str = "auto") -> CompactRepor
     if manifest is None:
         raise NotAPODError(f"{directory} is not a tastypy POD (it has no manifest.json).")
     store = Store(
-        directory, kind=manifest["kind"], gzipped=bool(manifest.get("gzipped")), lock=lock
+        directory,
+        kind=manifest["kind"],
+        gzipped=bool(manifest.get("gzipped")),
+        lock=lock,
+        convert=storage == "shared",
     )
     try:
         with store.locked():
             before = _data_bytes(directory)
             data = store.load()
-            store.compact()
+            store.compact(shared=True if storage == "shared" else None)
             after = _data_bytes(directory)
     finally:
         store._lock.close()
@@ -669,6 +756,13 @@ def compact(path: str | os.PathLike[str], *, lock: str = "auto") -> CompactRepor
 def _data_bytes(directory: str) -> int:
     total = 0
     for name in os.listdir(directory):
-        if layout.is_data_file(name):
+        if layout.is_commits_dir(name):
+            log = os.path.join(directory, name)
+            total += sum(
+                os.stat(os.path.join(log, n)).st_size
+                for n in os.listdir(log)
+                if commits.number_of(n) is not None
+            )
+        elif layout.is_data_file(name):
             total += os.stat(os.path.join(directory, name)).st_size
     return total

@@ -8,18 +8,42 @@ see one consistent state of the directory.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Final, Iterator
 
 from tastypy import _faults
 from tastypy.codec import LINE_OPTIONS, _has_nonfinite, dumps
-from tastypy.errors import CorruptFileError, KindMismatchError, StorageError, TastypyError
-from tastypy.storage import journal, layout
+from tastypy.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    KindMismatchError,
+    StorageError,
+    TastypyError,
+)
+from tastypy.storage import commits, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
 from tastypy.storage.locks import DirectoryLock
 
-__all__ = ["DELETED", "Store"]
+__all__ = ["DELETED", "STORAGE_MODES", "CommitRaced", "Store"]
+
+log = logging.getLogger("tastypy")
+
+#: The values of ``storage=``: which store a new POD gets. ``local`` is one
+#: journal file appended under the lock; ``shared`` is one new file per
+#: commit (:mod:`tastypy.storage.commits`), for filesystems whose clients
+#: may cache sizes and contents; ``auto`` takes ``local`` on a filesystem
+#: known to be local and ``shared`` everywhere else.
+STORAGE_MODES: Final = ("auto", "local", "shared")
+
+#: The environment variable that sets the default of ``storage=``.
+STORAGE_ENV: Final = "TASTYPY_STORAGE"
+
+#: How long a shared store waits for a client's cached copy of the manifest
+#: to expire when it names files a compaction elsewhere already deleted.
+_STALE_MANIFEST_WAIT: Final = 5.0
 
 #: A journal is folded into a new snapshot only once it holds more stale
 #: records than this, so small PODs are not rewritten over and over.
@@ -30,6 +54,14 @@ _COMPACT_MIN_STALE: Final = 10_000
 #: part by part when they are read).
 _KEY_TYPES: Final = frozenset({str, int, tuple})
 
+#: The shared store folds its commit files into a snapshot only once there
+#: are at least this many.
+_COMPACT_MIN_COMMITS: Final = 2_000
+
+#: How long a shared store waits for a commit that the server says exists
+#: to show through this client's cache of missing names.
+_HIDDEN_COMMIT_WAIT: Final = 120.0
+
 #: How many times a load starts over when a compaction elsewhere removed a
 #: file it was about to read.
 _LOAD_ATTEMPTS: Final = 5
@@ -37,6 +69,29 @@ _LOAD_ATTEMPTS: Final = 5
 
 def _first_line() -> int:
     return 1
+
+
+class CommitRaced(StorageError):
+    """Another process created the commit this one was about to create.
+
+    Under a lock that excludes every process this cannot happen; it means
+    the lock does not reach across the clients sharing the POD. Nothing was
+    written; the caller reads what the other process committed and decides
+    again.
+    """
+
+
+def _storage_mode(storage: str | None) -> str:
+    if storage is None:
+        storage = os.environ.get(STORAGE_ENV) or "auto"
+        where = f"the environment variable {STORAGE_ENV}"
+    else:
+        where = "storage="
+    if storage not in STORAGE_MODES:
+        raise InvalidArgumentError(
+            f"{where} must be one of {', '.join(map(repr, STORAGE_MODES))}, got {storage!r}."
+        )
+    return storage
 
 
 class _Vanished(Exception):
@@ -77,10 +132,22 @@ class Store:
         gzipped: bool = False,
         lock: str = "auto",
         lock_timeout: float = 600.0,
+        storage: str | None = None,
+        convert: bool = False,
     ):
         self.path = os.path.abspath(os.fspath(path))
+        #: Opened to convert it to another store (tastypy compact --storage):
+        #: a journal on a caching mount is read (no job runs), not refused.
+        self.convert = convert
         self.kind = kind
         self.gzipped = gzipped
+        self.storage = _storage_mode(storage)
+        #: Whether this POD uses the shared store (one file per commit); set
+        #: from the manifest.
+        self.shared = False
+        #: The shared store: commits below this number exist (a link to one
+        #: failed), whether or not this client shows them yet.
+        self._exists_below = 0
         self.fault: Callable[[str], None] = _faults.HOOK
         layout.check_directory(self.path)
         if os.path.isdir(self.path) and not os.path.lexists(
@@ -142,7 +209,10 @@ class Store:
             # created the POD since (classify_foreign saw its manifest).
             manifest = layout.read_manifest(self.path)
         if manifest is None:
-            manifest = layout.new_manifest(self.kind, 0, self.gzipped, 0)
+            shared = self.storage == "shared" or (
+                self.storage == "auto" and not fsdetect.is_known_local(self.path)
+            )
+            manifest = layout.new_manifest(self.kind, 0, self.gzipped, 0, shared)
             try:
                 layout.write_manifest(self.path, manifest, self.fault)
             except OSError as exc:
@@ -154,7 +224,18 @@ class Store:
                 + ", or convert it by copying its items into a new one."
             )
         self.gzipped = bool(manifest.get("gzipped", False))
+        self.shared = layout.is_shared(manifest)
+        if self.storage != "auto" and self.shared != (self.storage == "shared"):
+            raise InvalidArgumentError(
+                f"{self.path} uses the {'shared' if self.shared else 'local'} store, chosen when "
+                f"it was created, but storage={self.storage!r} was asked for. Open it with "
+                "storage='auto', or copy its items into a new POD made with the store you want."
+            )
         journal_path = os.path.join(self.path, manifest["journal"])
+        if self.shared:
+            return manifest
+        if not self.convert:
+            self._refuse_journal_on_caching_mount()
         if os.path.exists(journal_path) and not os.access(journal_path, os.W_OK):
             # Refused now rather than at the first sync, or at exit.
             raise StorageError(
@@ -162,6 +243,21 @@ class Store:
                 "sync; fix its permissions or copy the POD somewhere writable."
             )
         return manifest
+
+    def _refuse_journal_on_caching_mount(self) -> None:
+        """A journal is appended at the size its writer sees; a client that
+        caches sizes (FUSE, GlusterFS) may show an old one, and the append
+        then lands on another host's batch. Refuse rather than corrupt."""
+        mount = fsdetect.find_mount(self.path)
+        if mount is None or not fsdetect.caches_sizes(mount.fstype):
+            return
+        raise StorageError(
+            f"{self.path} keeps its log in one journal file (the local store), but it is on "
+            f"{mount.point}, a {mount.fstype} mount whose clients may cache file sizes, where "
+            "appending to a journal can write over another host's data. Convert it to the "
+            f"shared store once, with no job using it: `tastypy compact --storage shared "
+            f"{self.path}` (or open it where its filesystem is local)."
+        )
 
     def _manifest(self) -> dict:
         manifest = layout.read_manifest(self.path)
@@ -207,13 +303,24 @@ class Store:
         filesystem): read the new manifest and start over. Gone while the
         manifest still lists it, the file was lost: that is an error.
         """
-        for _ in range(_LOAD_ATTEMPTS):
+        attempts = 0
+        deadline = time.monotonic() + _STALE_MANIFEST_WAIT
+        while attempts < _LOAD_ATTEMPTS:
             manifest = self._manifest()
             try:
                 return self._load(manifest)
             except _Vanished as gone:
-                if self._manifest() == manifest:
-                    raise CorruptFileError(
+                if self._manifest() != manifest:
+                    attempts += 1
+                    continue
+                if layout.is_shared(manifest) and time.monotonic() < deadline:
+                    # This client's copy of the manifest may be an old one
+                    # (attribute and content caches), naming files that a
+                    # compaction elsewhere has deleted since: wait for it
+                    # to expire.
+                    time.sleep(0.1)
+                    continue
+                raise CorruptFileError(
                         f"{gone.path} is listed in {os.path.join(self.path, layout.MANIFEST)} "
                         f"but missing. Run `tastypy repair {self.path}` to salvage what is "
                         "left.",
@@ -226,9 +333,84 @@ class Store:
         )
 
     def _load(self, manifest: dict) -> dict:
+        if layout.is_shared(manifest):
+            return self._load_commits(manifest)
         data: dict = {}
+        texts: list = []
+        snapshot_records = self._load_snapshot(manifest, data, texts)
+        name = manifest["journal"]
+        try:
+            text, consumed, first_line = self._read_text(name, 0)
+        except _Vanished:
+            if self._manifest() != manifest:
+                raise  # a compaction meanwhile: start over
+            # A generation's journal is created by its first sync.
+            text, consumed, first_line = b"", 0, lambda: 1
+        journal_records = journal.load_into(text, data, os.path.join(self.path, name), first_line)
+        texts.append((text, os.path.join(self.path, name), first_line))
+        self._check_keys(data, texts)
+        self._loaded_state(manifest, consumed, journal_records, snapshot_records)
+        return data
+
+    def _load_commits(self, manifest: dict) -> dict:
+        """Load a POD of the shared store: the snapshot, then every commit of
+        the generation's log; a seal sends the load on to the generation it
+        names (the manifest this client read may be an old copy)."""
+        while True:
+            data: dict = {}
+            texts: list = []
+            snapshot_records = self._load_snapshot(manifest, data, texts)
+            directory = os.path.join(self.path, manifest["journal"])
+            number = records = 0
+            sealed = None
+            while sealed is None:
+                got = commits.read(directory, number, self.gzipped)
+                if got is None:
+                    break
+                if isinstance(got, commits.Sealed):
+                    sealed = got
+                    break
+                text, path = got
+                records += journal.load_into(text, data, path)
+                texts.append((text, path, _first_line))
+                number += 1
+            if sealed is None:
+                break
+            manifest = self._sealed_manifest(sealed)
+        self._check_keys(data, texts)
+        self._loaded_state(manifest, number, records, snapshot_records)
+        return data
+
+    def _sealed_manifest(self, sealed: commits.Sealed) -> dict:
+        manifest = layout.new_manifest(
+            self.kind, sealed.generation, self.gzipped, sealed.snapshot_records, shared=True
+        )
+        manifest["snapshot"] = sealed.snapshot
+        return manifest
+
+    @staticmethod
+    def _check_keys(data: dict, texts: list) -> None:
+        if not _KEY_TYPES.issuperset(map(type, data)):
+            # The fast load takes any hashable JSON key (a float, null,
+            # true); the record by record parse names the line with one.
+            for args in texts:
+                journal.parse(*args)
+
+    def _loaded_state(
+        self, manifest: dict, position: int, journal_records: int, snapshot_records: int
+    ) -> None:
+        # A compaction may have converted the POD to the shared store.
+        self.shared = layout.is_shared(manifest)
+        self._exists_below = 0
+        self.generation = manifest["generation"]
+        self.journal_path = os.path.join(self.path, manifest["journal"])
+        self.journal_pos = position
+        self.journal_records = journal_records
+        self.snapshot_records = snapshot_records
+        self.mixed = True
+
+    def _load_snapshot(self, manifest: dict, data: dict, texts: list) -> int:
         snapshot_records = 0
-        texts = []
         if manifest.get("snapshot"):
             name = manifest["snapshot"]
             text, _, first_line = self._read_text(name, 0)
@@ -248,28 +430,7 @@ class Store:
                     "record (the damaged file is kept aside).",
                     os.path.join(self.path, name),
                 )
-        name = manifest["journal"]
-        try:
-            text, consumed, first_line = self._read_text(name, 0)
-        except _Vanished:
-            if self._manifest() != manifest:
-                raise  # a compaction meanwhile: start over
-            # A generation's journal is created by its first sync.
-            text, consumed, first_line = b"", 0, lambda: 1
-        journal_records = journal.load_into(text, data, os.path.join(self.path, name), first_line)
-        if not _KEY_TYPES.issuperset(map(type, data)):
-            # The fast load takes any hashable JSON key (a float, null,
-            # true); the record by record parse names the line with one.
-            texts.append((text, os.path.join(self.path, name), first_line))
-            for args in texts:
-                journal.parse(*args)
-        self.generation = manifest["generation"]
-        self.journal_path = os.path.join(self.path, manifest["journal"])
-        self.journal_pos = consumed
-        self.journal_records = journal_records
-        self.snapshot_records = snapshot_records
-        self.mixed = True
-        return data
+        return snapshot_records
 
     def read_new(self) -> list[tuple[Any, Any]] | None:
         """Changes others synced since we last looked, or None if a compaction
@@ -298,6 +459,8 @@ class Store:
         None after a compaction. Nothing is counted as read until the caller
         calls :meth:`took` (a damaged line it raises about is read again)."""
         manifest = self._manifest()
+        if self.shared:
+            return self._read_new_commits(manifest)
         if manifest["generation"] != self.generation:
             return None
         try:
@@ -324,6 +487,51 @@ class Store:
         except _Vanished:
             return None
 
+    def _read_new_commits(self, manifest: dict) -> tuple[bytes, int, Callable[[], int]] | None:
+        """:meth:`read_new_text` of the shared store: the commits numbered from
+        :attr:`journal_pos` on, until one that does not exist; ``consumed``
+        counts commits. None when the log was sealed (or the manifest names a
+        newer generation): the caller loads afresh."""
+        if manifest["generation"] > self.generation:
+            return None
+        texts = []
+        number = self.journal_pos
+        while True:
+            got = commits.read(self.journal_path, number, self.gzipped)
+            if got is None and number < self._exists_below:
+                got = self._read_known_commit(number)
+            if got is None:
+                break
+            if isinstance(got, commits.Sealed):
+                return None
+            texts.append(got[0])
+            number += 1
+        return b"".join(texts), number - self.journal_pos, _first_line
+
+    def _read_known_commit(self, number: int) -> tuple[bytes, str] | commits.Sealed:
+        """Commit ``number``, which the server said exists (our link to it
+        failed) while this client does not see it: a cached "no such file"
+        (NFS caches those until the directory's attributes expire, up to a
+        minute by default). Look again until the cache lets it through."""
+        deadline = time.monotonic() + _HIDDEN_COMMIT_WAIT
+        pause = 0.01
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            try:
+                os.listdir(self.journal_path)  # makes some clients look again
+            except OSError:
+                pass
+            got = commits.read(self.journal_path, number, self.gzipped)
+            if got is not None:
+                return got
+        raise StorageError(
+            f"commit {number} of {self.journal_path} exists on the server (creating it failed) "
+            f"but this client has not shown it for {_HIDDEN_COMMIT_WAIT:.0f} s: its cache of "
+            "missing names does not expire. Mount the filesystem so that it does not cache "
+            "them (NFS: lookupcache=positive)."
+        )
+
     # -- writing ---------------------------------------------------------
 
     def append(self, body: bytes | bytearray, count: int, durable: bool = True) -> None:
@@ -335,6 +543,10 @@ class Store:
         if not count:
             return
         batch = journal.frame(body, count, self.gzipped)
+        if self.shared:
+            self._commit(batch, durable)
+            self.journal_records += count
+            return
         new_file = self.journal_pos == 0 and not os.path.exists(self.journal_path)
         try:
             self.journal_pos = journal.append(
@@ -346,6 +558,26 @@ class Store:
             raise _os_error("append to", self.journal_path, exc) from exc
         self.journal_records += count
 
+    def _commit(self, batch: bytes, durable: bool) -> None:
+        try:
+            created = commits.write(
+                self.journal_path, self.journal_pos, batch, self.gzipped, durable, self.fault
+            )
+        except OSError as exc:
+            raise _os_error("commit to", self.journal_path, exc) from exc
+        if not created:
+            self._exists_below = self.journal_pos + 1
+            mount = fsdetect.find_mount(self.path)
+            where = f"{mount.point} ({mount.fstype})" if mount else "its filesystem"
+            raise CommitRaced(
+                f"another process created commit {self.journal_pos} of {self.journal_path} "
+                f"while this one held the lock of {self.path}: the lock does not exclude the "
+                f"processes sharing {where}. Nothing was written. Open every handle with "
+                "lock='soft' (see docs/locks.md), and check the mount with `python -m tastypy "
+                "verify-fs DIR`."
+            )
+        self.journal_pos += 1
+
     def stale_records(self, live: int) -> int:
         return self.snapshot_records + self.journal_records - live
 
@@ -355,7 +587,13 @@ class Store:
         asked only if this store did not read others' records since the
         owner loaded (see :attr:`mixed`). It saves loading the files again."""
         stale = self.stale_records(live)
-        if stale > _COMPACT_MIN_STALE and stale > live:
+        if (stale > _COMPACT_MIN_STALE and stale > live) or (
+            # Every commit of the shared store is a file that each new
+            # reader opens: fold them once they outnumber a hundredth of
+            # the keys (a compaction then costs ~100 records per commit).
+            self.shared and self.journal_pos >= _COMPACT_MIN_COMMITS
+            and self.journal_pos * 100 >= live
+        ):
             self.compact(None if self.mixed or data is None else data())
             return True
         return False
@@ -367,11 +605,19 @@ class Store:
             return None
         return None if manifest is None else manifest.get("generation")
 
-    def compact(self, data: dict | None = None) -> None:
+    def compact(self, data: dict | None = None, *, shared: bool | None = None) -> None:
         """Fold the journal into a new snapshot generation (under the lock).
 
         ``data``: what the files hold, if the caller has it (else they are
-        loaded); a value JSON cannot hold makes it load them after all."""
+        loaded); a value JSON cannot hold makes it load them after all.
+        ``shared=True`` converts a POD of the local store to the shared one
+        (the other way is refused)."""
+        if shared is False and self.shared:
+            raise InvalidArgumentError(
+                f"{self.path} uses the shared store; it cannot be converted back to a journal. "
+                "Copy its items into a new POD made with storage='local' instead."
+            )
+        convert = bool(shared) and not self.shared
         body = None
         if data is not None:
             # One growing buffer: orjson hands back over-allocated bytes, so
@@ -392,9 +638,12 @@ class Store:
                 body += dumps(item, option=LINE_OPTIONS)
         generation = self.generation + 1
         count = len(data)
+        if self.shared:
+            self._compact_commits(body, count, generation)
+            return
         snap = layout.snapshot_name(generation, self.gzipped)
         snap_path = os.path.join(self.path, snap)
-        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count)
+        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count, convert)
         # Only our own file names: a user's backup (journal-000000.jsonl~)
         # or any other file in the directory is never deleted.
         old = [n for n in os.listdir(self.path) if layout.is_own_file(n)]
@@ -408,7 +657,9 @@ class Store:
             else:
                 manifest["snapshot"] = None
             stray = os.path.join(self.path, manifest["journal"])
-            if os.path.lexists(stray):
+            if convert:
+                commits.remove_log(stray)
+            elif os.path.lexists(stray):
                 # Left by something else than us; it must not become live.
                 os.unlink(stray)
             self.fault("compact-before-seal")
@@ -424,6 +675,8 @@ class Store:
         for name in old:
             if name != snap:
                 try:
+                    if layout.is_commits_dir(name):
+                        continue  # not ours to delete: none can exist before a conversion
                     os.unlink(os.path.join(self.path, name))
                 except OSError:
                     continue
@@ -431,8 +684,68 @@ class Store:
                 if deleted == 1:
                     self.fault("compact-mid-delete")
         self.fault("compact-after-delete")
+        self.shared = convert
         self.generation = generation
         self.journal_path = os.path.join(self.path, manifest["journal"])
         self.journal_pos = 0
         self.journal_records = 0
         self.snapshot_records = count
+        self._exists_below = 0
+
+    def _compact_commits(self, body: bytearray, count: int, generation: int) -> None:
+        """:meth:`compact` for the shared store: write the next generation's
+        snapshot, then seal this generation's log with a commit naming it.
+        The seal is what makes the new generation live (a reader follows it
+        whatever copy of the manifest it has); the manifest, written next,
+        lets new readers start there. The generation before this one is
+        deleted; this one stays, for readers whose manifest is an old copy."""
+        snap = layout.snapshot_name(generation, self.gzipped) if count else None
+        snap_path = os.path.join(self.path, snap) if snap else ""
+        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count, shared=True)
+        stray = os.path.join(self.path, manifest["journal"])
+        seal = commits.seal_line(commits.Sealed(generation, snap, count))
+        try:
+            self.fault("compact-before-snapshot")
+            if snap:
+                layout.write_atomic(
+                    snap_path, journal.frame(body, count, self.gzipped), self.fault, "snapshot"
+                )
+            # Left by a compaction that died before its seal; never live.
+            commits.remove_log(stray)
+            self.fault("compact-before-seal")
+            self._commit(journal.gzip_member(seal) if self.gzipped else seal, durable=True)
+        except BaseException as exc:
+            if snap:
+                try:
+                    os.unlink(snap_path)
+                except OSError:
+                    pass
+            if isinstance(exc, OSError):
+                raise _os_error("compact into", snap_path or stray, exc) from exc
+            raise
+        self.fault("compact-before-manifest")
+        try:
+            layout.write_manifest(self.path, manifest, self.fault)
+        except OSError as exc:
+            # Sealed already: readers find the new generation through the seal.
+            log.warning("tastypy: could not update the manifest of %s: %s", self.path, exc)
+        self.fault("compact-after-manifest")
+        for name in os.listdir(self.path):
+            old = layout.generation_of(name)
+            if old is not None and old < self.generation:
+                path = os.path.join(self.path, name)
+                if layout.is_commits_dir(name):
+                    commits.remove_log(path)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+        commits.sweep_temporaries(self.journal_path)
+        self.fault("compact-after-delete")
+        self.generation = generation
+        self.journal_path = stray
+        self.journal_pos = 0
+        self.journal_records = 0
+        self.snapshot_records = count
+        self._exists_below = 0

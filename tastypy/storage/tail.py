@@ -233,7 +233,7 @@ class TailAppender:
         # The lock the store runs (``auto`` resolved): only a flock on
         # ``tastypy.lock`` excludes the store's writers as this one does.
         lock_mode = getattr(getattr(store, "_lock", None), "mode", None)
-        self.enabled = (
+        self._usable = (
             fcntl is not None
             and lock_mode == "posix"
             and sys.platform != "win32"
@@ -312,6 +312,12 @@ class TailAppender:
         except OSError:
             return False
         return True
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the store is a journal this appender may keep open: not
+        the shared store, which a POD may be converted to while open."""
+        return self._usable and not self.store.shared
 
     def peek(self) -> bytes | None:
         """Read, without the lock, the whole batches others appended since the
