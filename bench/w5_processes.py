@@ -34,15 +34,16 @@ JSON with ``--json FILE``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 SHAPES = ("one", "disjoint", "shared")
 
@@ -129,45 +130,14 @@ def run(shape: str, procs: int, tasks: int, base: str, paths: list | None = None
     }
 
 
-def _mount(src: str, point: str) -> None:
-    os.makedirs(point, exist_ok=True)
-    try:
-        # No attribute or name caching: what NFS's close-to-open gives (see
-        # tests/test_two_hosts.py).
-        subprocess.run(
-            ["bindfs", "-o", "attr_timeout=0,entry_timeout=0,negative_timeout=0", src, point],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SystemExit(
-            f"cannot mount {src} on {point} with bindfs ({exc}); install bindfs "
-            "(apt-get install bindfs) and run where FUSE mounts are allowed"
-        ) from exc
-
-
-def _unmount(point: str) -> None:
-    for cmd in (["fusermount", "-u", point], ["umount", point]):
-        try:
-            if subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0:
-                return
-        except (OSError, subprocess.SubprocessError):
-            continue
-
-
 def run_fuse(procs: int, tasks: int, base: str) -> list:
     """One process through one mount, then ``procs`` processes through two
     mounts (half on each), ``procs x tasks`` keys each time."""
-    src = os.path.join(base, "src")
-    os.makedirs(src)
-    points = [os.path.join(base, "host-a"), os.path.join(base, "host-b")]
-    mounted = []
     rows = []
-    try:
-        for p in points:
-            _mount(src, p)
-            mounted.append(p)
+    # No attribute or name caching: what NFS's close-to-open gives (see
+    # tests/test_two_hosts.py).
+    with _bindfs_rig(Path(base)) as rig:
+        points = [str(p) for p in rig.mounts]
         for label, n_procs, n_tasks, where in (
             ("fuse, 1 mount, soft lock", 1, procs * tasks, points[:1]),
             ("fuse, 2 mounts, soft lock", procs, tasks, points),
@@ -176,10 +146,18 @@ def run_fuse(procs: int, tasks: int, base: str) -> list:
             result = run("shared", n_procs, n_tasks, base, [os.path.join(p, name) for p in where])
             result["shape"] = label
             rows.append(result)
-        return rows
-    finally:
-        for p in mounted:
-            _unmount(p)
+    return rows
+
+
+@contextlib.contextmanager
+def _bindfs_rig(base: Path) -> Iterator[Any]:
+    from bench.shared_fs import sharedfs
+
+    try:
+        with sharedfs.bindfs_rig(base, coherent=True) as rig:
+            yield rig
+    except sharedfs.RigError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def _table(rows: list, one: float | None) -> str:

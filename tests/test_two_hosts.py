@@ -12,81 +12,34 @@ of a file another mount just appended to, even after opening it, which is
 weaker than NFS's close-to-open consistency (an open always fetches fresh
 attributes there) and is not what is being simulated.
 
-Needs bindfs and FUSE (``.ci/run`` installs them). A test fails, never skips,
-when it cannot mount.
+Needs bindfs and FUSE (``.ci/run`` installs them); the mounts are made by
+``tests/sharedfs.py``. A test fails, never skips, when it cannot mount.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import subprocess
 import sys
-import time
 
 import pytest
+import sharedfs
 from conftest import child_env, spawn_python
 
 import tastypy
 from tastypy.storage import fsdetect
 from tastypy.storage.locks import DirectoryLock, read_holder
 
-_NO_CACHE = "attr_timeout=0,entry_timeout=0,negative_timeout=0"
-
-
-def _unmount(point: str) -> None:
-    commands = [["fusermount3", "-u", point], ["fusermount", "-u", point], ["umount", point]]
-    for _ in range(50):
-        if not _mounted(point):
-            return
-        for command in commands:
-            if shutil.which(command[0]):
-                result = subprocess.run(command, capture_output=True)
-                if result.returncode == 0:
-                    break
-        time.sleep(0.1)
-    if _mounted(point) and shutil.which("umount"):
-        subprocess.run(["umount", "-l", point], capture_output=True)
-
-
-def _mounted(point: str) -> bool:
-    mount = fsdetect.find_mount(point)
-    return mount is not None and mount.point == os.path.realpath(point)
-
 
 @pytest.fixture
 def hosts(tmp_path):
-    """(SRC, MNT_A, MNT_B): one directory and two FUSE mounts of it."""
-    if shutil.which("bindfs") is None:
-        pytest.fail(
-            "bindfs is not installed, so two hosts cannot be simulated. Install it "
-            "(apt-get install bindfs fuse3; .ci/run does this when it runs as root)."
-        )
-    src = tmp_path / "src"
-    src.mkdir()
-    points = []
+    """(SRC, MNT_A, MNT_B): one directory and two FUSE mounts of it, caches off."""
     try:
-        for name in ("host-a", "host-b"):
-            point = tmp_path / name
-            point.mkdir()
-            command = ["bindfs", "-o", _NO_CACHE]
-            if os.geteuid() != 0:
-                command.append("--no-allow-other")
-            result = subprocess.run(
-                [*command, str(src), str(point)], capture_output=True, text=True, timeout=60
-            )
-            if result.returncode != 0 or not _mounted(str(point)):
-                pytest.fail(
-                    f"cannot mount {src} on {point} with bindfs (exit status "
-                    f"{result.returncode}): {result.stderr.strip() or 'not in /proc/mounts'}. "
-                    "It needs /dev/fuse and the right to mount (root, or fusermount)."
-                )
-            points.append(point)
-        yield src, points[0], points[1]
-    finally:
-        for point in points:
-            _unmount(str(point))
+        with sharedfs.bindfs_rig(tmp_path, coherent=True) as rig:
+            yield rig.source, rig.mounts[0], rig.mounts[1]
+    except sharedfs.RigError as exc:
+        pytest.fail(str(exc))
 
 
 def test_a_flock_through_one_mount_does_not_exclude_the_other(hosts):
