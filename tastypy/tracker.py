@@ -19,7 +19,6 @@ import gc
 import logging
 import math
 import os
-import socket
 import sys
 import time
 import traceback
@@ -29,7 +28,8 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from tastypy import _exit
+from tastypy import _exit, _identity
+from tastypy._identity import holder_gone
 from tastypy.codec import check_key, dumps, record_line
 from tastypy.errors import (
     CorruptFileError,
@@ -97,53 +97,18 @@ _COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
 
 _time = time.time
 
-#: The name of this host in lease records; ``TASTYPY_HOST`` overrides it
-#: where host names are not unique (containers started with one name).
-_HOST: Final = os.environ.get("TASTYPY_HOST") or socket.gethostname()
-
-#: Who holds the leases this process takes: ``host:pid``.
-_me = f"{_HOST}:{os.getpid()}"
+#: Who holds the leases this process takes: ``host:pid/kernel``
+#: (:mod:`tastypy._identity`).
+_me = _identity.me().holder
 
 
 def _after_fork() -> None:
     global _me
-    _me = f"{_HOST}:{os.getpid()}"
+    _me = _identity.me().holder
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
-
-
-def _pid_runs(pid: int) -> bool:
-    """Whether process ``pid`` of this host still runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists, but is not ours to signal
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True  # no /proc: the pid answered, so trust it
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X", b"x")
-
-
-def _holder_gone(holder: Any) -> bool:
-    """Whether the lease holder ``host:pid`` is a process of this host that
-    no longer runs: then its leases are void at once, not at expiry."""
-    if type(holder) is not str:
-        return False
-    host, sep, pid = holder.rpartition(":")
-    if not sep or host != _HOST or holder == _me:
-        return False
-    try:
-        number = int(pid)
-    except ValueError:
-        return False
-    return number > 0 and not _pid_runs(number)
 
 
 def _framed(lines: list, count: int, gzipped: bool) -> bytes:
@@ -1394,7 +1359,7 @@ class ProgressTracker(PersistentOrderedDict):
         if until is not None:
             holder = rec.get("_holder")
             if holder != _me and type(until) in (int, float):
-                if until > (self._clock() if now is None else now) and not _holder_gone(holder):
+                if until > (self._clock() if now is None else now) and not holder_gone(holder):
                     return False
         return True
 
@@ -2235,7 +2200,7 @@ class ProgressTracker(PersistentOrderedDict):
                 if holder is None or holder == _me:
                     continue
                 if holder not in gone:
-                    gone[holder] = _holder_gone(holder)
+                    gone[holder] = holder_gone(holder)
                 if not gone[holder]:
                     continue
             due.append((until, key))
@@ -2567,7 +2532,7 @@ class ProgressTracker(PersistentOrderedDict):
             if type(until) in (int, float):
                 holder = rec.get("_holder")
                 if holder is not None and holder not in gone:
-                    gone[holder] = _holder_gone(holder)
+                    gone[holder] = holder_gone(holder)
                 if until > now and not (holder is not None and gone[holder]):
                     leased += 1
                 elif holder is not None:

@@ -43,12 +43,10 @@ from __future__ import annotations
 
 import atexit
 import errno
-import hashlib
 import itertools
 import logging
 import os
 import random
-import socket
 import threading
 import time
 import weakref
@@ -58,6 +56,7 @@ from typing import Any, Final, Iterator, NamedTuple
 import filelock
 import orjson
 
+from tastypy import _identity
 from tastypy.errors import LockTimeoutError, StorageError
 from tastypy.storage import fsdetect
 
@@ -141,94 +140,6 @@ else:  # filelock < 3.30: the same flock, taken directly
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-# -- who we are ----------------------------------------------------------------
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """State letter and start time (clock ticks since boot) of a process, from
-    ``/proc``; None where there is no such process or no ``/proc``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: the fixed
-    # fields start after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return fields[0].decode("ascii", "replace"), int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-class _Self:
-    """This process's identity as a soft-lock record states it."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.host = socket.gethostname()
-        # Two containers may share a host name but not a PID namespace, and a
-        # host name outlives a reboot: a pid means something only to a
-        # process of the same host, boot and namespace.
-        self.boot = _read_text("/proc/sys/kernel/random/boot_id")
-        self.pidns = _pid_namespace()
-        self.key = _host_key(self.host, self.boot, self.pidns)
-        stat = _proc_stat(self.pid)
-        self.start = stat[1] if stat else None
-        self.token = os.urandom(6).hex()
-        self.count = itertools.count()
-
-
-def _host_key(host: str, boot: str, pidns: int) -> str:
-    return hashlib.sha256(f"{host}\0{boot}\0{pidns}".encode()).hexdigest()[:12]
-
-
-_me: _Self | None = None
-
-
-def _self() -> _Self:
-    global _me
-    me = _me
-    if me is None or me.pid != os.getpid():
-        me = _me = _Self()
-    return me
-
-
-def _pid_alive(pid: int, start: int | None) -> bool:
-    """Whether a process of this host with ``pid`` (and, if known, started at
-    ``start``) still runs; a zombie or a recycled pid does not count."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OSError:
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc: the pid answered, so trust it
-    state, started = stat
-    if state in ("Z", "X", "x"):
-        return False
-    return start is None or started == start
-
-
 class Holder(NamedTuple):
     """What a soft lock's file says about the process holding it."""
 
@@ -245,16 +156,11 @@ class Holder(NamedTuple):
     def local(self) -> bool:
         """Whether the holder runs on this host, boot and PID namespace, so that
         its pid can be checked here."""
-        me = _self()
-        return bool(self.boot) and (self.host, self.boot, self.pidns) == (
-            me.host,
-            me.boot,
-            me.pidns,
-        )
+        return _identity.shares_pids(self.host, _identity.kernel_id(self.boot, self.pidns))
 
     def alive(self) -> bool:
         """For a local holder: whether its process still runs."""
-        return _pid_alive(self.pid, self.start)
+        return _identity.pid_alive(self.pid, self.start)
 
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
@@ -266,7 +172,7 @@ class Holder(NamedTuple):
 def _record(lease: float, file: str = "") -> tuple[bytes, str]:
     """The line a soft lock's file (or a claim to break one) holds, and its
     token (unique to this acquisition)."""
-    me = _self()
+    me = _identity.me()
     token = f"{me.token}-{next(me.count)}"
     line = orjson.dumps(
         {
@@ -459,7 +365,7 @@ class SoftLock:
     def _template_fd(self) -> int:
         if self._tfd >= 0 and self._tpid == os.getpid():
             return self._tfd
-        me = _self()
+        me = _identity.me()
         first = self._tpid < 0
         self._tfd = -1
         os.makedirs(self.workdir, exist_ok=True)
@@ -600,7 +506,7 @@ class SoftLock:
         day (a template is rewritten at every acquisition and refreshed while
         held, so only a process idle for a day loses its own, and makes
         another)."""
-        me = _self()
+        me = _identity.me()
         old = time.time() - _SWEEP_AGE
         try:
             entries = list(os.scandir(self.workdir))
@@ -610,7 +516,7 @@ class SoftLock:
             parts = entry.name.split(".")
             try:
                 if len(parts) == 3 and parts[0] == me.key and me.boot:
-                    gone = parts[1].isdigit() and not _pid_alive(int(parts[1]), None)
+                    gone = parts[1].isdigit() and not _identity.pid_alive(int(parts[1]))
                 else:
                     gone = entry.stat(follow_symlinks=False).st_mtime < old
                 if gone and entry.path != self._template:
@@ -684,7 +590,7 @@ class SoftLock:
         try:
             if not same(_read_marker(self.path)):
                 return
-            me = _self()
+            me = _identity.me()
             aside = os.path.join(self.workdir, f"aside.{me.token}{next(me.count)}")
             try:
                 os.rename(self.path, aside)
