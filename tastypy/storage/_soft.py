@@ -192,44 +192,99 @@ _registry = threading.Lock()
 _wake = threading.Event()
 _beat_pid = -1
 _beat_every = DEFAULT_LEASE / 4
-#: Template files of this process (path -> descriptor), removed at exit.
-_templates: dict[str, int] = {}
+#: Template files of this process (path -> template), removed at exit.
+_templates: dict[str, _Template] = {}
+#: Held while a template's descriptor is used or closed: a descriptor closed
+#: by one thread may be another file's the next instant.
+_template_guard = threading.Lock()
+#: Set once the exit cleanup removed this process's templates: a lock taken
+#: later (a sync from a later exit handler) creates its lock file instead of
+#: leaving a new template behind.
+_cleaned_up = False
 
 
 def _reset_after_fork() -> None:
     # The heartbeat thread does not exist in a child, the registry lock may
     # have been held by it at the fork, and the parent's templates are the
     # parent's to remove.
-    global _registry, _wake, _beat_pid
+    global _registry, _wake, _beat_pid, _template_guard, _cleaned_up
     _registry = threading.Lock()
     _wake = threading.Event()
+    _template_guard = threading.Lock()
     _held.clear()
     _templates.clear()
     _beat_pid = -1
+    _cleaned_up = False
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _remove_template(path: str, fd: int, pid: int = -1) -> None:
-    if pid >= 0 and pid != os.getpid():
-        return  # a forked child's copy: the template is the parent's
-    _templates.pop(path, None)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+class _Template:
+    """A template file of this process and the descriptor it is written
+    through. Whoever removes it (the lock's close, its finalizer, the exit
+    cleanup) marks it removed, and every use checks the mark under
+    ``_template_guard``: once closed, its descriptor's number may be another
+    file's, so it is never written through, touched or closed again."""
+
+    __slots__ = ("path", "fd", "pid", "ino", "length")
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.pid = os.getpid()
+        self.ino = os.fstat(fd).st_ino
+        #: Bytes of the record last written.
+        self.length = 0
+
+    def usable(self) -> bool:
+        """Not removed, and this process's (not a forked parent's)."""
+        return self.fd >= 0 and self.pid == os.getpid()
+
+    def write(self, record: bytes) -> bool:
+        """Write ``record`` over the template's; False if it was removed."""
+        with _template_guard:
+            if not self.usable():
+                return False
+            os.pwrite(self.fd, record, 0)
+            if len(record) < self.length:
+                os.ftruncate(self.fd, len(record))
+            self.length = len(record)
+            return True
+
+    def touch(self) -> bool:
+        """Refresh the template's times; False if it was removed."""
+        with _template_guard:
+            if not self.usable():
+                return False
+            os.utime(self.fd)
+            return True
+
+    def remove(self) -> None:
+        """Delete the file and close the descriptor, once; a forked child's
+        copy is left alone (the template is the parent's)."""
+        with _template_guard:
+            if not self.usable():
+                return
+            fd, self.fd = self.fd, -1
+            _templates.pop(self.path, None)
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 @atexit.register
 def _remove_templates() -> None:
-    for path, fd in list(_templates.items()):
-        _remove_template(path, fd)
+    global _cleaned_up
+    _cleaned_up = True
+    for template in list(_templates.values()):
+        template.remove()
 
 
 def _heartbeat() -> None:
@@ -278,11 +333,7 @@ class SoftLock:
         #: Templates, claims to break a stale lock and files set aside.
         self.workdir = workdir or path + ".d"
         self._linking = True
-        self._template = ""
-        self._tfd = -1
-        self._tpid = -1
-        self._tino = -1
-        self._tlen = 0
+        self._template: _Template | None = None
         #: (inode, ctime) and token of our file while we hold the lock; the
         #: ctime is None when the file is our template (its inode cannot be
         #: reused while the template exists).
@@ -357,51 +408,51 @@ class SoftLock:
         err.holder = holder  # type: ignore[attr-defined]
         raise err
 
-    def _template_fd(self) -> int:
-        if self._tfd >= 0 and self._tpid == os.getpid():
-            return self._tfd
+    def _template_file(self) -> _Template | None:
+        """This process's template, made if need be; None once the exit
+        cleanup has run (a template made then would outlive the process)."""
+        template = self._template
+        if template is not None and template.usable():
+            return template
+        if _cleaned_up:
+            return None
         me = _identity.me()
-        first = self._tpid < 0
-        self._tfd = -1
+        first = template is None
         os.makedirs(self.workdir, exist_ok=True)
         name = f"{me.key}.{me.pid}.{me.token}{next(me.count)}"
         path = os.path.join(self.workdir, name)
-        fd = os.open(path, _CREATE, 0o644)
-        self._template, self._tfd, self._tpid = path, fd, me.pid
-        self._tino = os.fstat(fd).st_ino
-        self._tlen = 0
-        _templates[path] = fd
+        template = self._template = _Template(path, os.open(path, _CREATE, 0o644))
+        _templates[path] = template
         # A lock dropped without close() (a POD never closed) takes its
         # template with it; at exit, _remove_templates does.
-        self._finalizer = weakref.finalize(self, _remove_template, path, fd, me.pid)
+        self._finalizer = weakref.finalize(self, template.remove)
         self._finalizer.atexit = False
         if first:
             self._sweep()
-        return fd
+        return template
 
     def _forget_template(self) -> None:
-        if self._tfd >= 0 and self._tpid == os.getpid():
+        if self._template is not None:
             self._finalizer.detach()
-            _remove_template(self._template, self._tfd)
-        self._tfd = -1
-        self._tpid = -1
+            self._template.remove()
+        self._template = None
 
     def _try_link(self) -> bool | None:
         """True/False as :meth:`try_acquire`; None where it cannot link."""
         for _ in range(2):
             try:
-                fd = self._template_fd()
-                record, token = _record(self.lease, os.path.basename(self._template))
+                template = self._template_file()
+                if template is None:
+                    return None
+                record, token = _record(self.lease, os.path.basename(template.path))
                 # Always the same length, so that one pwrite replaces the
                 # whole record: a waiter that opened the file just before we
                 # released it may read it while we write the next record.
                 if len(record) < _TEMPLATE_SIZE:
                     record = record[:-1] + b" " * (_TEMPLATE_SIZE - len(record)) + b"\n"
-                os.pwrite(fd, record, 0)
-                if len(record) < self._tlen:
-                    os.ftruncate(fd, len(record))
-                self._tlen = len(record)
-                os.link(self._template, self.path)
+                if not template.write(record):
+                    continue  # removed meanwhile (the exit cleanup)
+                os.link(template.path, self.path)
             except FileExistsError:
                 return False
             except OSError as exc:
@@ -418,7 +469,7 @@ class SoftLock:
                     continue
                 raise
             self._token = token
-            self._identity = (self._tino, None)
+            self._identity = (template.ino, None)
             return True
         return None
 
@@ -486,9 +537,10 @@ class SoftLock:
         # Called by the heartbeat with the registry lock held, so never at
         # the same time as release().
         try:
-            if self._identity is not None and self._identity[1] is None:
-                os.utime(self._tfd)  # our template is the lock file
-            elif self._still_mine():
+            linked = self._identity is not None and self._identity[1] is None
+            if linked and self._template is not None and self._template.touch():
+                return  # our template is the lock file
+            if self._still_mine():
                 os.utime(self.path)
                 st = os.lstat(self.path)
                 self._identity = (st.st_ino, st.st_ctime_ns)
@@ -514,7 +566,7 @@ class SoftLock:
                     gone = parts[1].isdigit() and not _identity.pid_alive(int(parts[1]))
                 else:
                     gone = entry.stat(follow_symlinks=False).st_mtime < old
-                if gone and entry.path != self._template:
+                if gone and (self._template is None or entry.path != self._template.path):
                     os.unlink(entry.path)
             except OSError:
                 pass
