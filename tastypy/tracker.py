@@ -2092,6 +2092,8 @@ class ProgressTracker(PersistentOrderedDict):
 
         if self._closed:
             self._refuse_closed()
+        if lease is not None:
+            _check_span(lease, "lease")
         return run_tasks(
             self,
             fn,
@@ -2100,9 +2102,10 @@ class ProgressTracker(PersistentOrderedDict):
             lease=lease,
             chunksize=chunksize,
             max_pending=max_pending,
-            progress=progress,
+            progress=(lambda: _Progress(self, progress)) if progress else None,
             result_field=result_field,
             allow_aborted=allow_aborted,
+            options=self._worker_options(),
         )
 
     def _worker_options(self) -> dict:
@@ -2116,8 +2119,11 @@ class ProgressTracker(PersistentOrderedDict):
             "sync_at": self.sync_at,
         }
 
-    def _write_now(self) -> None:
-        """Write every unsynced change now, without fsync (as a try does)."""
+    def flush(self) -> None:
+        """Write every change not written yet to the journal now, without
+        fsync, as :meth:`try_it` does before it returns True: the changes
+        then survive this process's death (not a power loss; :meth:`sync`
+        fsyncs)."""
         if self._unsynced():
             self._transact(_nothing)
 
@@ -2383,11 +2389,13 @@ class ProgressTracker(PersistentOrderedDict):
 
     # -- iterating -------------------------------------------------------------------
 
-    def todo_keys(self, allow_aborted: bool = False) -> Iterator:
+    def todo_keys(self, allow_aborted: bool = False, keys: Iterable | None = None) -> Iterator:
         """The keys of tasks to do: not done, not aborted (unless
-        ``allow_aborted``), tried fewer than ``max_tries`` times. In order."""
+        ``allow_aborted``), tried fewer than ``max_tries`` times. In order;
+        with ``keys``, those of them (in their order; keys not here are not
+        to do)."""
         data = self._data
-        for key in list(data):
+        for key in list(data) if keys is None else list(keys):
             if self._runnable(data.get(key), allow_aborted):
                 yield key
 
@@ -2711,14 +2719,35 @@ class Task:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if not self._active or self.outcome is not None:
             return False
-        if exc is None:
+        self.end(exc)
+        return self.outcome == "failed" and not self._reraise
+
+    def end(self, error: BaseException | None = None) -> str | None:
+        """End the attempt as its ``with`` block does, for code that cannot
+        use one: done if ``error`` is None; failed, with ``error`` recorded
+        in ``_error``, for an :class:`Exception`; interrupted (the try given
+        back) for anything else (Ctrl-C, an exit). The lease ends. Returns
+        the outcome; a task not to run, or already ended, is left as it is::
+
+            task = tracker.attempt(key)
+            if task:
+                try:
+                    task["result"] = work(key)
+                except Exception as exc:
+                    task.end(exc)
+                else:
+                    task.end()
+        """
+        if not self._active or self.outcome is not None:
+            return self.outcome
+        if error is None:
             self.outcome = "done"
-        elif isinstance(exc, Exception):
+        elif isinstance(error, Exception):
             self.outcome = "failed"
         else:
             self.outcome = "interrupted"
-        self.tracker._ended(self.key, exc)
-        return self.outcome == "failed" and not self._reraise
+        self.tracker._ended(self.key, error)
+        return self.outcome
 
 
 class _TrackerSetter(_Setter):
