@@ -9,6 +9,9 @@ pool, a thread, a dask worker, an MPI rank) opens the tracker by its path
 function, and writes the outcome into the task's record before it reports
 back. So what was done survives the death of the calling process, and
 running the same call again does only what is left. See ``docs/tracker.md``.
+
+Imports point one way: the tracker calls in here, and this module uses only
+the tracker's public API (``tests/test_public_api.py`` checks it).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def _tracker_for(path: str, cls: type, options: dict) -> Any:
     key = (path, os.getpid())
     with _open_lock:
         tracker = _open.get(key)
-        if tracker is None or tracker._closed:
+        if tracker is None or tracker.closed:
             tracker = cls(path, **options)
             _open[key] = tracker
         return tracker
@@ -78,11 +81,10 @@ def _run_one(
     ``"skipped"`` (not to be run here: done, aborted, out of tries or
     leased to another process by now).
     """
-    from tastypy.tracker import _now
-
-    guard = tracker._sync_lock  # threads of one process share the tracker
+    guard = tracker.sync_lock  # threads of one process share the tracker
     with guard:
-        if not tracker._try(key, True, allow_aborted, _now(), lease):
+        task = tracker.attempt(key, reraise=True, allow_aborted=allow_aborted, lease=lease)
+        if not task:
             return key, "skipped", None
     try:
         value = fn(key)
@@ -97,19 +99,19 @@ def _run_one(
                 ) from None
     except Exception as exc:
         with guard:
-            tracker._ended(key, exc)
-            tracker._write_now()
+            task.end(exc)
+            tracker.flush()
         return key, "failed", f"{type(exc).__name__}: {exc}"
     except BaseException as exc:  # Ctrl-C, SystemExit: the try is given back
         with guard:
-            tracker._ended(key, exc)
-            tracker._write_now()
+            task.end(exc)
+            tracker.flush()
         raise
     with guard:
         if field is not None and value is not None:
-            tracker._data[key][field] = value
-        tracker._ended(key, None)
-        tracker._write_now()
+            task[field] = value
+        task.end()
+        tracker.flush()
     return key, "done", None
 
 
@@ -140,13 +142,17 @@ def run_tasks(
     lease: float | None,
     chunksize: int,
     max_pending: int | None,
-    progress: bool | str,
+    progress: Callable[[], Any] | None,
     result_field: str | None,
     allow_aborted: bool,
+    options: dict,
 ) -> dict:
-    """The body of :meth:`ProgressTracker.run`."""
-    from tastypy.tracker import _check_span, _Progress
+    """The body of :meth:`ProgressTracker.run`, which has checked ``lease``.
 
+    ``progress`` makes the progress display (an object with ``step(outcome)``
+    and ``close()``), or is None for none; ``options`` are how a worker
+    opens the tracker (its settings).
+    """
     if type(chunksize) is not int or chunksize < 1:
         raise InvalidArgumentError(f"chunksize must be an int >= 1, got {chunksize!r}.")
     if max_pending is not None and (type(max_pending) is not int or max_pending < 1):
@@ -156,24 +162,21 @@ def run_tasks(
             f"result_field must be a str not starting with '_' (those fields are tastypy's), "
             f"or None, got {result_field!r}."
         )
-    if lease is not None:
-        _check_span(lease, "lease")
     if not callable(fn):
         raise InvalidArgumentError(f"fn must be callable, got {type(fn).__name__}.")
     started = time.monotonic()
     if keys is None:
         tracker.refresh()
-        order = list(tracker._data)
+        order = list(tracker)
     else:
         order = list(keys)
         tracker.add_many_if_absent(order)
         tracker.refresh()
-    data = tracker._data
-    todo = [k for k in order if tracker._runnable(data.get(k), allow_aborted)]
+    todo = list(tracker.todo_keys(allow_aborted, keys=order))
     tracker.sync()  # the keys added are on disk before any worker looks
     counts = {"done": 0, "failed": 0, "skipped": 0}
     errors: dict = {}
-    bar = _Progress(tracker, progress) if progress else None
+    bar = progress() if progress is not None else None
 
     def tally(results: list) -> None:
         for key, outcome, error in results:
@@ -189,7 +192,7 @@ def run_tasks(
                 tally([_run_one(tracker, fn, key, lease, result_field, allow_aborted)])
         else:
             _through(tracker, _as_executor(executor), fn, todo, lease, chunksize, max_pending,
-                     result_field, allow_aborted, tally)  # fmt: skip
+                     result_field, allow_aborted, tally, options)  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
@@ -217,11 +220,11 @@ def _through(
     field: str | None,
     allow_aborted: bool,
     tally: Callable[[list], None],
+    options: dict,
 ) -> None:
     """Hand ``todo`` out in chunks, at most ``max_pending`` at a time."""
     path = tracker.path
     cls = type(tracker)
-    options = tracker._worker_options()
     chunks = [todo[i : i + chunksize] for i in range(0, len(todo), chunksize)]
     if max_pending is None:
         max_pending = max(64, 4 * (getattr(executor, "_max_workers", None) or os.cpu_count() or 4))

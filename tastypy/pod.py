@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, MutableMapping, ValuesView
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
 from tastypy import _exit
@@ -154,6 +154,19 @@ class PersistentOrderedDict(MutableMapping):
     def path(self) -> str:
         """The directory holding this POD."""
         return self._store.path
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run, as for a file."""
+        return self._closed
+
+    @property
+    def sync_lock(self) -> AbstractContextManager[Any]:
+        """The re-entrant lock every sync of this object holds (the exit sync
+        too). Threads that share the object hold it around a change made in
+        several steps, so that no other thread's sync writes it half made;
+        it does not stop another thread changing the object meanwhile."""
+        return self._sync_lock
 
     @property
     def set(self) -> _Setter:

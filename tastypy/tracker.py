@@ -19,7 +19,6 @@ import gc
 import logging
 import math
 import os
-import socket
 import sys
 import time
 import traceback
@@ -29,7 +28,8 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from tastypy import _exit
+from tastypy import _exit, _identity
+from tastypy._identity import holder_gone
 from tastypy.codec import check_key, dumps, record_line
 from tastypy.errors import (
     CorruptFileError,
@@ -98,53 +98,18 @@ _COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
 
 _time = time.time
 
-#: The name of this host in lease records; ``TASTYPY_HOST`` overrides it
-#: where host names are not unique (containers started with one name).
-_HOST: Final = os.environ.get("TASTYPY_HOST") or socket.gethostname()
-
-#: Who holds the leases this process takes: ``host:pid``.
-_me = f"{_HOST}:{os.getpid()}"
+#: Who holds the leases this process takes: ``host:pid/kernel``
+#: (:mod:`tastypy._identity`).
+_me = _identity.me().holder
 
 
 def _after_fork() -> None:
     global _me
-    _me = f"{_HOST}:{os.getpid()}"
+    _me = _identity.me().holder
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
-
-
-def _pid_runs(pid: int) -> bool:
-    """Whether process ``pid`` of this host still runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists, but is not ours to signal
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True  # no /proc: the pid answered, so trust it
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X", b"x")
-
-
-def _holder_gone(holder: Any) -> bool:
-    """Whether the lease holder ``host:pid`` is a process of this host that
-    no longer runs: then its leases are void at once, not at expiry."""
-    if type(holder) is not str:
-        return False
-    host, sep, pid = holder.rpartition(":")
-    if not sep or host != _HOST or holder == _me:
-        return False
-    try:
-        number = int(pid)
-    except ValueError:
-        return False
-    return number > 0 and not _pid_runs(number)
 
 
 def _framed(lines: list, count: int, gzipped: bool) -> bytes:
@@ -1420,7 +1385,7 @@ class ProgressTracker(PersistentOrderedDict):
         if until is not None:
             holder = rec.get("_holder")
             if holder != _me and type(until) in (int, float):
-                if until > (self._clock() if now is None else now) and not _holder_gone(holder):
+                if until > (self._clock() if now is None else now) and not holder_gone(holder):
                     return False
         return True
 
@@ -2161,6 +2126,8 @@ class ProgressTracker(PersistentOrderedDict):
 
         if self._closed:
             self._refuse_closed()
+        if lease is not None:
+            _check_span(lease, "lease")
         return run_tasks(
             self,
             fn,
@@ -2169,9 +2136,10 @@ class ProgressTracker(PersistentOrderedDict):
             lease=lease,
             chunksize=chunksize,
             max_pending=max_pending,
-            progress=progress,
+            progress=(lambda: _Progress(self, progress)) if progress else None,
             result_field=result_field,
             allow_aborted=allow_aborted,
+            options=self._worker_options(),
         )
 
     def _worker_options(self) -> dict:
@@ -2185,8 +2153,11 @@ class ProgressTracker(PersistentOrderedDict):
             "sync_at": self.sync_at,
         }
 
-    def _write_now(self) -> None:
-        """Write every unsynced change now, without fsync (as a try does)."""
+    def flush(self) -> None:
+        """Write every change not written yet to the journal now, without
+        fsync, as :meth:`try_it` does before it returns True: the changes
+        then survive this process's death (not a power loss; :meth:`sync`
+        fsyncs)."""
         if self._unsynced():
             self._transact(_nothing)
 
@@ -2269,7 +2240,7 @@ class ProgressTracker(PersistentOrderedDict):
                 if holder is None or holder == _me:
                     continue
                 if holder not in gone:
-                    gone[holder] = _holder_gone(holder)
+                    gone[holder] = holder_gone(holder)
                 if not gone[holder]:
                     continue
             due.append((until, key))
@@ -2452,11 +2423,13 @@ class ProgressTracker(PersistentOrderedDict):
 
     # -- iterating -------------------------------------------------------------------
 
-    def todo_keys(self, allow_aborted: bool = False) -> Iterator:
+    def todo_keys(self, allow_aborted: bool = False, keys: Iterable | None = None) -> Iterator:
         """The keys of tasks to do: not done, not aborted (unless
-        ``allow_aborted``), tried fewer than ``max_tries`` times. In order."""
+        ``allow_aborted``), tried fewer than ``max_tries`` times. In order;
+        with ``keys``, those of them (in their order; keys not here are not
+        to do)."""
         data = self._data
-        for key in list(data):
+        for key in list(data) if keys is None else list(keys):
             if self._runnable(data.get(key), allow_aborted):
                 yield key
 
@@ -2601,7 +2574,7 @@ class ProgressTracker(PersistentOrderedDict):
             if type(until) in (int, float):
                 holder = rec.get("_holder")
                 if holder is not None and holder not in gone:
-                    gone[holder] = _holder_gone(holder)
+                    gone[holder] = holder_gone(holder)
                 if until > now and not (holder is not None and gone[holder]):
                     leased += 1
                 elif holder is not None:
@@ -2780,14 +2753,35 @@ class Task:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if not self._active or self.outcome is not None:
             return False
-        if exc is None:
+        self.end(exc)
+        return self.outcome == "failed" and not self._reraise
+
+    def end(self, error: BaseException | None = None) -> str | None:
+        """End the attempt as its ``with`` block does, for code that cannot
+        use one: done if ``error`` is None; failed, with ``error`` recorded
+        in ``_error``, for an :class:`Exception`; interrupted (the try given
+        back) for anything else (Ctrl-C, an exit). The lease ends. Returns
+        the outcome; a task not to run, or already ended, is left as it is::
+
+            task = tracker.attempt(key)
+            if task:
+                try:
+                    task["result"] = work(key)
+                except Exception as exc:
+                    task.end(exc)
+                else:
+                    task.end()
+        """
+        if not self._active or self.outcome is not None:
+            return self.outcome
+        if error is None:
             self.outcome = "done"
-        elif isinstance(exc, Exception):
+        elif isinstance(error, Exception):
             self.outcome = "failed"
         else:
             self.outcome = "interrupted"
-        self.tracker._ended(self.key, exc)
-        return self.outcome == "failed" and not self._reraise
+        self.tracker._ended(self.key, error)
+        return self.outcome
 
 
 class _TrackerSetter(_Setter):

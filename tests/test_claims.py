@@ -20,7 +20,7 @@ import time
 import pytest
 from conftest import child_env, run_python, spawn_python, without_lease
 
-from tastypy import InvalidArgumentError, StorageError, Tracker, _faults
+from tastypy import InvalidArgumentError, StorageError, Tracker, _faults, _identity
 from tastypy.tracker import DEFAULT_LEASE, LeaseInfo
 
 #: A worker: opens the tracker with ``lease``, takes ``keys`` with try_it
@@ -83,6 +83,12 @@ def kill(proc) -> None:
     proc.communicate(timeout=60)
 
 
+def holder_name(pid: int, host: str | None = None) -> str:
+    """How lease records name process ``pid`` of this host's kernel and PID
+    namespace, on ``host`` (default: this host's name)."""
+    return f"{host or socket.gethostname()}:{pid}/{_identity.me().kernel}"
+
+
 def on_disk(path) -> dict:
     with Tracker(path) as tracker:
         return {key: dict(rec) for key, rec in tracker.items()}
@@ -131,7 +137,7 @@ def test_try_it_leases_the_task_to_this_process(tracker):
     before = time.time()
     assert tracker.try_it("a")
     rec = tracker["a"]
-    assert rec["_holder"] == tracker.holder == f"{socket.gethostname()}:{os.getpid()}"
+    assert rec["_holder"] == tracker.holder == holder_name(os.getpid())
     assert before + DEFAULT_LEASE <= rec["_lease_until"] <= time.time() + DEFAULT_LEASE + 0.01
     assert without_lease(rec) == {"_done": False, "_tries": 1, "_aborted": False}
 
@@ -164,7 +170,7 @@ def test_another_process_skips_a_leased_task(path, tracker):
     assert got == ["a", "b"]
     assert not tracker.try_it("a") and not tracker.try_it("b")
     assert tracker.try_it("c")
-    assert tracker.lease_info(["a"])["a"].holder == f"{socket.gethostname()}:{proc.pid}"
+    assert tracker.lease_info(["a"])["a"].holder == holder_name(proc.pid)
     assert finish(proc, "done a") == 0
     # a is done; b was released at the worker's exit, its try still counted.
     assert not tracker.try_it("a")
@@ -211,7 +217,7 @@ def test_a_killed_worker_of_another_host_keeps_its_tasks_until_the_lease_ends(pa
     assert got == ["a", "b"]
     kill(proc)
     info = tracker.lease_info(["a", "b"])
-    assert {i.holder for i in info.values()} == {f"other-host:{proc.pid}"}
+    assert {i.holder for i in info.values()} == {holder_name(proc.pid, "other-host")}
     until = max(rec["_lease_until"] for rec in on_disk(path).values() if "_lease_until" in rec)
     assert tracker.claim(5) == ["c"]
     for key in got:
@@ -257,7 +263,7 @@ def test_a_claim_another_process_made_is_kept_over_a_change_here(path, tracker):
     tracker.unhold()
     assert not tracker.try_it("x")
     # Our write of x kept the worker's claim.
-    assert on_disk(path)["x"]["_holder"] == f"{socket.gethostname()}:{proc.pid}"
+    assert on_disk(path)["x"]["_holder"] == holder_name(proc.pid)
     finish(proc, "done x")
     assert on_disk(path)["x"]["_done"]
 

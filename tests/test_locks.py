@@ -482,3 +482,48 @@ def test_what_a_killed_process_left_is_swept(tmp_path):
         assert len(os.listdir(tmp_path / "tastypy.lock.d")) == 1  # ours only
     lock.close()
     assert_nothing_left(tmp_path)
+
+
+# -- after this process's exit cleanup --------------------------------------------------
+
+# Registers a handler before tastypy is imported, so that it runs after
+# tastypy's own exit handlers (atexit runs the last registered first): it
+# opens files (the lowest free descriptors, among them any tastypy's cleanup
+# just closed), writes to the POD, closes it, then writes its own files.
+LATE_SYNC = """
+import atexit, os, sys
+path, spare = sys.argv[1], sys.argv[2]
+
+def late():
+    files = [open(os.path.join(spare, f"f{i}"), "wb") for i in range(8)]
+    pod["late"] = True
+    pod.sync()
+    pod.close()
+    for f in files:
+        f.write(b"mine")
+        f.close()
+    print("done", flush=True)
+
+atexit.register(late)
+import tastypy
+pod = tastypy.POD(path, lock="soft")
+pod["early"] = True
+"""
+
+
+def test_a_sync_after_the_exit_cleanup_writes_through_no_closed_descriptor(tmp_path):
+    # The exit cleanup removes this process's soft-lock template and closes
+    # its descriptor; a later sync must neither write the lock record
+    # through that number (EBADF, or into whatever file got it since) nor
+    # close it again.
+    path, spare = tmp_path / "p", tmp_path / "spare"
+    spare.mkdir()
+    proc = spawn_python(LATE_SYNC, path, spare)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip() == "done", err
+    assert "Error" not in err and "error" not in err, err
+    for name in sorted(os.listdir(spare)):
+        assert (spare / name).read_bytes() == b"mine", name
+    with tastypy.POD(path, lock="soft") as pod:
+        assert dict(pod) == {"early": True, "late": True}
+    assert_nothing_left(path)

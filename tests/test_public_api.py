@@ -3,6 +3,7 @@ documented."""
 
 from __future__ import annotations
 
+import ast
 import re
 import types
 from pathlib import Path
@@ -104,3 +105,48 @@ def test_errors_share_one_root():
 
 def test_version_is_a_string():
     assert isinstance(tastypy.__version__, str) and tastypy.__version__
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def test_the_executor_uses_only_the_trackers_public_api():
+    # tastypy/executor.py has no classes: any ``x._name`` in it reaches into
+    # another object (the tracker), and it imports nothing of the tracker
+    # module (the tracker calls in; imports point one way).
+    path = Path(ROOT) / "tastypy" / "executor.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            found.append(f"line {node.lineno}: class {node.name} (then self._x is allowed)")
+        elif isinstance(node, ast.Attribute) and _private(node.attr):
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value)
+            # The concurrent.futures executor's worker count: not tastypy's.
+            and not (isinstance(node.args[0], ast.Name) and node.args[0].id == "executor")
+        ):
+            found.append(f"line {node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[:2] == ["tastypy", "tracker"]:
+                found.append(f"line {node.lineno}: from {node.module} import ...")
+            found += [
+                f"line {node.lineno}: from {node.module} import {alias.name}"
+                for alias in node.names
+                if node.module.startswith("tastypy") and _private(alias.name)
+            ]
+        elif isinstance(node, ast.Import):
+            found += [
+                f"line {node.lineno}: import {alias.name}"
+                for alias in node.names
+                if alias.name.split(".")[:2] == ["tastypy", "tracker"]
+            ]
+    assert not found, f"{path.name} reaches into the tracker: {found}"

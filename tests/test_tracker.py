@@ -694,6 +694,52 @@ def test_attempt_of_one_key(open_tracker):
     assert tracker.stats()["failed"] == 1
 
 
+def test_ending_an_attempt_without_a_with_block(open_tracker, path):
+    tracker = open_tracker(max_tries=3)
+    done, failed, stopped = (tracker.attempt(k) for k in ("done", "failed", "stopped"))
+    assert done.end() == "done" and done.end(ValueError("late")) == "done"
+    assert failed.end(ValueError("no")) == "failed" == failed.outcome
+    assert stopped.end(KeyboardInterrupt()) == "interrupted"
+    assert tracker.done("done") and "_error" not in tracker["done"]
+    assert tracker["failed"]["_error"]["message"] == "no" and tracker.tries("failed") == 1
+    assert tracker.tries("stopped") == 0  # given back
+    assert tracker.lease_info() == {}
+    tracker.mark_done("failed")
+    with tracker.attempt("failed") as skipped:
+        assert skipped.end() is None  # not to run: left alone
+
+
+def test_flush_writes_what_another_process_then_reads(open_tracker, path):
+    tracker = open_tracker(sync_at=1_000_000)
+    tracker.add_many(["a", "b"])
+    tracker.sync()
+    tracker.mark_done("a")
+    read = "import sys, tastypy; print(tastypy.Tracker(sys.argv[1]).num_done())"
+    assert run_python(read, path).stdout.strip() == "0"
+    tracker.flush()
+    assert run_python(read, path).stdout.strip() == "1"
+
+
+def test_todo_keys_among_given_keys(open_tracker):
+    tracker = open_tracker(max_tries=1)
+    tracker.add_many(["a", "b", "c", "d"])
+    tracker.mark_done("b")
+    tracker.abort("c")
+    assert list(tracker.todo_keys(keys=["d", "c", "b", "a", "x"])) == ["d", "a"]
+    assert list(tracker.todo_keys(True, keys=["d", "c"])) == ["d", "c"]
+    assert list(tracker.todo_keys()) == ["a", "d"]
+
+
+def test_closed_and_sync_lock(open_tracker):
+    tracker = open_tracker()
+    assert not tracker.closed
+    with tracker.sync_lock, tracker.sync_lock:  # re-entrant, and a sync may take it
+        tracker["a"] = {}
+        tracker.sync()
+    tracker.close()
+    assert tracker.closed
+
+
 def test_progress_plain_line_on_stderr(open_tracker, capsys):
     tracker = open_tracker()
     for task in tracker.attempts(range(5), progress="plain"):

@@ -1,65 +1,45 @@
 """The inter-process lock of a POD directory, behind one small interface.
 
-Two mechanisms; ``docs/locks.md`` says which one runs where and why it is safe.
+Two mechanisms, one module each; ``docs/locks.md`` says which one runs where
+and why it is safe.
 
-``posix``
-    filelock's native descriptor lock (``flock``) on ``tastypy.lock``, kept
-    open by the process: a few microseconds to take and give back, which is
-    what lets a tracker count every try on disk before the task runs. It
-    excludes the processes of one kernel, so it is right for local
-    filesystems.
+``posix`` (:mod:`tastypy.storage._posix`)
+    filelock's native descriptor lock (``flock``) on ``tastypy.lock``: a few
+    microseconds, for the processes of one kernel (local filesystems).
 
-``soft``
+``soft`` (:mod:`tastypy.storage._soft`)
     Existence of ``tastypy.lock.held``, made by hard-linking a template of
-    this process (in ``tastypy.lock.d/``, holding a one-line JSON record of
-    its holder: host, boot, PID namespace, pid, process start time, since
-    when, lease, token) to that name; where hard links are refused, by
-    exclusive creation (``O_CREAT | O_EXCL``). Both succeed for exactly one
-    process on NFS (v3 and later), SMB, Lustre, GPFS, BeeGFS and FUSE, so this
-    excludes processes on every host. A holder refreshes the file's times
-    every ``lease / 4`` seconds while it holds the lock (one daemon thread per
-    process does it). A waiter removes the file only when its holder is
-    provably gone: a process of this host that no longer runs, or, for
-    another host, a file that has not changed for a whole ``lease`` on the
-    waiter's own monotonic clock.
+    this process to that name (or by exclusive creation), with the recovery
+    of a lock whose holder is provably gone: for processes on every host.
 
 ``auto``
     ``soft`` on network, cluster and FUSE filesystems
     (:mod:`tastypy.storage.fsdetect`) and in a directory where a soft-lock
     process has left its note in ``tastypy.lock``; ``posix`` otherwise.
 
-Why not ``filelock.SoftFileLock`` or ``StrictSoftFileLock``: neither ever
-reclaims a lock left by a dead holder on NFS or SMB (SoftFileLock breaks a
-stale marker only by an atomic rename-exchange, which those refuse;
-StrictSoftFileLock never breaks one on its own), neither recovers one left by
-a dead process on another host without trusting the wall clocks of two
-machines, SoftFileLock writes its record after creating the file (a holder
-killed in between names no one), their record has no room for "since when",
-and taking and giving back a SoftFileLock costs some 250 µs against some
-25 µs here.
+This module holds the policy that picks one, and :class:`DirectoryLock`,
+which every sync takes.
 """
 
 from __future__ import annotations
 
-import atexit
-import errno
-import hashlib
-import itertools
 import logging
 import os
-import random
-import socket
 import threading
-import time
-import weakref
 from contextlib import contextmanager
-from typing import Any, Final, Iterator, NamedTuple
+from typing import Final, Iterator
 
-import filelock
-import orjson
-
-from tastypy.errors import LockTimeoutError, StorageError
+from tastypy.errors import StorageError
 from tastypy.storage import fsdetect
+from tastypy.storage._posix import PosixLock
+from tastypy.storage._soft import (
+    DEFAULT_LEASE,
+    SOFT_SUFFIX,
+    WORK_SUFFIX,
+    Holder,
+    SoftLock,
+    read_holder,
+)
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -74,791 +54,12 @@ log = logging.getLogger("tastypy")
 
 LOCK_MODES: Final = ("auto", "posix", "soft")
 
-#: Seconds a soft lock of another host must go unrefreshed before a waiter may
-#: take it over. Its holder refreshes it four times per lease, so a live holder
-#: misses the deadline only if it cannot run or reach the file for a whole
-#: minute; a dead one costs the others at most this long.
-DEFAULT_LEASE: Final = 60.0
-
-#: Suffix of the soft lock's file, beside the posix lock file.
-SOFT_SUFFIX: Final = ".held"
-#: Suffix of the soft lock's work directory (templates, claims).
-WORK_SUFFIX: Final = ".d"
-
 #: What a soft-lock process writes into the posix lock file, so that a
 #: process on a host where the same directory looks local (the file server)
 #: takes the soft lock too instead of a flock the others cannot see.
 SOFT_NOTE: Final = b"soft\n"
 
-_POLL_FIRST: Final = 0.00005
-_POLL_MAX: Final = 0.001
-#: Waiting for a soft lock costs the file server a create per poll: poll more
-#: gently, with jitter so that many waiters do not knock in step.
-_SOFT_POLL_MAX: Final = 0.05
-#: How often a waiter reads the soft lock's record to judge its holder.
-_INSPECT_EVERY: Final = 0.1
-_RECORD_LIMIT: Final = 4096
-#: A template's record is padded with spaces to this size (JSON allows them).
-_TEMPLATE_SIZE: Final = 1024
-#: Files in the work directory untouched for this long are garbage.
-_SWEEP_AGE: Final = 86400.0
-#: link() errors that mean "no hard links here", so create the file instead.
-_NO_LINKS: Final = frozenset(
-    e
-    for e in (
-        errno.EPERM,
-        errno.EACCES,
-        errno.EXDEV,
-        errno.EMLINK,
-        errno.ENOSYS,
-        getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
-        errno.EOPNOTSUPP,
-    )
-)
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
-_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
-_READ: Final = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
-
-try:
-    import fcntl as _fcntl
-except ImportError:  # Windows
-    _fcntl = None  # type: ignore[assignment]
-
-if hasattr(filelock, "lock_descriptor"):
-    _try_lock = filelock.lock_descriptor
-    _unlock = filelock.unlock_descriptor
-else:  # filelock < 3.30: the same flock, taken directly
-    import fcntl
-
-    def _try_lock(fd: int, *, blocking: bool = True) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-# -- who we are ----------------------------------------------------------------
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """State letter and start time (clock ticks since boot) of a process, from
-    ``/proc``; None where there is no such process or no ``/proc``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: the fixed
-    # fields start after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return fields[0].decode("ascii", "replace"), int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-class _Self:
-    """This process's identity as a soft-lock record states it."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.host = socket.gethostname()
-        # Two containers may share a host name but not a PID namespace, and a
-        # host name outlives a reboot: a pid means something only to a
-        # process of the same host, boot and namespace.
-        self.boot = _read_text("/proc/sys/kernel/random/boot_id")
-        self.pidns = _pid_namespace()
-        self.key = _host_key(self.host, self.boot, self.pidns)
-        stat = _proc_stat(self.pid)
-        self.start = stat[1] if stat else None
-        self.token = os.urandom(6).hex()
-        self.count = itertools.count()
-
-
-def _host_key(host: str, boot: str, pidns: int) -> str:
-    return hashlib.sha256(f"{host}\0{boot}\0{pidns}".encode()).hexdigest()[:12]
-
-
-_me: _Self | None = None
-
-
-def _self() -> _Self:
-    global _me
-    me = _me
-    if me is None or me.pid != os.getpid():
-        me = _me = _Self()
-    return me
-
-
-def _pid_alive(pid: int, start: int | None) -> bool:
-    """Whether a process of this host with ``pid`` (and, if known, started at
-    ``start``) still runs; a zombie or a recycled pid does not count."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OSError:
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc: the pid answered, so trust it
-    state, started = stat
-    if state in ("Z", "X", "x"):
-        return False
-    return start is None or started == start
-
-
-class Holder(NamedTuple):
-    """What a soft lock's file says about the process holding it."""
-
-    host: str
-    pid: int
-    start: int | None
-    since: float
-    lease: float
-    token: str
-    boot: str
-    pidns: int
-    file: str
-
-    def local(self) -> bool:
-        """Whether the holder runs on this host, boot and PID namespace, so that
-        its pid can be checked here."""
-        me = _self()
-        return bool(self.boot) and (self.host, self.boot, self.pidns) == (
-            me.host,
-            me.boot,
-            me.pidns,
-        )
-
-    def alive(self) -> bool:
-        """For a local holder: whether its process still runs."""
-        return _pid_alive(self.pid, self.start)
-
-    def describe(self) -> str:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        age = max(0.0, time.time() - self.since)
-        where = "this host" if self.local() else self.host
-        return f"pid {self.pid} on {where}, since {since} ({age:.0f} s ago by this host's clock)"
-
-
-def _record(lease: float, file: str = "") -> tuple[bytes, str]:
-    """The line a soft lock's file (or a claim to break one) holds, and its
-    token (unique to this acquisition)."""
-    me = _self()
-    token = f"{me.token}-{next(me.count)}"
-    line = orjson.dumps(
-        {
-            "host": me.host,
-            "pid": me.pid,
-            "start": me.start,
-            "since": round(time.time(), 3),
-            "lease": lease,
-            "token": token,
-            "boot": me.boot,
-            "pidns": me.pidns,
-            "file": file,
-        },
-        option=orjson.OPT_APPEND_NEWLINE,
-    )
-    return line, token
-
-
-def _parse_holder(data: bytes) -> Holder | None:
-    try:
-        rec = orjson.loads(data)
-        return Holder(
-            str(rec["host"]),
-            int(rec["pid"]),
-            None if rec.get("start") is None else int(rec["start"]),
-            float(rec["since"]),
-            float(rec["lease"]),
-            str(rec["token"]),
-            str(rec.get("boot", "")),
-            int(rec.get("pidns", 0)),
-            str(rec.get("file", "")),
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
-
-
-def _read_marker(path: str) -> tuple[Holder | None, os.stat_result] | None:
-    """The holder named by the file at ``path`` and the file's status, or None
-    if there is no file. Opening it (rather than ``stat``) makes an NFS client
-    fetch fresh attributes (close-to-open consistency)."""
-    try:
-        fd = os.open(path, _READ)
-    except FileNotFoundError:
-        return None
-    try:
-        st = os.fstat(fd)
-        data = os.read(fd, _RECORD_LIMIT)
-    finally:
-        os.close(fd)
-    return _parse_holder(data), st
-
-
-def read_holder(directory_or_lock: str) -> Holder | None:
-    """Who holds the soft lock of a POD directory (or of a lock file path), or
-    None if nobody does.
-
-    >>> read_holder("/nonexistent") is None
-    True
-    """
-    path = directory_or_lock
-    if os.path.isdir(path):
-        path = os.path.join(path, "tastypy.lock")
-    found = _read_marker(path + SOFT_SUFFIX)
-    return None if found is None else found[0]
-
-
-# -- the heartbeat, and this process's templates ---------------------------------
-
-_held: dict[int, SoftLock] = {}
-_registry = threading.Lock()
-_wake = threading.Event()
-_beat_pid = -1
-_beat_every = DEFAULT_LEASE / 4
-#: Template files of this process (path -> descriptor), removed at exit.
-_templates: dict[str, int] = {}
-
-
-def _reset_after_fork() -> None:
-    # The heartbeat thread does not exist in a child, the registry lock may
-    # have been held by it at the fork, and the parent's templates are the
-    # parent's to remove.
-    global _registry, _wake, _beat_pid
-    _registry = threading.Lock()
-    _wake = threading.Event()
-    _held.clear()
-    _templates.clear()
-    _beat_pid = -1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def _remove_template(path: str, fd: int, pid: int = -1) -> None:
-    if pid >= 0 and pid != os.getpid():
-        return  # a forked child's copy: the template is the parent's
-    _templates.pop(path, None)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
-@atexit.register
-def _remove_templates() -> None:
-    for path, fd in list(_templates.items()):
-        _remove_template(path, fd)
-
-
-def _heartbeat() -> None:
-    while True:
-        _wake.wait(_beat_every)
-        _wake.clear()
-        with _registry:
-            for lock in list(_held.values()):
-                lock._refresh()
-
-
-def _register(lock: SoftLock) -> None:
-    global _beat_pid, _beat_every
-    with _registry:
-        _held[id(lock)] = lock
-    if lock.lease / 4 < _beat_every:
-        _beat_every = lock.lease / 4
-        _wake.set()
-    if _beat_pid != os.getpid():
-        _beat_pid = os.getpid()
-        threading.Thread(target=_heartbeat, name="tastypy-lock-heartbeat", daemon=True).start()
-
-
-# -- the soft lock ---------------------------------------------------------------
-
-
-class SoftLock:
-    """Exclusive creation of ``path``, with the recovery of stale files.
-
-    The lock file is made by hard-linking a *template* of this process (a
-    file in ``workdir`` into which the record was written just before) to
-    ``path``: ``link`` fails if ``path`` exists, and the lock file holds its
-    whole record from the instant it appears, so a holder killed at any
-    instant leaves a file that names it. Where hard links are refused (some
-    SMB shares), the lock file is created with ``O_EXCL`` and then written.
-
-    Not re-entrant and not shared between threads: :class:`DirectoryLock`
-    wraps it.
-    """
-
-    def __init__(self, path: str, lease: float = DEFAULT_LEASE, workdir: str | None = None):
-        if not lease > 0:
-            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
-        self.path = path
-        self.lease = float(lease)
-        #: Templates, claims to break a stale lock and files set aside.
-        self.workdir = workdir or path + ".d"
-        self._linking = True
-        self._template = ""
-        self._tfd = -1
-        self._tpid = -1
-        self._tino = -1
-        self._tlen = 0
-        #: (inode, ctime) and token of our file while we hold the lock; the
-        #: ctime is None when the file is our template (its inode cannot be
-        #: reused while the template exists).
-        self._identity: tuple[int, int | None] | None = None
-        self._token = ""
-        #: (status key, first seen, last seen) of the file a waiter watches.
-        self._seen: list[Any] | None = None
-        self._inspected = 0.0
-        self._claims_seen: dict[tuple, float] = {}
-
-    # the holder's side
-
-    def try_acquire(self) -> bool:
-        """Take the lock if it is free, without waiting."""
-        if self._linking:
-            got = self._try_link()
-            if got is not None:
-                if got:
-                    _register(self)
-                return got
-        got = self._try_create()
-        if got:
-            _register(self)
-        return got
-
-    def _template_fd(self) -> int:
-        if self._tfd >= 0 and self._tpid == os.getpid():
-            return self._tfd
-        me = _self()
-        first = self._tpid < 0
-        self._tfd = -1
-        os.makedirs(self.workdir, exist_ok=True)
-        name = f"{me.key}.{me.pid}.{me.token}{next(me.count)}"
-        path = os.path.join(self.workdir, name)
-        fd = os.open(path, _CREATE, 0o644)
-        self._template, self._tfd, self._tpid = path, fd, me.pid
-        self._tino = os.fstat(fd).st_ino
-        self._tlen = 0
-        _templates[path] = fd
-        # A lock dropped without close() (a POD never closed) takes its
-        # template with it; at exit, _remove_templates does.
-        self._finalizer = weakref.finalize(self, _remove_template, path, fd, me.pid)
-        self._finalizer.atexit = False
-        if first:
-            self._sweep()
-        return fd
-
-    def _forget_template(self) -> None:
-        if self._tfd >= 0 and self._tpid == os.getpid():
-            self._finalizer.detach()
-            _remove_template(self._template, self._tfd)
-        self._tfd = -1
-        self._tpid = -1
-
-    def _try_link(self) -> bool | None:
-        """True/False as :meth:`try_acquire`; None where it cannot link."""
-        for _ in range(2):
-            try:
-                fd = self._template_fd()
-                record, token = _record(self.lease, os.path.basename(self._template))
-                # Always the same length, so that one pwrite replaces the
-                # whole record: a waiter that opened the file just before we
-                # released it may read it while we write the next record.
-                if len(record) < _TEMPLATE_SIZE:
-                    record = record[:-1] + b" " * (_TEMPLATE_SIZE - len(record)) + b"\n"
-                os.pwrite(fd, record, 0)
-                if len(record) < self._tlen:
-                    os.ftruncate(fd, len(record))
-                self._tlen = len(record)
-                os.link(self._template, self.path)
-            except FileExistsError:
-                return False
-            except OSError as exc:
-                if exc.errno in _NO_LINKS:
-                    # No hard links here (or no right to make a work
-                    # directory): create the lock file directly instead.
-                    self._linking = False
-                    self._forget_template()
-                    return None
-                if exc.errno in (errno.ENOENT, errno.ESTALE):
-                    # Our template was removed (swept as garbage by another
-                    # process, or the work directory was): make another.
-                    self._forget_template()
-                    continue
-                raise
-            self._token = token
-            self._identity = (self._tino, None)
-            return True
-        return None
-
-    def _try_create(self) -> bool:
-        try:
-            fd = os.open(self.path, _CREATE, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            record, self._token = _record(self.lease)
-            os.write(fd, record)
-            st = os.fstat(fd)
-            self._identity = (st.st_ino, st.st_ctime_ns)
-        except BaseException:
-            os.close(fd)
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-            raise
-        os.close(fd)
-        return True
-
-    def _still_mine(self) -> bool:
-        if self._identity is None:
-            return False
-        ino, ctime = self._identity
-        try:
-            st = os.lstat(self.path)
-            if st.st_ino == ino and (ctime is None or st.st_ctime_ns == ctime):
-                return True
-            # A file system may change the times after our write (NFS sets
-            # them when the write reaches the server), and a new file may get
-            # the inode number of a removed one: the record decides.
-            found = _read_marker(self.path)
-        except FileNotFoundError:
-            return False
-        if found is None or found[0] is None or found[0].token != self._token:
-            return False
-        if ctime is not None:
-            self._identity = (found[1].st_ino, found[1].st_ctime_ns)
-        return True
-
-    def release(self) -> None:
-        with _registry:
-            _held.pop(id(self), None)
-            if not self._still_mine():
-                log.error(
-                    "tastypy: the lock %s was taken from this process while it held it "
-                    "(it could not refresh it for %.0f s); writes made meanwhile may have "
-                    "overlapped another process's",
-                    self.path,
-                    self.lease,
-                )
-                self._identity = None
-                return
-            os.unlink(self.path)
-            self._identity = None
-
-    def close(self) -> None:
-        """Remove this process's template (made again if the lock is taken again)."""
-        self._forget_template()
-
-    def _refresh(self) -> None:
-        # Called by the heartbeat with the registry lock held, so never at
-        # the same time as release().
-        try:
-            if self._identity is not None and self._identity[1] is None:
-                os.utime(self._tfd)  # our template is the lock file
-            elif self._still_mine():
-                os.utime(self.path)
-                st = os.lstat(self.path)
-                self._identity = (st.st_ino, st.st_ctime_ns)
-        except OSError as exc:
-            log.warning("tastypy: could not refresh the lock %s: %s", self.path, exc)
-
-    def _sweep(self) -> None:
-        """Remove what dead processes left in the work directory: templates
-        of processes of this host that are gone, and anything untouched for a
-        day (a template is rewritten at every acquisition and refreshed while
-        held, so only a process idle for a day loses its own, and makes
-        another)."""
-        me = _self()
-        old = time.time() - _SWEEP_AGE
-        try:
-            entries = list(os.scandir(self.workdir))
-        except OSError:
-            return
-        for entry in entries:
-            parts = entry.name.split(".")
-            try:
-                if len(parts) == 3 and parts[0] == me.key and me.boot:
-                    gone = parts[1].isdigit() and not _pid_alive(int(parts[1]), None)
-                else:
-                    gone = entry.stat(follow_symlinks=False).st_mtime < old
-                if gone and entry.path != self._template:
-                    os.unlink(entry.path)
-            except OSError:
-                pass
-
-    # the waiter's side
-
-    def inspect(self, force: bool = False) -> tuple[Holder | None, bool] | None:
-        """Look at the lock file; remove it if its holder is provably gone.
-
-        Returns None if the lock looks free, else (holder, stale) where holder
-        is None for a file that does not hold a record (yet). At most every
-        ``_INSPECT_EVERY`` seconds unless ``force``; in between, (None, False).
-        """
-        now = time.monotonic()
-        if not force and now - self._inspected < min(_INSPECT_EVERY, self.lease / 10):
-            return None, False
-        self._inspected = now
-        try:
-            found = _read_marker(self.path)
-        except OSError:
-            self._seen = None
-            return None, False
-        if found is None:
-            self._seen = None
-            return None
-        holder, st = found
-        key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-        seen = self._seen
-        # A watch counts only if it was continuous: after a gap (this process
-        # stopped, the file server hung) the file may have been refreshed and
-        # the refresh hidden from us by the same hang.
-        if seen is None or seen[0] != key or now - seen[2] > self.lease / 4:
-            seen = self._seen = [key, now, now]
-        else:
-            seen[2] = now
-        if holder is not None and holder.local():
-            stale = not holder.alive()
-        else:
-            lease = self.lease if holder is None else max(self.lease, holder.lease)
-            stale = now - seen[1] >= lease
-        if stale:
-            self._break(holder, st)
-        return holder, stale
-
-    def _break(self, holder: Holder | None, st: os.stat_result) -> None:
-        """Remove the stale lock file judged from ``holder`` and ``st``, and
-        nothing else, even with other waiters doing the same at once.
-
-        The right to remove one given lock file is itself taken by exclusive
-        creation of a claim named after it; under the claim we check that the
-        file is still the one judged, rename it aside and check again. Only
-        the claim's holder and the file's own (gone) holder can remove it, so
-        what the rename takes is the judged file.
-        """
-        ident = holder.token if holder is not None else f"{st.st_ino:x}-{st.st_mtime_ns:x}"
-
-        def same(found: tuple[Holder | None, os.stat_result] | None) -> bool:
-            if found is None:
-                return False
-            h, s = found
-            if holder is not None:
-                return h is not None and h.token == ident
-            return h is None and (s.st_ino, s.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
-
-        claim = self._claim(ident)
-        if claim is None:
-            return
-        try:
-            if not same(_read_marker(self.path)):
-                return
-            me = _self()
-            aside = os.path.join(self.workdir, f"aside.{me.token}{next(me.count)}")
-            try:
-                os.rename(self.path, aside)
-            except FileNotFoundError:
-                return
-            try:
-                if same(_read_marker(aside)):
-                    if holder is None:
-                        whose = "a holder that never wrote its record"
-                    elif holder.local():
-                        whose = f"{holder.describe()}, whose process is gone"
-                    else:
-                        whose = f"{holder.describe()}, unrefreshed for a lease"
-                    log.warning("tastypy: removed the stale lock %s of %s", self.path, whose)
-                    self._seen = None
-                    self._claims_seen.clear()
-                    if holder is not None and holder.file and "/" not in holder.file:
-                        try:
-                            os.unlink(os.path.join(self.workdir, holder.file))
-                        except OSError:
-                            pass
-                    self._sweep_claims(ident, keep=claim)
-                else:
-                    # Its holder came back to life and a new holder took the
-                    # lock meanwhile: put the new one back (link never
-                    # replaces a file another waiter created since).
-                    try:
-                        os.link(aside, self.path)
-                    except FileExistsError:
-                        log.error(
-                            "tastypy: two processes may have held the lock %s at once: "
-                            "a holder judged stale came back",
-                            self.path,
-                        )
-            finally:
-                os.unlink(aside)
-        except OSError as exc:
-            log.warning("tastypy: could not remove the stale lock %s: %s", self.path, exc)
-        finally:
-            try:
-                os.unlink(claim)
-            except OSError:
-                pass
-
-    def _claim(self, ident: str) -> str | None:
-        """Create the claim to remove the lock file ``ident``: the first free
-        generation after claims whose holders are provably gone."""
-        record, _ = _record(self.lease)
-        os.makedirs(self.workdir, exist_ok=True)
-        for generation in itertools.count():
-            claim = os.path.join(self.workdir, f"break.{ident}.{generation}")
-            try:
-                fd = os.open(claim, _CREATE, 0o644)
-            except FileExistsError:
-                try:
-                    found = _read_marker(claim)
-                except OSError:
-                    return None
-                if found is None:
-                    return None  # its breaker just finished: look again later
-                other, st = found
-                if other is not None and other.local():
-                    if other.alive():
-                        return None
-                    continue
-                # A claim lives for milliseconds; one seen unchanged for a
-                # lease belongs to a breaker that died (or lost the file).
-                key = (claim, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-                first = self._claims_seen.setdefault(key, time.monotonic())
-                if time.monotonic() - first < self.lease:
-                    return None
-                continue
-            try:
-                os.write(fd, record)
-            finally:
-                os.close(fd)
-            return claim
-        return None  # pragma: no cover - itertools.count() does not end
-
-    def _sweep_claims(self, ident: str, keep: str) -> None:
-        # Claims of breakers that died: useless once the file they were for is
-        # gone, since its token never comes back.
-        prefix = f"break.{ident}."
-        try:
-            names = os.listdir(self.workdir)
-        except OSError:
-            return
-        for name in names:
-            full = os.path.join(self.workdir, name)
-            if name.startswith(prefix) and full != keep:
-                try:
-                    os.unlink(full)
-                except OSError:
-                    pass
-
-
-# -- the directory lock -----------------------------------------------------------
-
-
-def _flock_holder(fd: int) -> int | None:
-    """The pid holding a flock on the file open as ``fd``, from ``/proc/locks``."""
-    try:
-        st = os.fstat(fd)
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    inode = f":{st.st_ino}"
-    guess = None
-    for line in lines:
-        fields = line.split()
-        if "->" in fields or len(fields) < 6 or not fields[4].isdigit():
-            continue  # a waiter, not a holder
-        pid = int(fields[4])
-        if pid == os.getpid():
-            continue
-        if fields[5] == want:
-            return pid
-        # Some filesystems (btrfs, overlay) list another device number.
-        if fields[5].endswith(inode):
-            guess = pid
-    return guess
-
-
-def _command_line(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-    except OSError:
-        return ""
-    text = " ".join(" ".join(a.decode("utf-8", "replace") for a in args).split())
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _wait_in_kernel(fd: int, timeout: float | None) -> bool:
-    """Block in ``flock`` until the lock is ours, or ``timeout`` seconds pass.
-
-    A blocked ``flock`` cannot be given a deadline, so a helper thread makes
-    the call; if the deadline passes first, the helper gives the lock back
-    as soon as it gets it.
-    """
-    if timeout is None:
-        _fcntl.flock(fd, _fcntl.LOCK_EX)
-        return True
-    got = threading.Event()
-    state = {"abandoned": False}
-    guard = threading.Lock()
-    # The helper works on its own duplicate of the descriptor (the same open
-    # file, so the same lock): if we give up and the lock's descriptor is
-    # closed and its number reused, the helper still touches only ours.
-    own = os.dup(fd)
-
-    def wait() -> None:
-        try:
-            _fcntl.flock(own, _fcntl.LOCK_EX)
-            with guard:
-                if state["abandoned"]:
-                    _fcntl.flock(own, _fcntl.LOCK_UN)
-                else:
-                    got.set()
-        except OSError:
-            pass
-        finally:
-            os.close(own)
-
-    threading.Thread(target=wait, name="tastypy-lock-wait", daemon=True).start()
-    if got.wait(timeout):
-        return True
-    with guard:
-        if got.is_set():
-            return True
-        state["abandoned"] = True
-    return False
 
 
 class DirectoryLock:
@@ -894,8 +95,7 @@ class DirectoryLock:
         self.timeout = timeout
         self._thread_lock = threading.RLock()
         self._depth = 0
-        self._fd = -1
-        self._pid = -1
+        self._posix = PosixLock(path)
         if mode == "soft":
             self.mode, self.reason = "soft", "lock='soft' was asked for"
         elif mode == "posix":
@@ -903,32 +103,38 @@ class DirectoryLock:
         else:
             self.mode, self.reason = fsdetect.choose_lock(os.path.dirname(path) or ".")
         if self.mode == "posix":
-            fd = self._descriptor()
-            try:
-                note = os.pread(fd, len(SOFT_NOTE), 0)
-            except OSError:
-                note = b""
-            if note == SOFT_NOTE:
-                if mode == "auto":
-                    self.mode = "soft"
-                    self.reason = (
-                        f"{path} says a process with a soft lock has used this directory "
-                        "(from a host where it is on a network filesystem)"
-                    )
-                    self.close()
-                else:
-                    log.warning(
-                        "tastypy: %s was opened with lock='posix', but a process with a soft "
-                        "lock has used it; the two do not exclude each other. Use the same "
-                        "lock everywhere (lock='auto' does).",
-                        os.path.dirname(path),
-                    )
+            self._heed_note(mode)
         self._soft = (
             SoftLock(path + SOFT_SUFFIX, lease, path + WORK_SUFFIX) if self.mode == "soft" else None
         )
         if self._soft is not None:
             self._leave_note()
         log.debug("tastypy: %s lock for %s: %s", self.mode, path, self.reason)
+
+    def _heed_note(self, mode: str) -> None:
+        """Take the soft lock (``auto``) or warn (``posix``) where a soft-lock
+        process has left its note in the lock file."""
+        fd = self._posix.descriptor()
+        try:
+            note = os.pread(fd, len(SOFT_NOTE), 0)
+        except OSError:
+            note = b""
+        if note != SOFT_NOTE:
+            return
+        if mode == "auto":
+            self.mode = "soft"
+            self.reason = (
+                f"{self.path} says a process with a soft lock has used this directory "
+                "(from a host where it is on a network filesystem)"
+            )
+            self._posix.close()
+        else:
+            log.warning(
+                "tastypy: %s was opened with lock='posix', but a process with a soft "
+                "lock has used it; the two do not exclude each other. Use the same "
+                "lock everywhere (lock='auto' does).",
+                os.path.dirname(self.path),
+            )
 
     def _leave_note(self) -> None:
         try:
@@ -947,80 +153,11 @@ class DirectoryLock:
         finally:
             os.close(fd)
 
-    def _descriptor(self) -> int:
-        # A forked child must not share the parent's open file description:
-        # flock would then treat parent and child as one holder.
-        if self._pid != os.getpid():
-            try:
-                # O_NOFOLLOW: a link planted as the lock file must not make
-                # us create a file wherever it points.
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot open the lock file {self.path}: {exc.strerror or exc}. "
-                    "Check that the POD directory is writable by you."
-                ) from exc
-            self._pid = os.getpid()
-        return self._fd
-
-    def _deadline(self) -> float:
-        return float("inf") if self.timeout is None else time.monotonic() + self.timeout
-
     def _acquire(self) -> None:
         if self._soft is not None:
-            self._acquire_soft(self._soft)
-            return
-        fd = self._descriptor()
-        try:
-            if _try_lock(fd, blocking=False):
-                return
-            began = time.time()
-            if _fcntl is not None:
-                # Wait in the kernel, which hands the lock to one waiter the
-                # moment it is free: under contention this doubles the
-                # throughput of polling (bench W5).
-                if _wait_in_kernel(fd, self.timeout):
-                    return
-                self._posix_timed_out(fd, began)
-            deadline = self._deadline()
-            pause = _POLL_FIRST
-            while not _try_lock(fd, blocking=False):
-                if time.monotonic() > deadline:
-                    self._posix_timed_out(fd, began)
-                time.sleep(pause)
-                pause = min(pause * 2, _POLL_MAX)
-        except LockTimeoutError:
-            raise
-        except OSError as exc:
-            if exc.errno == errno.ENOLCK:
-                raise StorageError(
-                    f"the filesystem of {self.path} does not support flock locks. "
-                    "Open the POD with lock='soft'."
-                ) from exc
-            raise StorageError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-
-    def _acquire_soft(self, soft: SoftLock) -> None:
-        try:
-            if soft.try_acquire():
-                return
-            deadline = self._deadline()
-            pause = _POLL_FIRST
-            while True:
-                last = time.monotonic() > deadline
-                soft.inspect(force=last)
-                if soft.try_acquire():
-                    return
-                if last:
-                    self._soft_timed_out(soft)
-                time.sleep(pause * random.uniform(0.5, 1.5))
-                pause = min(pause * 2, _SOFT_POLL_MAX)
-        except LockTimeoutError:
-            raise
-        except OSError as exc:
-            raise StorageError(
-                f"cannot create the lock file {soft.path}: {exc.strerror or exc}. Check that "
-                "the POD directory is writable by you."
-            ) from exc
+            self._soft.acquire(self.timeout)
+        else:
+            self._posix.acquire(self.timeout)
 
     def _release(self) -> None:
         if self._soft is not None:
@@ -1031,48 +168,7 @@ class DirectoryLock:
                     f"cannot remove the lock file {self._soft.path}: {exc.strerror or exc}"
                 ) from exc
         else:
-            _unlock(self._fd)
-
-    def _posix_timed_out(self, fd: int, began: float) -> None:
-        pid = _flock_holder(fd)
-        waited = time.strftime("%H:%M:%S", time.localtime(began))
-        if pid is None:
-            who = f"another process has held it since before {waited}"
-        else:
-            cmd = _command_line(pid)
-            cmd = f" ({cmd})" if cmd else ""
-            who = f"pid {pid} on this host{cmd} has held it since before {waited}"
-        err = LockTimeoutError(
-            f"could not take the lock {self.path} within {self.timeout} s: {who}. Wait for it "
-            "to finish its sync, stop it if it is stuck, or pass a larger lock_timeout."
-        )
-        err.lock_path = self.path  # type: ignore[attr-defined]
-        err.holder = pid  # type: ignore[attr-defined]
-        raise err
-
-    def _soft_timed_out(self, soft: SoftLock) -> None:
-        try:
-            found = _read_marker(soft.path)
-        except OSError:
-            found = None
-        holder = None if found is None else found[0]
-        if holder is None:
-            who = "its holder has not written its record"
-        elif holder.local():
-            who = f"it is held by {holder.describe()}, which is still running"
-        else:
-            who = (
-                f"it is held by {holder.describe()}, which keeps refreshing it; it is taken "
-                f"over only once it has gone unrefreshed for {max(soft.lease, holder.lease):.0f} s"
-            )
-        err = LockTimeoutError(
-            f"could not take the lock {soft.path} within {self.timeout} s: {who}. Wait for "
-            "it to finish, stop it if it is stuck, or pass a larger lock_timeout. If you are "
-            f"sure no process uses this POD any more, delete {soft.path}."
-        )
-        err.lock_path = soft.path  # type: ignore[attr-defined]
-        err.holder = holder  # type: ignore[attr-defined]
-        raise err
+            self._posix.release()
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -1090,10 +186,7 @@ class DirectoryLock:
     def close(self) -> None:
         """Give back the descriptor or template this process keeps (both are
         made again if the lock is taken again)."""
-        if self._fd >= 0 and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd = -1
-        self._pid = -1
+        self._posix.close()
         soft = getattr(self, "_soft", None)
         if soft is not None and self._depth == 0:
             soft.close()
