@@ -41,6 +41,7 @@ import orjson
 
 from tastypy import _identity
 from tastypy.errors import LockTimeoutError, StorageError
+from tastypy.storage import fsdetect
 
 __all__ = ["DEFAULT_LEASE", "SOFT_SUFFIX", "WORK_SUFFIX", "Holder", "SoftLock", "read_holder"]
 
@@ -68,6 +69,19 @@ _RECORD_LIMIT: Final = 4096
 _TEMPLATE_SIZE: Final = 1024
 #: Files in the work directory untouched for this long are garbage.
 _SWEEP_AGE: Final = 86400.0
+
+#: A tombstone (``broken.IDENT``) outlives every cached view of the lock file
+#: it was left for by far after this many seconds; then it is swept.
+_TOMBSTONE_AGE: Final = 60.0
+
+#: See ``SoftLock._settle``: FUSE and GlusterFS keep attributes and names for
+#: one second by default.
+_CACHED_VIEW_SETTLE: Final = 2.5
+
+
+def _caches(directory: str) -> bool:
+    mount = fsdetect.find_mount(directory)
+    return mount is not None and fsdetect.caches_sizes(mount.fstype)
 #: link() errors that mean "no hard links here", so create the file instead.
 _NO_LINKS: Final = frozenset(
     e
@@ -311,6 +325,26 @@ def _register(lock: SoftLock) -> None:
 # -- the soft lock ---------------------------------------------------------------
 
 
+def _leave_tombstone(path: str) -> None:
+    try:
+        os.close(os.open(path, _CREATE, 0o644))
+    except OSError:
+        pass  # one there already, or none can be made: breakers fall back on the claim
+
+
+def _link_back(aside: str, path: str) -> None:
+    """Put a live holder's lock file back under the lock's name. A network
+    client may answer ESTALE for a name it just renamed; ask again."""
+    for attempt in range(5):
+        try:
+            os.link(aside, path)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt == 4:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+
+
 class SoftLock:
     """Exclusive creation of ``path``, with the recovery of stale files.
 
@@ -343,6 +377,9 @@ class SoftLock:
         self._seen: list[Any] | None = None
         self._inspected = 0.0
         self._claims_seen: dict[tuple, float] = {}
+        #: How long a waiter must see the same lock file before it judges its
+        #: holder gone: a caching mount may show a removed file for a second.
+        self._settle = _CACHED_VIEW_SETTLE if _caches(os.path.dirname(path)) else 0.0
 
     # the holder's side
 
@@ -526,7 +563,19 @@ class SoftLock:
                 )
                 self._identity = None
                 return
-            os.unlink(self.path)
+            try:
+                os.unlink(self.path)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                    raise
+                # Renamed aside by a breaker at this instant: the lock was
+                # taken from us after all, as above.
+                log.error(
+                    "tastypy: the lock %s was taken from this process while it held it "
+                    "(a waiter judged it stale); writes made meanwhile may have overlapped "
+                    "another process's",
+                    self.path,
+                )
             self._identity = None
 
     def close(self) -> None:
@@ -554,7 +603,8 @@ class SoftLock:
         held, so only a process idle for a day loses its own, and makes
         another)."""
         me = _identity.me()
-        old = time.time() - _SWEEP_AGE
+        now = time.time()
+        old = now - _SWEEP_AGE
         try:
             entries = list(os.scandir(self.workdir))
         except OSError:
@@ -564,6 +614,9 @@ class SoftLock:
             try:
                 if len(parts) == 3 and parts[0] == me.key and me.boot:
                     gone = parts[1].isdigit() and not _identity.pid_alive(int(parts[1]))
+                elif parts[0] == "broken":
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                    gone = mtime < now - _TOMBSTONE_AGE
                 else:
                     gone = entry.stat(follow_symlinks=False).st_mtime < old
                 if gone and (self._template is None or entry.path != self._template.path):
@@ -603,7 +656,10 @@ class SoftLock:
         else:
             seen[2] = now
         if holder is not None and holder.local():
-            stale = not holder.alive()
+            # On a mount that caches what it shows of a file, the record read
+            # may be of a file removed up to a second ago, the lock having
+            # been taken since: judge only a view that held still longer.
+            stale = not holder.alive() and now - seen[1] >= self._settle
         else:
             lease = self.lease if holder is None else max(self.lease, holder.lease)
             stale = now - seen[1] >= lease
@@ -620,6 +676,13 @@ class SoftLock:
         file is still the one judged, rename it aside and check again. Only
         the claim's holder and the file's own (gone) holder can remove it, so
         what the rename takes is the judged file.
+
+        A breaker that succeeded leaves a tombstone, ``broken.IDENT``, before
+        it gives up its claim: a client of a caching filesystem (GlusterFS,
+        FUSE) may go on showing the removed file under the lock's name, with
+        its old record, for a second, and without the tombstone a second
+        breaker would judge it again and rename aside the live lock of the
+        process that took it since.
         """
         ident = holder.token if holder is not None else f"{st.st_ino:x}-{st.st_mtime_ns:x}"
 
@@ -634,8 +697,9 @@ class SoftLock:
         claim = self._claim(ident)
         if claim is None:
             return
+        tombstone = os.path.join(self.workdir, f"broken.{ident}")
         try:
-            if not same(_read_marker(self.path)):
+            if os.path.lexists(tombstone) or not same(_read_marker(self.path)):
                 return
             me = _identity.me()
             aside = os.path.join(self.workdir, f"aside.{me.token}{next(me.count)}")
@@ -652,6 +716,7 @@ class SoftLock:
                     else:
                         whose = f"{holder.describe()}, unrefreshed for a lease"
                     log.warning("tastypy: removed the stale lock %s of %s", self.path, whose)
+                    _leave_tombstone(tombstone)
                     self._seen = None
                     self._claims_seen.clear()
                     if holder is not None and holder.file and "/" not in holder.file:
@@ -665,7 +730,7 @@ class SoftLock:
                     # lock meanwhile: put the new one back (link never
                     # replaces a file another waiter created since).
                     try:
-                        os.link(aside, self.path)
+                        _link_back(aside, self.path)
                     except FileExistsError:
                         log.error(
                             "tastypy: two processes may have held the lock %s at once: "
