@@ -228,7 +228,7 @@ class PartedTracker(MutableMapping):
         # Closing a part ends the leases this process holds there, and
         # writes what hold() is keeping back: neither may happen behind
         # the user's back.
-        return part._out > 0 or (self._held and part._unsynced())
+        return bool(part._granted) or (self._held and part._unsynced())
 
     def _make_room(self) -> None:
         for index in list(self._open):

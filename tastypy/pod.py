@@ -488,16 +488,9 @@ class PersistentOrderedDict(MutableMapping):
                 continue
             marker = dirty.get(key)
             if marker is not None:
-                if type(marker) is int and key in data:
-                    try:
-                        same = hash(dumps((key, data[key]), option=LINE_OPTIONS)) == marker
-                    except TypeError:
-                        same = False
-                    if not same:
-                        continue
-                    del dirty[key]
-                else:
+                if key not in data or not self._read_unchanged(key, data[key], marker):
                     continue
+                del dirty[key]
             old = data.get(key, _MISSING)
             if value is DELETED:
                 if old is _MISSING:
@@ -518,19 +511,16 @@ class PersistentOrderedDict(MutableMapping):
         unchanged = []
         for key, marker in list(self._dirty.items()):
             if key in local:
-                try:
-                    if hash(dumps((key, local[key]), option=LINE_OPTIONS)) == marker:
-                        unchanged.append((key, marker))
-                        continue
-                except TypeError:
-                    pass
+                if self._read_unchanged(key, local[key], marker):
+                    unchanged.append((key, marker))
+                    continue
                 mine[key] = None
         for key in mine:
             value = local.get(key, _MISSING)
             if value is _MISSING:
                 data.pop(key, None)
             else:
-                data[key] = value
+                data[key] = self._kept(key, value, data.get(key, _MISSING))
         # Values read here but not changed are now the ones on disk.
         dirty = self._dirty
         for key, marker in unchanged:
@@ -538,6 +528,21 @@ class PersistentOrderedDict(MutableMapping):
                 del dirty[key]
         self._data = data
         self._loaded()
+
+    def _read_unchanged(self, key: Any, value: Any, marker: Any) -> bool:
+        """Whether ``value`` is as it was when a read marked ``key`` dirty
+        (``marker``: the hash of its line then): read, not changed."""
+        if type(marker) is not int:
+            return False
+        try:
+            return hash(dumps((key, value), option=LINE_OPTIONS)) == marker
+        except TypeError:
+            return False
+
+    def _kept(self, key: Any, local: Any, disk: Any) -> Any:
+        """What a reload keeps for ``key``, changed here (``local``, not yet
+        written) and on disk (``disk``, or ``_MISSING``): ours, the later write."""
+        return local
 
     def _dirty_records(
         self, data: dict, bad: list | None = None, marks: Any = None

@@ -28,7 +28,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from tastypy import _exit, _identity
+from tastypy import _exit, _identity, records
 from tastypy._identity import holder_gone
 from tastypy.codec import check_key, dumps, record_line
 from tastypy.errors import (
@@ -47,17 +47,7 @@ __all__ = ["ProgressTracker", "Tracker", "Task", "LeaseInfo", "DEFAULT_LEASE"]
 log = logging.getLogger("tastypy")
 
 
-#: The fields every record has, with the value of a task never tried.
-_DEFAULTS: Final = (("_done", False), ("_tries", 0), ("_aborted", False))
-_PRISTINE: Final = dict(_DEFAULTS)
-
-
-def _as_added(key: Any, rec: dict, pending: set) -> bool:
-    """Whether ``rec``, added for ``key`` by this process, is still as added
-    (read maybe, not changed), with no deletion of ``key`` waiting to be
-    written before it (``pending``): then it gives way to another process's
-    record of ``key``."""
-    return rec == _PRISTINE and key not in pending
+_DEFAULTS: Final = records.DEFAULTS
 
 
 #: With a huge ``sync_at``, an ordinary sync (no fsync) still runs after
@@ -70,11 +60,6 @@ _PLAIN_INTERVAL: Final = 2.0
 #: Seconds a task stays leased to the process that claimed it, unless the
 #: tracker (``lease=``) or the call says otherwise: doloop's ``lock_for``.
 DEFAULT_LEASE: Final = 3600.0
-
-#: The fields of a record that say who may run it. When a task being claimed
-#: was changed here (not yet written) and by another process, these come
-#: from the other process's version, so that its claim is not overwritten.
-_CLAIM_FIELDS: Final = ("_done", "_aborted", "_lease_until", "_holder")
 
 #: Seconds between two measures of how far this host's clock is from the
 #: filesystem's (on filesystems shared by hosts), and the offset above which
@@ -110,6 +95,21 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
+
+
+def _gone_memo() -> Callable[[Any], bool]:
+    """:func:`holder_gone`, asked once per holder (a pass over many records)."""
+    seen: dict = {}
+
+    def gone(holder: Any) -> bool:
+        if type(holder) is not str:
+            return False
+        known = seen.get(holder)
+        if known is None:
+            known = seen[holder] = holder_gone(holder)
+        return known
+
+    return gone
 
 
 def _framed(lines: list, count: int, gzipped: bool) -> bytes:
@@ -324,11 +324,12 @@ class ProgressTracker(PersistentOrderedDict):
         self._undo: list | None = None
         # Bumped whenever changes of other processes are taken in.
         self._absorbed = 0
-        # Leases this object granted minus those it ended: at 0, exit and
-        # close need not look for leases to end (it may count too many,
-        # never too few, except when another tracker object of this process
-        # ends one of ours: then that one does).
-        self._out = 0
+        # The leases this object granted and has not ended, by key: the
+        # lease's end it wrote. At close and exit it ends those still in
+        # the records as it wrote them, and no others: another tracker
+        # object of this process runs its own tasks, under the same holder
+        # name (a task one object took again carries the other's lease end).
+        self._granted: dict = {}
         # Whether others wrote at our last quick write: then claims take in
         # what is new before deciding, rather than deciding first.
         self._contended = False
@@ -623,10 +624,10 @@ class ProgressTracker(PersistentOrderedDict):
         self._queue_pos = 0
 
     def _take_in(self, changes: list, ours: set) -> None:
-        """The POD's, for records: other processes' changes, except keys
-        this process changed too (ours win), with the counters kept. With
-        many processes, each takes in everything the others write, so this
-        is written out for speed."""
+        """The POD's, for records: other processes' changes, with the
+        counters kept; a record this process changed too is merged with
+        theirs (:meth:`_take_in_ours`). With many processes, each takes in
+        everything the others write, so this is written out for speed."""
         self._absorbed += 1
         if self._added:
             self._yield_adds(changes, ours)
@@ -674,7 +675,7 @@ class ProgressTracker(PersistentOrderedDict):
         self._n_tried += tried
         self._n_aborted += aborted
         if slow:
-            super()._take_in(slow, ours)
+            self._take_in_ours(slow, ours)
 
     def _replaced(self, key: Any, old: Any, new: Any) -> None:
         lent = self._lent
@@ -725,7 +726,7 @@ class ProgressTracker(PersistentOrderedDict):
             old = data.get(key, _MISSING)
             if old is rec:
                 continue
-            if old is not _MISSING and _as_added(key, rec, pending):
+            if old is not _MISSING and records.as_added(rec, key in pending):
                 del added[key]  # yields
                 self._dirty.pop(key, None)
                 continue
@@ -754,9 +755,9 @@ class ProgressTracker(PersistentOrderedDict):
     def _leaving_backlog(self) -> Iterator[None]:
         """For the last sync (close, exit): others' records in the backlog
         are not taken in (with many processes that would parse everything
-        the others did, only to throw it away); this process's changes are
-        written as they are, as they would win over those anyway. A read
-        afterwards loads afresh."""
+        the others did, only to throw it away), except those of the keys
+        this process writes, which are merged with its changes (see
+        :meth:`_take_ours`). A read afterwards loads afresh."""
         if not self._backlog or self._closing:
             yield
             return
@@ -768,24 +769,13 @@ class ProgressTracker(PersistentOrderedDict):
             self._backlog = {}
             self._stale = True
 
-    def _held_keys(self) -> list:
-        """The tasks leased to this process and not done."""
-        if not self._out:
-            return []
-        me = _me
-        return [
-            k
-            for k, r in self._data.items()
-            if type(r) is dict and r.get("_holder") == me and not r.get("_done")
-        ]
-
     def _release_held(self) -> None:
-        """End the leases this process still holds (at exit and close); their
-        tries stay counted: the tasks were handed out."""
+        """End the leases this object granted and still holds (at exit, close
+        and garbage collection); their tries stay counted: the tasks were
+        handed out. Not those of another tracker object of this process."""
         try:
-            keys = self._held_keys()
-            if keys:
-                self.release(keys, tried=True)
+            if self._granted:
+                self._release(list(self._granted), True, self._granted)
         except Exception:
             log.exception("tastypy: could not release the leases held in %s", self.path)
 
@@ -1032,7 +1022,7 @@ class ProgressTracker(PersistentOrderedDict):
         pending = set(self._pending_keys)
         for key, _ in changes:
             rec = added.get(key)
-            if rec is not None and data.get(key) is rec and _as_added(key, rec, pending):
+            if rec is not None and data.get(key) is rec and records.as_added(rec, key in pending):
                 del added[key]
                 dirty.pop(key, None)  # a read's mark
                 if ours and key in ours:
@@ -1057,6 +1047,8 @@ class ProgressTracker(PersistentOrderedDict):
     def _dirty_records(
         self, data: dict, bad: list | None = None, marks: Any = None
     ) -> tuple | None:
+        if self._backlog:
+            self._take_ours()
         # The records added here and not yet written go first, each marked
         # by its record (which no hash equals, so it is written; and which
         # _prune_added recognises after the write).
@@ -1064,6 +1056,20 @@ class ProgressTracker(PersistentOrderedDict):
         if added:
             marks = [*added.items(), *self._dirty.items()]
         return super()._dirty_records(data, bad, marks)
+
+    def _take_ours(self) -> None:
+        """Before this process writes its changes (under the sync lock):
+        others' records of the same keys, filed in the backlog, are taken in
+        first and merged with ours. Left there, ours would be written over
+        them unmerged, and the write would drop them as older."""
+        backlog = self._backlog
+        keys = [
+            key
+            for key in (*self._dirty, *self._pending_keys, *self._added)
+            if type(key) is str and key.encode() in backlog
+        ]
+        for key in keys:
+            self._take_key_locked(key, ())
 
     def _prune_added(self, handled: list) -> None:
         """After a write: forget the adds it covered (added again since: kept)."""
@@ -1099,29 +1105,44 @@ class ProgressTracker(PersistentOrderedDict):
                     self._add_new(key)
 
     def mark_done(self, key: Any) -> None:
-        """Mark the task done, and end its lease. It is written at the next
-        try, sync or exit."""
-        if self._backlog:
-            self._take_key(key)
-        rec = self._d.get(key)
-        if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
-            rec = self._rec(key)
-        if "_lease_until" in rec:
-            del rec["_lease_until"]
-            if rec.pop("_holder", None) == _me and self._out:
-                self._out -= 1
+        """Mark the task done, and end its lease (unless another worker took
+        the task over after this one's lease ran out: that lease stays). It
+        is written at the next try, sync or exit."""
+        # Under the sync lock: another thread taking in a newer record of
+        # the task meanwhile would leave the done mark on a copy dropped.
+        with self._sync_lock:
+            if self._backlog:
+                self._take_key(key)
+            rec = self._d.get(key)
+            if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
+                rec = self._rec(key)
+            changed = "_lease_until" in rec and self._end_lease(key, rec)
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1
-        elif not rec["_done"]:
-            rec["_done"] = True
-            self._n_done += 1
-        else:
-            return
-        dirty = self._dirty
-        dirty[key] = _CHANGED
+            elif not changed:
+                return
+            dirty = self._dirty
+            dirty[key] = _CHANGED
         if len(dirty) + len(self._pending_keys) >= self.sync_at and not self._held:
             self.sync()
+
+    def _end_lease(self, key: Any, rec: dict) -> bool:
+        """End the lease in ``rec`` as the task's outcome is recorded; but not
+        another live holder's (this one's ran out and the task was taken
+        over): False then, with ``rec`` unchanged."""
+        holder = rec.get("_holder")
+        if (
+            holder != _me
+            and holder is not None
+            and records.lease_runs(rec, _me, self._clock(), holder_gone)
+        ):
+            return False
+        rec.pop("_lease_until", None)
+        rec.pop("_holder", None)
+        if holder == _me:
+            self._granted.pop(key, None)
+        return True
 
     def mark_not_done(self, key: Any) -> None:
         """Mark the task not done."""
@@ -1196,22 +1217,10 @@ class ProgressTracker(PersistentOrderedDict):
 
     # -- deciding what to do ---------------------------------------------------------
 
-    def _runnable(self, rec: Any, allow_aborted: bool) -> bool:
-        if type(rec) is not dict or rec.get("_done"):
-            return False
-        if rec.get("_aborted") and not allow_aborted:
-            return False
-        max_tries = self._max_tries
-        if not max_tries:
-            return True
-        tries = rec.get("_tries", 0)
-        # A count damaged in place is not a task to hand out; try_it says why.
-        return type(tries) is int and tries < max_tries
-
     def should_do(self, key: Any, allow_aborted: bool = False) -> bool:
         """True if the task is not done, not aborted (unless ``allow_aborted``)
         and tried fewer than ``max_tries`` times."""
-        return self._runnable(self._rec(key), allow_aborted)
+        return records.may_run(self._rec(key), self._max_tries, allow_aborted)
 
     def should_do_add(self, key: Any, allow_aborted: bool = False) -> bool:
         """Like :meth:`should_do`, adding the key first if it is not there."""
@@ -1255,10 +1264,13 @@ class ProgressTracker(PersistentOrderedDict):
         this process knows of it (others' records of it taken in first),
         written with the changes waiting before it in one append, under the
         lock, after whatever others appended meanwhile unless that mentions
-        the task (then what this process knew still holds). What others
-        appended goes to the backlog. None, with nothing changed, in any
-        other case: then :meth:`_try` decides (a W7 or W5 loop spends most
-        of its time here; see ``docs/benchmarks.md``)."""
+        a key written (then what this process knew still holds). The
+        decision and the write are made in one hold of the sync lock: a
+        thread must not grant on what it knew before another thread took in
+        another process's claim. What others appended goes to the backlog.
+        None, with nothing changed, in any other case: then :meth:`_try`
+        decides (a W7 or W5 loop spends most of its time here; see
+        ``docs/benchmarks.md``)."""
         tail = self._tail
         if (
             tail is None
@@ -1270,124 +1282,106 @@ class ProgressTracker(PersistentOrderedDict):
             or len(self._unconfirmed) >= _CONFIRM_AT
         ):
             return None
-        if self._backlog:
-            self._take_key(key, (key,))
-        data = self._d
-        rec = data.get(key)
-        if rec is None:
-            t = type(key)
-            if t is not str and t is not int:
-                return None
-            tries = 0
-        else:
-            if type(rec) is not dict or key in self._lent:
-                return None
-            try:
-                if rec["_done"] or rec["_aborted"]:
-                    return False
-                tries = rec["_tries"]
-            except KeyError:
-                return None
-            if type(tries) is not int or "_lease_until" in rec or "_holder" in rec:
-                return None
-            max_tries = self._max_tries
-            if max_tries and tries >= max_tries:
-                return False
-        dirty = self._dirty
-        if key in dirty:
+        t = type(key)
+        if t is not str and t is not int:
             return None
         with self._sync_lock:
             main = _exit.enter()
             try:
-                records = self._dirty_records(data)
-                if records is None:
-                    return None  # a value JSON cannot hold: the ordinary sync names it
-                lines, written_keys, handled = records
-                count = len(lines)
-                written_keys.append(key)
-                until = _time() + (self._clock_offset + self._lease)
-                if rec is None:
-                    claimed = {
-                        "_done": False,
-                        "_tries": 1,
-                        "_aborted": False,
-                        "_lease_until": until,
-                        "_holder": _me,
-                    }
-                else:
-                    # Changed in place, and taken back if it is not written.
-                    rec["_tries"] = tries + 1
-                    rec["_lease_until"] = until
-                    rec["_holder"] = _me
-                    claimed = None
-                written = False
-                try:
-                    try:
-                        lines.append(record_line(key, rec if claimed is None else claimed))
-                    except (TypeError, ValueError):
-                        return None  # the ordinary sync names it
-                    count += 1
-                    batch = _framed(lines, count, self._store.gzipped)
-                    chunk = tail.append_after(batch, count, key=key)
-                    written = chunk is not None
-                finally:
-                    if not written and claimed is None:
-                        rec["_tries"] = tries
-                        del rec["_lease_until"]
-                        del rec["_holder"]
-                if not written:
-                    self._contended = True
-                    return None
-                # Written: now it holds here too.
-                if claimed is not None:
-                    data[key] = claimed
-                if not tries:
-                    self._n_tried += 1
-                self._since_durable += 1
-                self._out += 1
-                if self._lease_index is not None:
-                    self._lease_index[key] = None
-                unconfirmed = self._unconfirmed
-                for other, marker in handled:
-                    unconfirmed.append(other)
-                    if dirty.get(other, _MISSING) is marker:
-                        del dirty[other]
-                unconfirmed.append(key)
-                filed = None
-                if chunk:
-                    # Others' batches, before ours in the journal.
-                    self._contended = True
-                    filed = self._file(chunk)
-                    if filed is not None:
-                        self._store.journal_records += filed
-                else:
-                    self._contended = False
                 if self._backlog:
-                    self._drop_written(written_keys)  # ours win
-                    if len(self._backlog) > _BACKLOG_MAX:
-                        self._flush_backlog()  # memory stays bounded
-                if chunk and filed is None:
-                    self._take_in(tail.records_of(chunk), set(written_keys))
-                return True
+                    self._take_key(key, (key,))
+                rec = self._d.get(key)
+                if rec is not None:
+                    if not records.may_run(rec, self._max_tries):
+                        return False if records.complete(rec) else None
+                    if (
+                        key in self._lent
+                        or key in self._dirty
+                        or "_lease_until" in rec
+                        or "_holder" in rec
+                        or not records.complete(rec)
+                    ):
+                        return None
+                return self._claim_alone(tail, key, rec)
             finally:
                 if main:
                     _exit.leave()
 
-    def _claimable(self, rec: dict, now: float | None, allow_aborted: bool) -> bool:
-        """Whether this process may take the task of ``rec`` now (KeyError or
-        TypeError for a damaged record)."""
-        if rec["_done"] or (rec["_aborted"] and not allow_aborted):
-            return False
-        max_tries = self._max_tries
-        if max_tries and rec["_tries"] >= max_tries:
-            return False
-        until = rec.get("_lease_until")
-        if until is not None:
-            holder = rec.get("_holder")
-            if holder != _me and type(until) in (int, float):
-                if until > (self._clock() if now is None else now) and not holder_gone(holder):
-                    return False
+    def _claim_alone(self, tail: TailAppender, key: Any, rec: dict | None) -> bool | None:
+        """The write of :meth:`_try_alone` (the caller holds the sync lock)."""
+        data = self._d
+        dirty = self._dirty
+        waiting = self._dirty_records(data)
+        if waiting is None:
+            return None  # a value JSON cannot hold: the ordinary sync names it
+        lines, written_keys, handled = waiting
+        count = len(lines)
+        written_keys.append(key)
+        until = _time() + (self._clock_offset + self._lease)
+        if rec is None:
+            tries = 0
+            claimed = {"_done": False, "_tries": 1, "_aborted": False, "_lease_until": until}
+            claimed["_holder"] = _me
+        else:
+            # Changed in place, and taken back if it is not written.
+            tries = rec["_tries"]
+            rec["_tries"] = tries + 1
+            rec["_lease_until"] = until
+            rec["_holder"] = _me
+            claimed = None
+        written = False
+        try:
+            try:
+                lines.append(record_line(key, rec if claimed is None else claimed))
+            except (TypeError, ValueError):
+                return None  # the ordinary sync names it
+            count += 1
+            batch = _framed(lines, count, self._store.gzipped)
+            chunk = tail.append_after(batch, count, written_keys)
+            written = chunk is not None
+        finally:
+            if not written and claimed is None:
+                rec["_tries"] = tries  # type: ignore[index]
+                del rec["_lease_until"]  # type: ignore[union-attr]
+                del rec["_holder"]  # type: ignore[union-attr]
+        if not written:
+            self._contended = True
+            return None
+        # Written: now it holds here too.
+        if claimed is not None:
+            data[key] = claimed
+        if not tries:
+            self._n_tried += 1
+        self._since_durable += 1
+        self._granted[key] = until
+        if self._lease_index is not None:
+            self._lease_index[key] = None
+        unconfirmed = self._unconfirmed
+        for other, marker in handled:
+            unconfirmed.append(other)
+            if dirty.get(other, _MISSING) is marker:
+                del dirty[other]
+        unconfirmed.append(key)
+        self._took_chunk(tail, chunk, written_keys)
         return True
+
+    def _took_chunk(self, tail: TailAppender, chunk: bytes, written: list) -> None:
+        """After a quick write: others' batches ``chunk``, before ours in the
+        journal (none of them about a key we wrote), filed or taken in."""
+        filed = None
+        if chunk:
+            self._contended = True
+            filed = self._file(chunk)
+            if filed is not None:
+                self._store.journal_records += filed
+        else:
+            self._contended = False
+        if self._backlog:
+            self._drop_written(written)
+            if len(self._backlog) > _BACKLOG_MAX:
+                self._flush_backlog()  # memory stays bounded
+        if chunk and filed is None:
+            self._take_in(tail.records_of(chunk), set(written))
 
     def _try(
         self,
@@ -1397,201 +1391,147 @@ class ProgressTracker(PersistentOrderedDict):
         started: str | None = None,
         lease: float | None = None,
     ) -> bool:
-        """The one place that decides whether ``key`` is tried now and counts the try."""
+        """The one place that decides whether ``key`` is tried now and counts
+        the try. Under the sync lock from the first look at the record to
+        the write: see :meth:`_try_alone`."""
         if self._closed:
             self._refuse_closed()
-        simple = False
-        if self._backlog:
-            self._take_key(key, (key,))
-        rec = self._d.get(key)
-        if rec is None:
-            if not add:
-                raise self._missing(key)
-            t = type(key)
-            if t is not str and t is not int:
-                check_key(key)
-        else:
-            # What this process knows already says no: no need to ask the disk.
-            if key in self._lent:
-                self._settle_key(key, rec)
-            try:
-                if rec["_done"] or (rec["_aborted"] and not allow_aborted):
-                    return False
-                tries = rec["_tries"]
-                if type(tries) is not int:
-                    raise TypeError  # damaged in place: _repair says how
-                max_tries = self._max_tries
-                if max_tries and tries >= max_tries:
-                    return False
-                if "_lease_until" in rec:
-                    if not self._claimable(rec, None, allow_aborted):
-                        return False
-                elif started is None:
-                    simple = True
-            except (KeyError, TypeError, AttributeError):
-                self._repair(key, rec)
-                return self._try(key, add, allow_aborted, started, lease)
         span = self._lease if lease is None else _check_span(lease, "lease")
+        with self._sync_lock:
+            if self._backlog:
+                self._take_key(key, (key,))
+            rec = self._d.get(key)
+            if rec is None:
+                if not add:
+                    raise self._missing(key)
+                t = type(key)
+                if t is not str and t is not int:
+                    check_key(key)
+            elif not self._may_run(key, rec, allow_aborted):
+                # What this process knows already says no: no need to ask the disk.
+                return False
+            return self._try_locked(key, add, allow_aborted, started, span)
+
+    def _may_run(self, key: Any, rec: Any, allow_aborted: bool, now: float | None = None) -> bool:
+        """The run rule (:func:`records.may_run`) for ``key``'s record as this
+        process knows it, leases included, a damaged record repaired first
+        (or refused with an error saying what is wrong)."""
+        if key in self._lent:
+            self._settle_key(key, rec)
+        if not records.complete(rec):
+            rec = self._repair(key, rec)
+        if now is None:
+            now = self._clock()
+        return records.may_run(rec, self._max_tries, allow_aborted, now, _me, holder_gone)
+
+    def _try_locked(
+        self, key: Any, add: bool, allow_aborted: bool, started: str | None, span: float
+    ) -> bool:
+        """:meth:`_try`'s routes, the sync lock held: the quick write on what
+        this process knows, else the session, else the ordinary transaction."""
+
+        def decide() -> bool:
+            return self._decide_try(key, add, allow_aborted, started, span)
+
         tail = self._tail
         if (
-            not self._held
-            and tail is not None
-            and tail.enabled
-            and self._since_durable + 1 < self.sync_at
-            and len(self._unconfirmed) < _CONFIRM_AT
+            self._held
+            or tail is None
+            or not tail.enabled
+            or self._since_durable + 1 >= self.sync_at
+            or len(self._unconfirmed) >= _CONFIRM_AT
         ):
-            # The common case, without the general machinery (see _transact).
-            self._since_durable += 1
-            with self._sync_lock:
-                main = _exit.enter()
-                try:
-                    # Adds not yet written must first yield to what others
-                    # wrote of their keys: the full path takes that in.
-                    go = not self._added
-                    if go and self._contended:
-                        # Others write too: take in what they wrote (without
-                        # the lock) and check again; then append after what
-                        # they add meanwhile, unless it touches this task.
-                        self._catch_up((key,))
-                        rec = self._d.get(key)
-                        if key in self._dirty or key in self._pending_keys:
-                            go = False  # changed here too: the full path merges
-                        elif rec is not None:
-                            try:
-                                if not self._claimable(rec, None, allow_aborted):
-                                    return False
-                            except (KeyError, TypeError, AttributeError):
-                                go = False
-                            simple = started is None and "_lease_until" not in rec
-                    if go:
-                        # Grant on what this process knows: the appender
-                        # writes only if nothing others wrote since touches
-                        # this task, which keeps that right.
-                        data = self._d
-                        if rec is None:
-                            rec = data[key] = {"_done": False, "_tries": 0, "_aborted": False}
-                            saved = None
-                        elif simple:
-                            saved = True  # undone by taking its fields out
-                        else:
-                            saved = rec.copy()
-                        dirty = self._dirty
-                        marker = dirty.get(key, _MISSING)
-                        tries = rec["_tries"]
-                        rec["_tries"] = tries + 1
-                        if not tries:
-                            self._n_tried += 1
-                        rec["_lease_until"] = _time() + (self._clock_offset + span)
-                        rec["_holder"] = _me
-                        if started is not None:
-                            rec["_started"] = started
-                            rec.pop("_ended", None)
-                        dirty[key] = _CHANGED
-                        written = False
-                        try:
-                            written = self._quick_write(tail, key)
-                        finally:
-                            if not written:
-                                # Taken back whole, the dirty mark too: a
-                                # stale copy left marked would be written
-                                # over what others write meanwhile.
-                                if saved is None:
-                                    if data.get(key) is rec:
-                                        del data[key]
-                                    self._n_tried -= 1
-                                elif saved is True:
-                                    rec["_tries"] = tries
-                                    if not tries:
-                                        self._n_tried -= 1
-                                    del rec["_lease_until"]
-                                    del rec["_holder"]
-                                else:
-                                    self._rollback([(key, rec, saved, marker)])
-                                if marker is _MISSING:
-                                    dirty.pop(key, None)
-                                else:
-                                    dirty[key] = marker
-                        if written:
-                            self._out += 1
-                            if self._lease_index is not None:
-                                self._lease_index[key] = None
-                            return True
-                        if written is None:
-                            raise _Ordinary
-                        self._contended = True
-                    # The full path: take in what others wrote, then what
-                    # came meanwhile under the lock, then decide. Written
-                    # even when refused: a record merged with another
-                    # process's claim goes out now, while it is the latest.
-                    done, granted = self._session(
-                        tail,
-                        lambda: self._decide_try(key, add, allow_aborted, started, span),
-                        (key,),
-                    )
-                    if done:
-                        return granted
-                except _Ordinary:
-                    pass
-                finally:
-                    if main:
-                        _exit.leave()
-            return self._transact(
-                lambda: self._decide_try(key, add, allow_aborted, started, span),
-                (key,),
-                durable=False,
-            )
-        return self._transact(
-            lambda: self._decide_try(key, add, allow_aborted, started, span), (key,)
-        )
+            return self._transact(decide, (key,))
+        self._since_durable += 1
+        main = _exit.enter()
+        try:
+            granted = self._try_quick(tail, key, allow_aborted, started, span)
+            if granted is not None:
+                return granted
+            # The full path: take in what others wrote, then what came
+            # meanwhile under the lock, then decide.
+            done, granted = self._session(tail, decide, (key,))
+            if done:
+                return granted
+        except _Ordinary:
+            pass
+        finally:
+            if main:
+                _exit.leave()
+        return self._transact(decide, (key,), durable=False)
+
+    def _try_quick(
+        self, tail: TailAppender, key: Any, allow_aborted: bool, started: str | None, span: float
+    ) -> bool | None:
+        """Grant ``key`` on what this process knows (after taking in what
+        others wrote, if they write too) and append it with every change
+        waiting; the appender writes only if nothing others appended since
+        mentions a key written, which keeps the decision right. None, with
+        nothing changed, when the session must decide; raises
+        :class:`_Ordinary` when the ordinary path must write."""
+        if self._added:
+            return None  # adds yield first to others' records: the session takes those in
+        if self._contended:
+            self._catch_up((key,))
+        data = self._d
+        rec = data.get(key)
+        new = rec is None
+        if new:
+            rec = data[key] = {"_done": False, "_tries": 0, "_aborted": False}
+        elif not records.complete(rec):
+            return None
+        elif not self._may_run(key, rec, allow_aborted):
+            return False
+        undo = self._undo = []
+        written = False
+        try:
+            self._grant(key, rec, _until(self._clock_offset, span), started, new)
+            written = self._quick_write(tail, key)
+        finally:
+            self._undo = None
+            if not written:
+                # Taken back whole, the dirty mark too: a stale copy left
+                # marked would be written over what others write meanwhile.
+                self._rollback(undo)
+        if written:
+            return True
+        if written is None:
+            raise _Ordinary
+        self._contended = True
+        return None
 
     def _decide_try(
-        self,
-        key: Any,
-        add: bool,
-        allow_aborted: bool,
-        started: str | None,
-        span: float,
-        seen: int = -1,
+        self, key: Any, add: bool, allow_aborted: bool, started: str | None, span: float
     ) -> bool:
         """try_it's decision, on what this process knows (under the lock: on
-        what is on disk). ``seen``: the count of changes taken in when the
-        caller checked the record; if none came since, the check holds."""
+        what is on disk)."""
         data = self._known(key)
         rec = data.get(key)
-        if rec is None:
+        new = rec is None
+        if new:
             if not add:
                 return False  # deleted by another process meanwhile
-            rec = {"_done": False, "_tries": 0, "_aborted": False}
-            data[key] = rec
-            new = True
-        else:
-            new = False
-            if seen != self._absorbed or key in self._lent:
-                if key in self._lent:
-                    self._settle_key(key, rec)
-                try:
-                    ok = self._claimable(rec, None, allow_aborted)
-                except (KeyError, TypeError, AttributeError):
-                    rec = self._repair(key, rec)
-                    ok = self._claimable(rec, None, allow_aborted)
-                if not ok:
-                    return False
+            rec = data[key] = {"_done": False, "_tries": 0, "_aborted": False}
+        elif not self._may_run(key, rec, allow_aborted):
+            return False
         self._grant(key, rec, _until(self._clock_offset, span), started, new)
         return True
 
     def _grant(self, key: Any, rec: dict, until: float, started: str | None, new: bool) -> None:
         """Count a try of ``key`` and lease it to this process until ``until``."""
         dirty = self._dirty
+        granted = self._granted
         undo = self._undo
         if undo is not None:
-            undo.append((key, rec, None if new else rec.copy(), dirty.get(key, _MISSING)))
+            saved = None if new else rec.copy()
+            undo.append((key, rec, saved, dirty.get(key, _MISSING), granted.get(key, _MISSING)))
         tries = rec["_tries"]
         rec["_tries"] = tries + 1
         if not tries:
             self._n_tried += 1
         rec["_lease_until"] = until
         rec["_holder"] = _me
-        self._out += 1
+        granted[key] = until
         if started is not None:
             rec["_started"] = started
             rec.pop("_ended", None)
@@ -1604,7 +1544,12 @@ class ProgressTracker(PersistentOrderedDict):
         """Take back the grants of a decision whose write failed."""
         data = self._data
         dirty = self._dirty
-        for key, rec, saved, marker in reversed(undo):
+        granted = self._granted
+        for key, rec, saved, marker, grant in reversed(undo):
+            if grant is _MISSING:
+                granted.pop(key, None)
+            else:
+                granted[key] = grant
             if saved is None:  # a record the grant created
                 if data.get(key) is rec:
                     del data[key]
@@ -1730,9 +1675,10 @@ class ProgressTracker(PersistentOrderedDict):
     def _quick_write(self, tail: TailAppender, key: Any) -> bool | None:
         """Append every unsynced change, after what others wrote since the
         store last looked if none of it mentions ``key`` (the task being
-        claimed), then file that (the appender takes and gives back the
+        claimed) or another key written (ours would go over theirs
+        unmerged), then file that (the appender takes and gives back the
         lock). True if written (or nothing to write); False, with nothing
-        written, if that cannot be (``key`` mentioned, the journal changed,
+        written, if that cannot be (a key mentioned, the journal changed,
         the lock stayed busy, the write failed); None if a value JSON cannot
         hold is waiting (the ordinary sync names it).
 
@@ -1749,49 +1695,30 @@ class ProgressTracker(PersistentOrderedDict):
         else:
             lines = []
             count = 0
-        records = self._dirty_records(data)
-        if records is None:
+        waiting = self._dirty_records(data)
+        if waiting is None:
             return None
-        more, written, handled = records
+        more, written, handled = waiting
         lines += more
         count += len(more)
-        chunk = None
-        if count:
-            batch = _framed(lines, count, self._store.gzipped)
-            chunk = tail.append_after(batch, count, key=key)
-            if chunk is None:
-                return False
-        unconfirmed = self._unconfirmed
-        written_keys = None
+        if not count:
+            return True
         if n_bytes:
-            written_keys = self._pending_keys[:n_keys]
-            unconfirmed.extend(written_keys)
+            written += self._pending_keys[:n_keys]
+        written.append(key)
+        chunk = tail.append_after(_framed(lines, count, self._store.gzipped), count, written)
+        if chunk is None:
+            return False
+        unconfirmed = self._unconfirmed
+        if n_bytes:
+            unconfirmed.extend(self._pending_keys[:n_keys])
             del pending[:n_bytes]
             del self._pending_keys[:n_keys]
-        for key, marker in handled:
-            unconfirmed.append(key)
-            if dirty.get(key, _MISSING) is marker:
-                del dirty[key]
-        filed = None
-        if chunk is not None:
-            self._contended = bool(chunk)
-            if chunk:
-                filed = self._file(chunk)
-                if filed is not None:
-                    self._store.journal_records += filed
-        if self._backlog:
-            # Others' records there came before ours in the journal: ours win.
-            self._drop_written(written)
-            if written_keys:
-                self._drop_written(written_keys)
-            if len(self._backlog) > _BACKLOG_MAX:
-                self._flush_backlog()  # memory stays bounded
-        if chunk and filed is None:
-            # Written before ours in the journal: ours win.
-            ours = {key for key, _ in handled}
-            if written_keys:
-                ours.update(written_keys)
-            self._take_in(tail.records_of(chunk), ours)
+        for other, marker in handled:
+            unconfirmed.append(other)
+            if dirty.get(other, _MISSING) is marker:
+                del dirty[other]
+        self._took_chunk(tail, chunk, written)
         return True
 
     def _batch(self) -> tuple | None:
@@ -1991,8 +1918,8 @@ class ProgressTracker(PersistentOrderedDict):
 
     def _reload_merging(self, claims: Any) -> None:
         """Load the disk afresh (another process compacted), keeping this
-        process's unsynced changes; for the keys being claimed among them,
-        the claim fields come from the disk (see :meth:`_absorb`).
+        process's unsynced changes, merged with the disk's records of their
+        keys (see :meth:`_kept`).
 
         When this process had read the old journal to its end, it holds the
         new snapshot already, and only takes in the new journal (see
@@ -2013,64 +1940,76 @@ class ProgressTracker(PersistentOrderedDict):
                     return
         ours = set(self._pending_keys)
         ours.update(self._dirty)
-        if claims is _ANY:
-            conflict = list(ours)
-        else:
-            conflict = [k for k in claims if k in ours]
-        disk = self._store.load() if conflict else None
         self._reload(ours)
-        if disk:
-            for key in conflict:
-                if key in disk:
-                    self._merge_claim(key, disk[key])
 
     def _absorb(self, changes: list, claims: Any) -> None:
-        """Take in other processes' changes (under the lock). For a key being
-        claimed that this process changed too, the fields saying who may run
-        it come from theirs."""
+        """Take in other processes' changes (under the lock); a record this
+        process changed too is merged with theirs (see :meth:`_take_in`).
+        (``claims``: the keys being claimed, whose records are taken in
+        now rather than filed; see :meth:`_take_in_text`.)"""
         if self._added:
             self._yield_adds(changes)
         ours = set(self._pending_keys)
         ours.update(self._dirty)
-        if claims and ours:
-            if claims is _ANY:
-                conflict = ours
-            else:
-                conflict = ours.intersection(claims)
-            if conflict:
-                theirs = {}
-                for key, value in changes:
-                    if key in conflict:
-                        theirs[key] = value
-                for key, value in theirs.items():
-                    self._merge_claim(key, value)
         self._take_in(changes, ours)
 
-    def _merge_claim(self, key: Any, theirs: Any) -> None:
-        """Another process changed ``key``, which this process changed too and
-        is about to claim: take their claim fields (and the larger try
-        count) into our record, which is then written."""
-        local = self._data.get(key)
-        if type(local) is not dict or type(theirs) is not dict or local.get("_done"):
-            return  # our version wins (a done mark is never taken back)
+    def _take_in_ours(self, changes: list, ours: set) -> None:
+        """Others' changes of keys this process read or changed (``ours``, or
+        marked dirty), of keys lent, deletions, and values that are not
+        plain records. A record read here and not changed since takes
+        theirs, as any other key does; one changed here is merged with
+        theirs (:meth:`_merge_in`). Where either side deleted the key, ours
+        wins as before: a record changed here is written again, a deletion
+        here is written."""
+        data = self._d
+        dirty = self._dirty
+        pending = set(self._pending_keys)
+        rest = []
+        for key, value in changes:
+            local = data.get(key, _MISSING)
+            marker = dirty.get(key)
+            if (
+                marker is not None
+                and key not in pending
+                and local is not _MISSING
+                and self._read_unchanged(key, local, marker)
+            ):
+                del dirty[key]  # read here, not changed
+                marker = None
+            if marker is None and key not in ours:
+                rest.append((key, value))
+            elif type(local) is dict and type(value) is dict:
+                self._merge_in(key, local, value, pending)
+        if rest:
+            super()._take_in(rest, _NOT_OURS)
+
+    def _merge_in(self, key: Any, local: dict, theirs: dict, pending: Any) -> None:
+        """Another process wrote ``theirs`` for ``key``, which this process
+        changed too (``local``, not yet written): ``local`` becomes the
+        merge of the two (:func:`records.merge`, the one rule), written
+        unless it is theirs (then nothing of ours is left to write:
+        ``pending``, the keys whose lines wait to be written, still are)."""
         if key in self._lent:
             self._settle_key(key, local)
+        merged = records.merge(local, theirs, _me, self._clock(), holder_gone)
         c_old = _contrib(local)
-        for field in _CLAIM_FIELDS:
-            if field in theirs:
-                local[field] = theirs[field]
-            else:
-                local.pop(field, None)
-        ours_t = local.get("_tries")
-        theirs_t = theirs.get("_tries")
-        if type(theirs_t) is int and (type(ours_t) is not int or theirs_t > ours_t):
-            local["_tries"] = theirs_t
-        for field, default in _DEFAULTS:
-            local.setdefault(field, default)
+        local.clear()
+        local.update(merged)
         self._shift(c_old, _contrib(local))
-        self._dirty[key] = _CHANGED
+        if merged == theirs and key not in pending:
+            self._dirty.pop(key, None)
+            if self._added.get(key) is local:
+                del self._added[key]
+        else:
+            self._dirty[key] = _CHANGED
         if "_lease_until" in local and self._lease_index is not None:
             self._lease_index[key] = None
+
+    def _kept(self, key: Any, local: Any, disk: Any) -> Any:
+        # A reload (another process replaced the files): as a take-in.
+        if type(local) is dict and type(disk) is dict:
+            self._merge_in(key, local, disk, self._pending_keys)
+        return local
 
     # -- running through an executor --------------------------------------------------------
 
@@ -2196,29 +2135,24 @@ class ProgressTracker(PersistentOrderedDict):
         now = self._clock()
         until = _until(self._clock_offset, span)
         granted: list = []
-        gone: dict = {}
+        gone = _gone_memo()
+        max_tries = self._max_tries
         for key in self._candidates(now, gone):
             rec = data.get(key)
-            if type(rec) is not dict:
-                continue
+            if not records.complete(rec):
+                continue  # a damaged record: try_it(key) says what is wrong
             if key in self._lent:
                 self._settle_key(key, rec)
-            try:
-                if not self._claimable(rec, now, False):
-                    continue
-            except (KeyError, TypeError, AttributeError):
-                continue  # a damaged record: try_it(key) says what is wrong
-            if rec.get("_holder") == _me:
-                held_until = rec.get("_lease_until")
-                if type(held_until) in (int, float) and held_until > now:
-                    continue  # this process runs it already
+            # Not a task this process runs already either (me=NOBODY).
+            if not records.may_run(rec, max_tries, False, now, records.NOBODY, gone):
+                continue
             self._grant(key, rec, until, None, False)
             granted.append(key)
             if len(granted) >= n:
                 break
         return granted
 
-    def _candidates(self, now: float, gone: dict) -> Iterator:
+    def _candidates(self, now: float, gone: Callable[[Any], bool]) -> Iterator:
         """Keys in claim order; each is checked again by the caller."""
         data = self._data
         index = self._lease_index
@@ -2233,16 +2167,10 @@ class ProgressTracker(PersistentOrderedDict):
             if until is None or rec.get("_done"):
                 del index[key]
                 continue
-            if type(until) not in (int, float):
+            if type(until) not in (int, float) or records.lease_runs(
+                rec, records.NOBODY, now, gone
+            ):
                 continue
-            if until > now:
-                holder = rec.get("_holder")
-                if holder is None or holder == _me:
-                    continue
-                if holder not in gone:
-                    gone[holder] = holder_gone(holder)
-                if not gone[holder]:
-                    continue
             due.append((until, key))
         due.sort(key=lambda item: item[0])
         for _, key in due:
@@ -2266,14 +2194,11 @@ class ProgressTracker(PersistentOrderedDict):
         fresh = []
         tried = []
         max_tries = self._max_tries
+        may_run = records.may_run
         for position, (key, rec) in enumerate(self._data.items()):
-            if type(rec) is not dict or rec.get("_done") or rec.get("_aborted"):
-                continue
-            if "_lease_until" in rec:
+            if not may_run(rec, max_tries) or "_lease_until" in rec:
                 continue  # expired or bumped ones come first, from the index
             tries = rec.get("_tries", 0)
-            if type(tries) is not int or (max_tries and tries >= max_tries):
-                continue
             if not tries:
                 fresh.append(key)
             else:
@@ -2293,7 +2218,11 @@ class ProgressTracker(PersistentOrderedDict):
         over by another process after the lease expired) are left alone.
         Returns the keys released. One str or int key may be given alone.
         """
-        keys = _key_list(keys)
+        return self._release(_key_list(keys), tried, None)
+
+    def _release(self, keys: list, tried: bool, grants: dict | None) -> list:
+        """:meth:`release`; with ``grants`` (this object's, see ``_granted``),
+        only the leases still as this object wrote them."""
 
         def decide() -> list:
             data = self._data
@@ -2302,13 +2231,15 @@ class ProgressTracker(PersistentOrderedDict):
                 rec = data.get(key)
                 if type(rec) is not dict or rec.get("_holder") != _me:
                     continue
+                if grants is not None and rec.get("_lease_until") != grants.get(key):
+                    grants.pop(key, None)  # taken again since, by another object
+                    continue
                 if key in self._lent:
                     self._settle_key(key, rec)
                 c_old = _contrib(rec)
                 rec.pop("_lease_until", None)
                 del rec["_holder"]
-                if self._out:
-                    self._out -= 1
+                self._granted.pop(key, None)
                 tries = rec.get("_tries")
                 if not tried and type(tries) is int and tries > 0:
                     rec["_tries"] = tries - 1
@@ -2346,6 +2277,8 @@ class ProgressTracker(PersistentOrderedDict):
                 if type(rec) is not dict or rec.get("_holder") != _me or rec.get("_done"):
                     continue
                 rec["_lease_until"] = until
+                if key in self._granted:
+                    self._granted[key] = until
                 self._dirty[key] = _CHANGED
                 renewed.append(key)
             return renewed
@@ -2430,7 +2363,7 @@ class ProgressTracker(PersistentOrderedDict):
         to do)."""
         data = self._data
         for key in list(data) if keys is None else list(keys):
-            if self._runnable(data.get(key), allow_aborted):
+            if records.may_run(data.get(key), self._max_tries, allow_aborted):
                 yield key
 
     def todo_items(self, allow_aborted: bool = False) -> Iterator[tuple]:
@@ -2560,7 +2493,7 @@ class ProgressTracker(PersistentOrderedDict):
         max_tries = self._max_tries
         done = aborted = failed = running = leased = expired = 0
         now = self._clock()
-        gone: dict = {}
+        gone = _gone_memo()
         tries_hist: dict = {}
         for rec in self._data.values():
             if type(rec) is not dict:
@@ -2570,14 +2503,10 @@ class ProgressTracker(PersistentOrderedDict):
             if rec.get("_done"):
                 done += 1
                 continue
-            until = rec.get("_lease_until")
-            if type(until) in (int, float):
-                holder = rec.get("_holder")
-                if holder is not None and holder not in gone:
-                    gone[holder] = holder_gone(holder)
-                if until > now and not (holder is not None and gone[holder]):
+            if type(rec.get("_lease_until")) in (int, float):
+                if records.lease_runs(rec, records.NOBODY, now, gone):
                     leased += 1
-                elif holder is not None:
+                elif rec.get("_holder") is not None:
                     expired += 1
             if rec.get("_aborted"):
                 aborted += 1
@@ -2678,12 +2607,19 @@ class ProgressTracker(PersistentOrderedDict):
             return  # deleted meanwhile
         rec = self._rec(key)
         now = _now()
-        # The attempt is over, whatever its outcome: so is its lease.
-        if rec.get("_holder") == _me:
-            rec.pop("_lease_until", None)
-            del rec["_holder"]
-            if self._out:
-                self._out -= 1
+        # The attempt is over, whatever its outcome: so is its lease. Unless
+        # the lease ran out and another worker runs the task now: then only
+        # a success is recorded (the work is done); a failure or a try given
+        # back is this late attempt's, not the running one's.
+        if "_lease_until" in rec and not self._end_lease(key, rec) and exc is not None:
+            log.info(
+                "tastypy: the attempt at %r in %s ended after its lease, with the task "
+                "taken over by %s; its outcome is not recorded",
+                key,
+                self.path,
+                rec.get("_holder"),
+            )
+            return
         if exc is None:
             if not rec["_done"]:
                 rec["_done"] = True

@@ -106,7 +106,7 @@ def test_close_leaves_the_records_aside_and_a_read_after_it_loads_them(after_oth
         assert again.num_done() == 7 and again["mine"]["note"] == "from the other"
 
 
-def test_past_its_bound_the_backlog_is_taken_in_and_this_process_keeps_its_writes(
+def test_past_its_bound_the_backlog_is_taken_in_and_this_process_writes_merged(
     tmp_path, monkeypatch
 ):
     monkeypatch.setattr(tastypy.tracker, "_BACKLOG_MAX", 2)
@@ -119,14 +119,15 @@ def test_past_its_bound_the_backlog_is_taken_in_and_this_process_keeps_its_write
         tracker.abort("x0")  # here, on what this process knew of x0
         assert tracker.try_it("last")  # writes x0 after the other's records
         assert not tracker._backlog  # past the bound: taken in
-        # The other's records are taken in, except where this process wrote
-        # after them: its x0 wins, as it does on disk.
-        assert tracker["x0"]["_aborted"] and not tracker["x0"]["_done"]
+        # The other's records are taken in; where this process wrote after
+        # them, its x0 is merged with theirs: aborted here, and still done
+        # (a done mark is never undone by a merge), here as on disk.
+        assert tracker["x0"]["_aborted"] and tracker["x0"]["_done"]
         assert tracker["mine"]["note"] == "from the other"
-        assert tracker.num_done() == 4 and len(tracker) == 8
+        assert tracker.num_done() == 5 and len(tracker) == 8
     with Tracker(path) as again:
-        assert again["x0"]["_aborted"] and not again["x0"]["_done"]
-        assert again.num_done() == 4 and again["mine"]["note"] == "from the other"
+        assert again["x0"]["_aborted"] and again["x0"]["_done"]
+        assert again.num_done() == 5 and again["mine"]["note"] == "from the other"
 
 
 WRITER = """

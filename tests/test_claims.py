@@ -11,6 +11,7 @@ leases run their course.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -576,3 +577,113 @@ def test_a_claim_made_after_another_process_replaced_the_journal_is_seen_at_once
     with Tracker(path) as again:
         assert [k for k in "abcd" if again.done(k)] == list("abcd")
         assert again.tries("d") == 1
+
+
+# -- a worker whose lease ran out ---------------------------------------------------------------
+
+#: A worker that claims ``k`` with a short lease (``path lease how write``),
+#: prints when its lease ends, waits for a line on stdin (meanwhile its
+#: lease runs out and another worker takes the task over), then does
+#: ``how`` to ``k`` and writes through ``write``, and exits.
+LATE = """
+import sys
+import tastypy
+path, lease, how, write = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+tracker = tastypy.Tracker(path, max_tries=5, lease=lease)
+
+def claimed():
+    print(tracker["k"]["_lease_until"], flush=True)
+    sys.stdin.readline()
+
+if how in ("fails", "is interrupted", "succeeds"):
+    try:
+        with tracker.attempt("k") as task:
+            assert task
+            claimed()
+            if how == "fails":
+                raise ValueError("too late")
+            if how == "is interrupted":
+                raise KeyboardInterrupt
+    except (ValueError, KeyboardInterrupt):
+        pass
+else:
+    assert tracker.try_it("k")
+    claimed()
+    if how == "sets a field":
+        tracker["k"]["progress"] = 5
+    elif how == "marks it done":
+        tracker.mark_done("k")
+    elif how == "releases it":
+        tracker.release("k")
+if write == "sync":
+    tracker.sync()
+elif write == "try_it":
+    assert tracker.try_it("other")
+elif write == "try_it with a lease":
+    assert tracker.try_it("other", lease=60)
+elif write == "close":
+    tracker.close()
+"""
+
+
+@pytest.mark.parametrize("write", ["sync", "try_it", "try_it with a lease", "close"])
+@pytest.mark.parametrize(
+    "how",
+    ["fails", "is interrupted", "succeeds", "sets a field", "marks it done", "releases it"],
+)
+def test_a_worker_whose_lease_ran_out_leaves_the_new_holder_lease_alone(path, how, write):
+    # A claims k with a short lease and is slow: its lease runs out and B
+    # takes the task over. Whatever A then does to k, and whichever way it
+    # is written, B's lease and the try count stay as B's claim left them:
+    # a third worker cannot take k while B runs it, and k is done only if
+    # A's late attempt finished the work.
+    with Tracker(path) as tracker:
+        tracker.add_many(["k", "other"])
+    late = spawn_python(LATE, path, 0.5, how, write, stdin=subprocess.PIPE)
+    _started.append(late)
+    until = float(late.stdout.readline())
+    time.sleep(max(0.0, until - time.time()) + 0.05)
+    holder, got = start_worker(path, "k", lease=3600)
+    assert got == ["k"], "B could not take over a task whose lease ran out"
+    lease = {f: on_disk(path)["k"][f] for f in ("_holder", "_lease_until", "_tries")}
+    assert lease["_holder"] == holder_name(holder.pid) and lease["_tries"] == 2
+    assert finish(late, "go") == 0, late.stderr.read()
+    record = on_disk(path)["k"]
+    assert {f: record.get(f) for f in lease} == lease
+    assert record["_done"] == (how in ("succeeds", "marks it done"))
+    third = run_python(TRY_IN_ANOTHER_PROCESS, path, "k")
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.split() == ["False"], "a third worker took a task B still runs"
+    assert finish(holder, "done k") == 0
+    assert on_disk(path)["k"]["_done"] and on_disk(path)["k"]["_tries"] == 2
+
+
+# -- two tracker objects of one process ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("end", ["close", "garbage collection"])
+def test_ending_one_tracker_object_keeps_the_leases_another_object_holds(path, end):
+    # Two objects on one path in one process: the second claims a task of
+    # its own (and reads the first one's claim as it writes). When it is
+    # closed (or dropped), it ends its own leases only: the first still
+    # runs k, so another process cannot take k.
+    first = Tracker(path, max_tries=5)
+    second = Tracker(path, max_tries=5)
+    try:
+        assert first.try_it("k")
+        assert second.try_it("mine")
+        if end == "close":
+            second.close()
+        else:
+            del second
+            gc.collect()
+        records = on_disk(path)
+        assert records["k"]["_holder"] == first.holder
+        assert "_holder" not in records["mine"]
+        other = run_python(TRY_IN_ANOTHER_PROCESS, path, "k")
+        assert other.returncode == 0, other.stderr
+        assert other.stdout.split() == ["False"], "another process took a task still leased"
+        first.mark_done("k")
+    finally:
+        first.close()
+    assert on_disk(path)["k"]["_done"]

@@ -268,3 +268,52 @@ def test_workers_adding_tasks_while_compacting_lose_none(tmp_path):
         generation = tracker._store.generation
     # Compactions happen, but not at every sync (there are over 100).
     assert 1 <= generation <= 12, generation
+
+
+#: A process whose ``threads`` threads share one tracker (``path out
+#: threads n``): each runs the manual's loop over its own share of the keys
+#: (one process is one holder, which may take its own task again: threads
+#: given the same key would each get it), and notes the keys it was
+#: granted; the process writes them all to ``out`` at the end.
+THREADED = """
+import sys, threading
+import tastypy
+path, out, threads, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+keys = [f"k{i:05d}" for i in range(n)]
+tracker = tastypy.Tracker(path, max_tries=3)
+granted = []
+print("ready", flush=True)
+sys.stdin.readline()
+
+def loop(share):
+    for key in share:
+        if tracker.try_it(key):
+            granted.append(key)
+            tracker.mark_done(key)
+
+workers = [threading.Thread(target=loop, args=(keys[i::threads],)) for i in range(threads)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+tracker.close()
+with open(out, "w") as f:
+    f.write("\\n".join(granted))
+"""
+
+
+def test_threads_sharing_a_tracker_and_another_process_never_get_one_task_twice(tmp_path):
+    # One tracker object shared by four threads, and another process running
+    # the same loop over the same keys: each grant must be decided and
+    # written in one hold of the locks, or a thread grants a task on what it
+    # knew before another thread took in the other process's claim of it.
+    path = tmp_path / "jobs.tracker"
+    n = 4000
+    keys = make_tracker(path, n)
+    outs = [tmp_path / "threads.txt", tmp_path / "alone.txt"]
+    run_together(THREADED, [(path, outs[0], 4, n), (path, outs[1], 1, n)])
+    granted = Counter(key for out in outs for key in out.read_text().split())
+    assert [k for k, c in granted.items() if c > 1] == [], "a task was granted twice"
+    assert sorted(granted) == keys
+    with Tracker(path) as tracker:
+        assert tracker.num_done() == n and all(tracker.tries(k) == 1 for k in keys)

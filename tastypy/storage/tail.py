@@ -36,7 +36,8 @@ import itertools
 import os
 import sys
 import time
-from typing import Any, Callable, Final
+from collections.abc import Iterable
+from typing import Callable, Final
 
 try:
     import fcntl
@@ -494,13 +495,13 @@ class TailAppender:
         self,
         batch: bytes | bytearray,
         count: int,
-        key: Any,
+        keys: Iterable,
     ) -> bytes | None:
         """Take the lock (waiting for it if busy), append ``batch`` after
         whatever others appended since the store last looked, provided that
-        none of it holds a record of ``key`` (the task the caller decided
-        on: a byte search for the start of its record), and give the lock
-        back.
+        none of it holds a record of one of ``keys`` (the task the caller
+        decided on, and the others it writes: a byte search for the start
+        of each one's record), and give the lock back.
 
         Returns the bytes others had appended (whole committed batches,
         ``b""`` if none), which the caller must take in at once (they come
@@ -533,9 +534,10 @@ class TailAppender:
                     chunk += more
                 if journal.committed_part(chunk) != len(chunk):
                     return None  # a torn batch: the ordinary path cuts it
-                key_json = dumps(key)
-                if b"[%b," % key_json in chunk or b"[%b]" % key_json in chunk:
-                    return None
+                for key in keys:
+                    key_json = dumps(key)
+                    if b"[%b," % key_json in chunk or b"[%b]" % key_json in chunk:
+                        return None
             store.journal_pos = size
             if chunk:
                 store.mixed = True
