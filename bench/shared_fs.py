@@ -87,6 +87,8 @@ def run_rig(name: str, runs: int, tasks: int, lease: float, scratch: Path) -> di
                     f"{name} run {i + 1}/{runs}: {'ok' if outcome.ok else 'BAD'}, "
                     f"{outcome.seconds:.1f} s"
                 )
+                if not outcome.ok:
+                    _log(outcome.report())
     except sharedfs.RigError as exc:
         raise SystemExit(f"{name}: {exc}") from exc
     return row

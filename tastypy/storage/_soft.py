@@ -70,6 +70,17 @@ _TEMPLATE_SIZE: Final = 1024
 #: Files in the work directory untouched for this long are garbage.
 _SWEEP_AGE: Final = 86400.0
 
+#: Fairness (see ``SoftLock.acquire``): the want file's name in the work
+#: directory; after how long a waiter writes it; how long its mtime counts as
+#: fresh (a waiter touches it at every poll); after how long another waiter
+#: removes it (its writer died); how long a process stands back for it.
+_WANT: Final = "want"
+_WANT_AFTER: Final = 0.02
+_WANT_FRESH: Final = 3.0
+_WANT_STALE: Final = 10.0
+_STAND_BACK: Final = 0.05
+_WANT_POLL_MAX: Final = 0.002
+
 #: A tombstone (``broken.IDENT``) outlives every cached view of the lock file
 #: it was left for by far after this many seconds; then it is swept.
 _TOMBSTONE_AGE: Final = 60.0
@@ -332,6 +343,24 @@ def _leave_tombstone(path: str) -> None:
         pass  # one there already, or none can be made: breakers fall back on the claim
 
 
+def _remove_if_ours(path: str, token: bytes) -> None:
+    try:
+        with open(path, "rb") as f:
+            if f.read() != token:
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _remove_if_older(path: str, age: float) -> None:
+    try:
+        if time.time() - os.stat(path).st_mtime > age:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _link_back(aside: str, path: str) -> None:
     """Put a live holder's lock file back under the lock's name. A network
     client may answer ESTALE for a name it just renamed; ask again."""
@@ -398,21 +427,37 @@ class SoftLock:
 
     def acquire(self, timeout: float | None) -> None:
         """Take the lock, waiting at most ``timeout`` seconds (None: for ever)
-        and recovering it from a holder that is provably gone."""
+        and recovering it from a holder that is provably gone.
+
+        Fairness: a waiter that has waited ``_WANT_AFTER`` seconds says so
+        with a *want* file; a process about to take the lock again first
+        stands back while another process's want file is fresh. Without it,
+        two processes taking turns on one host kept the lock held almost all
+        the time, and the waiters of another mount, polling, found it free
+        so rarely that they waited for seconds (GlusterFS rig: one host's
+        workers did nothing in most runs, and leases ran out meanwhile)."""
+        want = os.path.join(self.workdir, _WANT)
+        wanted = False
         try:
+            self._stand_back(want)
             if self.try_acquire():
                 return
-            deadline = float("inf") if timeout is None else time.monotonic() + timeout
+            began = time.monotonic()
+            deadline = float("inf") if timeout is None else began + timeout
             pause = _POLL_FIRST
             while True:
-                last = time.monotonic() > deadline
+                now = time.monotonic()
+                last = now > deadline
                 self.inspect(force=last)
+                if now - began > _WANT_AFTER:
+                    wanted = self._want(want, wanted)
                 if self.try_acquire():
                     return
                 if last:
                     self._timed_out(timeout)
                 time.sleep(pause * random.uniform(0.5, 1.5))
-                pause = min(pause * 2, _SOFT_POLL_MAX)
+                # A waiter others stand back for looks often, to find the gap.
+                pause = min(pause * 2, _WANT_POLL_MAX if wanted else _SOFT_POLL_MAX)
         except LockTimeoutError:
             raise
         except OSError as exc:
@@ -420,6 +465,50 @@ class SoftLock:
                 f"cannot create the lock file {self.path}: {exc.strerror or exc}. Check that "
                 "the POD directory is writable by you."
             ) from exc
+        finally:
+            if wanted:
+                _remove_if_ours(want, self._want_token())
+
+    def _want_token(self) -> bytes:
+        return f"{_identity.me().token}-{id(self):x}".encode()
+
+    def _want(self, want: str, wanted: bool) -> bool:
+        """Say (again) that this waiter wants the lock; whether it is ours."""
+        if wanted:
+            try:
+                os.utime(want)
+            except OSError:
+                return False
+            return True
+        try:
+            fd = os.open(want, _CREATE, 0o644)
+        except FileExistsError:
+            _remove_if_older(want, _WANT_STALE)
+            return False
+        try:
+            os.write(fd, self._want_token())
+        finally:
+            os.close(fd)
+        return True
+
+    def _stand_back(self, want: str) -> None:
+        """Before taking the lock again: while another process's want file
+        is fresh, give it up to ``_STAND_BACK`` seconds to take the lock."""
+        try:
+            st = os.stat(want)
+        except OSError:
+            return
+        if time.time() - st.st_mtime > _WANT_FRESH:
+            return
+        try:
+            with open(want, "rb") as f:
+                if f.read() == self._want_token():
+                    return
+        except OSError:
+            return
+        until = time.monotonic() + _STAND_BACK
+        while time.monotonic() < until and os.path.lexists(want):
+            time.sleep(_POLL_FIRST * 4)
 
     def _timed_out(self, timeout: float | None) -> None:
         try:
