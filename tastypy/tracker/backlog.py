@@ -25,6 +25,15 @@ _BACKLOG_MAX: Final = 250_000
 class BacklogMixin:
     """Others' records filed by key, and taken in when needed."""
 
+    def _init_backlog(self) -> None:
+        """Start with none of others' records filed."""
+        # Others' records read and not yet taken in (see _data): the bytes of
+        # the last line of each key, by the key's UTF-8 bytes.
+        self._backlog: dict = {}
+        # Set at close when the backlog was left aside: a read loads afresh.
+        self._stale = False
+        self._closing = False
+
     # -- others' records, taken in when needed -------------------------------
 
     # With many processes, each reads every record the others write: a

@@ -148,54 +148,13 @@ class ProgressTracker(
     ):
         self._max_tries = _check_max_tries(max_tries)
         self._lease = DEFAULT_LEASE if lease is None else _check_span(lease, "lease")
-        # Others' records read and not yet taken in (see _data): the bytes of
-        # the last line of each key, by the key's UTF-8 bytes.
-        self._backlog: dict = {}
-        # Set at close when the backlog was left aside: a read loads afresh.
-        self._stale = False
-        self._closing = False
-        # Records added here (add, add_if_absent, add_many...) and not yet
-        # written, by key: until written, each yields to any record of its
-        # key another process writes (see _add_new).
-        self._added: dict = {}
-        # Keys whose record may hold a lease or a bump (a superset, checked
-        # when used); None until claim() first needs it.
-        self._lease_index: dict | None = None
-        # claim()'s order of tasks never tried, then tried before; consumed
-        # from _queue_pos and built again when used up.
-        self._queue: list = []
-        self._queue_pos = 0
-        # Grants made by the decision running now, to take back if its write fails.
-        self._undo: list | None = None
+        self._init_backlog()
+        self._init_marks()
+        self._init_leases()
+        self._init_transact()
         # Bumped whenever changes of other processes are taken in.
         self._absorbed = 0
-        # The leases this object granted and has not ended, by key: the
-        # lease's end it wrote. At close and exit it ends those still in
-        # the records as it wrote them, and no others: another tracker
-        # object of this process runs its own tasks, under the same holder
-        # name (a task one object took again carries the other's lease end).
-        self._granted: dict = {}
-        # Whether others wrote at our last quick write: then claims take in
-        # what is new before deciding, rather than deciding first.
-        self._contended = False
-        # This host's clock + offset = the filesystem's clock (see _clock).
-        self._clock_offset = 0.0
-        self._clock_samples: list = []
-        self._clock_next = 0.0
-        self._n_done = 0
-        self._n_tried = 0
-        self._n_aborted = 0
-        # Records handed out by a read, with their counter bits at that
-        # moment: the caller may change them in place, so they are counted
-        # again (settled) before a counter is read.
-        self._lent: dict = {}
-        self._recount = False
-        self._epoch = 0  # bumped by every full count
-        # Tries written without fsync since the last durable sync.
-        self._since_durable = 0
-        # Keys written by the quick path since the store last confirmed that
-        # its journal is still the live one (see _reload).
-        self._unconfirmed: list = []
+        self._init_counters()
         self._tail: TailAppender | None = None
         super().__init__(
             path,

@@ -49,6 +49,18 @@ def _contrib_lenient(rec: Any) -> int:
 class CountersMixin:
     """How many tasks are done, tried, aborted: kept up to date, and read."""
 
+    def _init_counters(self) -> None:
+        """Start with no count (the load makes them) and no record lent."""
+        self._n_done = 0
+        self._n_tried = 0
+        self._n_aborted = 0
+        # Records handed out by a read, with their counter bits at that
+        # moment: the caller may change them in place, so they are counted
+        # again (settled) before a counter is read.
+        self._lent: dict = {}
+        self._recount = False
+        self._epoch = 0  # bumped by every full count
+
     # -- keeping the counts ----------------------------------------------------
 
     def _shift(self, old: int, new: int) -> None:

@@ -47,6 +47,22 @@ class LeaseInfo(NamedTuple):
 class LeasesMixin:
     """Claiming tasks in order, and ending, renewing, moving their leases."""
 
+    def _init_leases(self) -> None:
+        """Start with no lease index, no claim queue and no grant."""
+        # Keys whose record may hold a lease or a bump (a superset, checked
+        # when used); None until claim() first needs it.
+        self._lease_index: dict | None = None
+        # claim()'s order of tasks never tried, then tried before; consumed
+        # from _queue_pos and built again when used up.
+        self._queue: list = []
+        self._queue_pos = 0
+        # The leases this object granted and has not ended, by key: the
+        # lease's end it wrote. At close and exit it ends those still in
+        # the records as it wrote them, and no others: another tracker
+        # object of this process runs its own tasks, under the same holder
+        # name (a task one object took again carries the other's lease end).
+        self._granted: dict = {}
+
     # -- claims and leases --------------------------------------------------------------
 
     def claim(self, n: int = 1, *, lease: float | None = None) -> list:

@@ -18,6 +18,13 @@ from tastypy.tracker.counters import _contrib
 class MarksMixin:
     """Adding tasks, and marking them done, aborted, tried."""
 
+    def _init_marks(self) -> None:
+        """Start with no record added."""
+        # Records added here (add, add_if_absent, add_many...) and not yet
+        # written, by key: until written, each yields to any record of its
+        # key another process writes (see _add_new).
+        self._added: dict = {}
+
     # -- a record to change ------------------------------------------------------
 
     def _missing(self, key: Any) -> KeyError:

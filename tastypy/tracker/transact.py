@@ -48,6 +48,23 @@ def _framed(lines: list, count: int, gzipped: bool) -> bytes:
 class TransactMixin:
     """One transaction for every change: take in, decide, append, under the lock."""
 
+    def _init_transact(self) -> None:
+        """Start with nothing written yet, the lease clock as this host's."""
+        # Grants made by the decision running now, to take back if its write fails.
+        self._undo: list | None = None
+        # Whether others wrote at our last quick write: then claims take in
+        # what is new before deciding, rather than deciding first.
+        self._contended = False
+        # This host's clock + offset = the filesystem's clock (see _clock).
+        self._clock_offset = 0.0
+        self._clock_samples: list = []
+        self._clock_next = 0.0
+        # Tries written without fsync since the last durable sync.
+        self._since_durable = 0
+        # Keys written by the quick path since the store last confirmed that
+        # its journal is still the live one (see _reload).
+        self._unconfirmed: list = []
+
     # -- the lease clock --------------------------------------------------------
 
     def _clock(self) -> float:
