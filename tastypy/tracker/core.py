@@ -12,7 +12,7 @@ counted, and everything marked done before it is still done. See
 ``docs/tracker.md``, ``docs/leases.md`` and ``docs/survival.md``.
 
 The class is put together from one mixin per responsibility (see the
-package's docstring); here are what holds them together: opening and
+package's docstring); this module holds what ties them together: opening and
 closing, the settings, the hooks of the POD, and the mapping.
 """
 

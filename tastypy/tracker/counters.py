@@ -13,11 +13,7 @@ from tastypy.tracker._common import _gone_memo
 # A record's share of the counters, as bits: done, tried (at least once),
 # aborted. Counters are sums of these over the records.
 _DONE: Final = 1
-
-
 _TRIED: Final = 2
-
-
 _ABORTED: Final = 4
 
 

@@ -24,13 +24,8 @@ from tastypy.tracker.counters import _contrib
 #: filesystem's (on filesystems shared by hosts), and the offset above which
 #: a warning says so.
 _CLOCK_EVERY: Final = 30.0
-
-
 _CLOCK_WARN: Final = 5.0
-
-
 _CLOCK_SAMPLES: Final = 5
-
 
 #: The commit lines of small batches, made once.
 _COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
