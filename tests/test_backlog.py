@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from conftest import run_python
 
-import tastypy.tracker
+import tastypy.tracker.backlog
 from tastypy import Tracker
 
 #: Another process: claims and marks done ``x0``..``x4``, adds ``new``, and
@@ -109,7 +109,7 @@ def test_close_leaves_the_records_aside_and_a_read_after_it_loads_them(after_oth
 def test_past_its_bound_the_backlog_is_taken_in_and_this_process_writes_merged(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(tastypy.tracker, "_BACKLOG_MAX", 2)
+    monkeypatch.setattr(tastypy.tracker.backlog, "_BACKLOG_MAX", 2)
     path = tmp_path / "jobs.tracker"
     with Tracker(path, max_tries=3) as tracker:
         tracker.add_many([f"x{i}" for i in range(5)])

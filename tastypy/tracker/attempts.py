@@ -1,0 +1,378 @@
+"""Running tasks: :meth:`attempts` and :meth:`attempt` (a :class:`Task`
+per try, ended by its ``with`` block), :meth:`run` through an executor,
+and the progress display.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from tastypy.tracker._common import _check_span, log
+
+if TYPE_CHECKING:
+    from tastypy.tracker.core import ProgressTracker
+
+
+#: Seconds between two lines of the plain progress display.
+_PLAIN_INTERVAL: Final = 2.0
+
+
+def _now() -> str:
+    """The time now, UTC, ISO 8601 to the millisecond (sorts as text)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class AttemptsMixin:
+    """Attempts at tasks, with their outcome recorded; :meth:`run`."""
+
+    # -- running tasks ---------------------------------------------------------------
+
+    def attempts(
+        self,
+        keys: Iterable | None = None,
+        *,
+        reraise: bool = False,
+        progress: bool | str = False,
+        allow_aborted: bool = False,
+        lease: float | None = None,
+    ) -> Iterator[Task]:
+        """One :class:`Task` for each task to try now, each try counted as by :meth:`try_it`.
+
+        ``keys`` (default: every key) is read whole first and the keys not
+        there yet are added. Use each task as a context manager::
+
+            for task in tracker.attempts(keys, progress=True):
+                with task:
+                    task["result"] = work(task.key)
+
+        A body that ends normally marks the task done. One that raises an
+        exception records it in the task's ``_error`` (type, message,
+        traceback, time) and leaves the task not done; the loop then moves
+        on, or with ``reraise=True`` the exception propagates. Ctrl-C
+        (``KeyboardInterrupt``) gives the try back and propagates. Start and
+        end times go to ``_started`` and ``_ended``.
+
+        ``progress=True`` shows done / total, rate and ETA on stderr, with
+        ``tqdm`` if it is installed (``pip install tastypy[progress]``),
+        else as a plain line every few seconds (``progress="plain"`` forces
+        that).
+        """
+        if keys is None:
+            order = list(self._data)
+        else:
+            order = list(keys)
+            self.add_many_if_absent(order)
+        bar = _Progress(self, progress) if progress else None
+        data = self._data
+        try:
+            for key in order:
+                if key not in data or not self._try(key, False, allow_aborted, _now(), lease):
+                    continue
+                task = Task(self, key, True, reraise)
+                yield task
+                if bar is not None:
+                    bar.update(task)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def attempt(
+        self,
+        key: Any,
+        *,
+        reraise: bool = True,
+        allow_aborted: bool = False,
+        lease: float | None = None,
+    ) -> Task:
+        """One attempt at ``key`` (added if absent), as a context manager.
+
+        The returned :class:`Task` is false, and its block records nothing,
+        when the task is not to be tried (done, aborted, out of tries)::
+
+            with tracker.attempt("job-7") as task:
+                if task:
+                    task["result"] = work()
+
+        Unlike :meth:`attempts`, an exception is re-raised by default.
+        """
+        self.add_if_absent(key)
+        active = self._try(key, True, allow_aborted, _now(), lease)
+        return Task(self, key, active, reraise)
+
+    def _ended(self, key: Any, exc: BaseException | None) -> None:
+        rec = self._known(key).get(key)
+        if type(rec) is not dict:
+            return  # deleted meanwhile
+        rec = self._rec(key)
+        now = _now()
+        # The attempt is over, whatever its outcome: so is its lease. Unless
+        # the lease ran out and another worker runs the task now: then only
+        # a success is recorded (the work is done); a failure or a try given
+        # back is this late attempt's, not the running one's.
+        if "_lease_until" in rec and not self._end_lease(key, rec) and exc is not None:
+            log.info(
+                "tastypy: the attempt at %r in %s ended after its lease, with the task "
+                "taken over by %s; its outcome is not recorded",
+                key,
+                self.path,
+                rec.get("_holder"),
+            )
+            return
+        if exc is None:
+            if not rec["_done"]:
+                rec["_done"] = True
+                self._n_done += 1
+            rec.pop("_error", None)
+        elif isinstance(exc, Exception):
+            kind = type(exc)
+            name = kind.__qualname__
+            if kind.__module__ not in ("builtins", "__main__"):
+                name = f"{kind.__module__}.{name}"
+            rec["_error"] = {
+                "type": name,
+                "message": str(exc),
+                "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                "time": now,
+            }
+        else:
+            # Ctrl-C or an exit: not the task's fault, so the try is given back.
+            tries = rec["_tries"]
+            if tries > 0:
+                rec["_tries"] = tries - 1
+                if tries == 1:
+                    self._n_tried -= 1
+        rec["_ended"] = now
+        self._touch(key)
+
+    # -- running through an executor --------------------------------------------------------
+
+    def run(
+        self,
+        fn: Callable[[Any], Any],
+        keys: Iterable | None = None,
+        *,
+        executor: Any = None,
+        lease: float | None = None,
+        chunksize: int = 1,
+        max_pending: int | None = None,
+        progress: bool | str = False,
+        result_field: str | None = "result",
+        allow_aborted: bool = False,
+    ) -> dict:
+        """Run ``fn(key)`` for every task not done, through ``executor``.
+
+        ``executor`` is any :class:`concurrent.futures.Executor`
+        (``ProcessPoolExecutor``, ``ThreadPoolExecutor``,
+        ``mpi4py.futures.MPIPoolExecutor``, loky's) or a
+        ``dask.distributed.Client``; None runs the tasks here, one after
+        the other. ``keys`` (default: every task) are added if absent.
+
+        Each worker opens this tracker by its path (once per process; so
+        the workers must see the same filesystem), claims each task as
+        :meth:`try_it` does, runs ``fn(key)``, and writes the outcome to
+        the task's record before reporting back: done, with ``fn``'s return
+        value (if not None, and JSON) in ``record[result_field]``; or
+        failed, with the error in ``_error`` as :meth:`attempts` records it.
+        So what was done survives a crash of this process, and calling
+        ``run`` again does only what is left (tasks of a dead worker come
+        back as their leases end, at once for a worker of this host).
+
+        ``fn`` must be picklable for process pools (a module-level
+        function). ``chunksize`` keys go to a worker at once (more for short
+        tasks); at most ``max_pending`` chunks wait in the executor.
+        ``progress=True`` shows progress as :meth:`attempts` does.
+
+        Returns a summary: ``{"submitted", "done", "failed", "skipped",
+        "left", "seconds", "errors"}``; ``skipped`` counts tasks a worker
+        found no longer to do (done or claimed by another process
+        meanwhile), ``left`` the tasks still not done among ``keys``, and
+        ``errors`` maps up to 100 failed keys to ``"Type: message"``.
+
+        Example::
+
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(8) as pool:
+                summary = tracker.run(work, executor=pool, progress=True)
+        """
+        from tastypy.executor import run_tasks
+
+        if self._closed:
+            self._refuse_closed()
+        if lease is not None:
+            _check_span(lease, "lease")
+        return run_tasks(
+            self,
+            fn,
+            keys,
+            executor,
+            lease=lease,
+            chunksize=chunksize,
+            max_pending=max_pending,
+            progress=(lambda: _Progress(self, progress)) if progress else None,
+            result_field=result_field,
+            allow_aborted=allow_aborted,
+            options=self._worker_options(),
+        )
+
+    def _worker_options(self) -> dict:
+        """How a worker opens this tracker: with the same settings."""
+        lock = self._store._lock
+        return {
+            "max_tries": self._max_tries,
+            "lock": getattr(lock, "requested", "auto"),
+            "lock_timeout": getattr(lock, "timeout", 600.0),
+            "lease": self._lease,
+            "sync_at": self.sync_at,
+        }
+
+
+class Task:
+    """One attempt at one task, from :meth:`ProgressTracker.attempts` or
+    :meth:`~ProgressTracker.attempt`. Use it as a context manager; it is
+    true when the task is to be run."""
+
+    __slots__ = ("tracker", "key", "_active", "_reraise", "outcome")
+
+    def __init__(self, tracker: ProgressTracker, key: Any, active: bool, reraise: bool):
+        self.tracker = tracker
+        self.key = key
+        self._active = active
+        self._reraise = reraise
+        #: None until the block ends; then "done", "failed" or "interrupted".
+        self.outcome: str | None = None
+
+    def __bool__(self) -> bool:
+        return self._active
+
+    def __repr__(self) -> str:
+        state = self.outcome or ("to run" if self._active else "skipped")
+        return f"<Task {self.key!r}: {state}>"
+
+    @property
+    def record(self) -> dict:
+        """The task's record in the tracker (changes to it are saved)."""
+        return self.tracker[self.key]
+
+    def __getitem__(self, field: str) -> Any:
+        return self.tracker[self.key][field]
+
+    def __setitem__(self, field: str, value: Any) -> None:
+        self.tracker[self.key][field] = value
+
+    def __enter__(self) -> Task:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if not self._active or self.outcome is not None:
+            return False
+        self.end(exc)
+        return self.outcome == "failed" and not self._reraise
+
+    def end(self, error: BaseException | None = None) -> str | None:
+        """End the attempt as its ``with`` block does, for code that cannot
+        use one: done if ``error`` is None; failed, with ``error`` recorded
+        in ``_error``, for an :class:`Exception`; interrupted (the try given
+        back) for anything else (Ctrl-C, an exit). The lease ends. Returns
+        the outcome; a task not to run, or already ended, is left as it is::
+
+            task = tracker.attempt(key)
+            if task:
+                try:
+                    task["result"] = work(key)
+                except Exception as exc:
+                    task.end(exc)
+                else:
+                    task.end()
+        """
+        if not self._active or self.outcome is not None:
+            return self.outcome
+        if error is None:
+            self.outcome = "done"
+        elif isinstance(error, Exception):
+            self.outcome = "failed"
+        else:
+            self.outcome = "interrupted"
+        self.tracker._ended(self.key, error)
+        return self.outcome
+
+
+class _Progress:
+    """Done / total, rate and ETA on stderr: tqdm if installed, else a plain line."""
+
+    def __init__(self, tracker: ProgressTracker, mode: bool | str):
+        self.tracker = tracker
+        self.failed = 0
+        self.done_here = 0
+        self.start_done = tracker.num_done()
+        self.start = time.monotonic()
+        self.last = self.start
+        self.bar = None
+        if mode is True or mode == "tqdm":
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(
+                    total=len(tracker),
+                    initial=self.start_done,
+                    unit="task",
+                    desc="done",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    smoothing=0.05,
+                    mininterval=0.25,
+                )
+
+    def step(self, outcome: str) -> None:
+        """One task of :meth:`ProgressTracker.run` ended (done here by a worker
+        the tracker takes in only at the end: counted here)."""
+        if outcome == "done":
+            self.done_here += 1
+        self._show(outcome, self.start_done + self.done_here)
+
+    def update(self, task: Task) -> None:
+        self._show(task.outcome, self.tracker.num_done())
+
+    def _show(self, outcome: str | None, done: int) -> None:
+        if outcome == "failed":
+            self.failed += 1
+        bar = self.bar
+        if bar is not None:
+            if bar.total != len(self.tracker):
+                bar.total = len(self.tracker)
+            if done != bar.n:
+                bar.update(done - bar.n)
+            if outcome == "failed":
+                bar.set_postfix(failed_tries=self.failed, refresh=False)
+            return
+        now = time.monotonic()
+        if now - self.last >= _PLAIN_INTERVAL:
+            self.last = now
+            self._line(done, now)
+
+    def _line(self, done: int, now: float) -> None:
+        total = len(self.tracker)
+        elapsed = now - self.start
+        rate = (done - self.start_done) / elapsed if elapsed > 0 else 0.0
+        left = total - done
+        eta = f"{datetime.timedelta(seconds=round(left / rate))}" if rate > 0 else "?"
+        share = 100 * done / total if total else 100.0
+        sys.stderr.write(
+            f"tastypy: {done:,}/{total:,} done ({share:.1f} %), {self.failed:,} failed "
+            f"tries this pass, {rate:,.0f} tasks/s, ETA {eta}\n"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        done = max(self.tracker.num_done(), self.start_done + self.done_here)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            self.bar.close()
+        else:
+            self._line(done, time.monotonic())

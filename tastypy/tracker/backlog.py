@@ -1,0 +1,284 @@
+"""Others' records, filed by key as they are read and taken in only when
+needed (the backlog), so a worker that only claims and marks done never
+parses what the other workers did.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import orjson
+
+from tastypy.errors import CorruptFileError
+from tastypy.storage import DELETED, journal
+from tastypy.storage.tail import TailAppender
+from tastypy.tracker._common import _ANY, _NOT_OURS
+
+#: Keys of others' records kept filed, not taken in, at most (a line each:
+#: some 200 bytes); past that they are taken in.
+_BACKLOG_MAX: Final = 250_000
+
+
+class BacklogMixin:
+    """Others' records filed by key, and taken in when needed."""
+
+    def _init_backlog(self) -> None:
+        """Start with none of others' records filed."""
+        # Others' records read and not yet taken in (see _data): the bytes of
+        # the last line of each key, by the key's UTF-8 bytes.
+        self._backlog: dict = {}
+        # Set at close when the backlog was left aside: a read loads afresh.
+        self._stale = False
+        self._closing = False
+
+    # -- others' records, taken in when needed -------------------------------
+
+    # With many processes, each reads every record the others write: a
+    # claim and a done mark per task. Parsing them and taking them in cost
+    # ~2.5 µs each, so N processes spent most of their time on the N - 1
+    # others' records. Instead, batches read while claiming are only split
+    # into lines and filed by key (the backlog, ~0.4 µs a line); a claim
+    # looks up its key there, and everything else reads ``_data``, which
+    # takes the backlog in first. So a worker that only claims and marks
+    # done never parses what the others did.
+
+    @property
+    def _data(self) -> dict:
+        if (self._backlog or self._stale) and not self._closing:
+            self._take_backlog()
+        return self._d
+
+    @_data.setter
+    def _data(self, value: dict) -> None:
+        # A load: it holds everything the backlog held.
+        self._d = value
+        self._backlog = {}
+
+    def _take_backlog(self) -> None:
+        # Under the sync lock, like every change to the backlog: a read in
+        # one thread must not take it in while another thread is between
+        # filing what it read and dropping what it wrote over.
+        with self._sync_lock:
+            if self._backlog:
+                self._flush_backlog()
+            elif self._stale:
+                self._load_stale()
+
+    def _file(self, chunk: bytes) -> int | None:
+        """File the committed batches ``chunk`` (others') into the backlog:
+        how many records they hold; None, with nothing filed, if they are
+        not all plain records of keys written without escapes (then the
+        caller parses them)."""
+        if b"\\" in chunk or chunk[-1:] != b"\n":
+            return None
+        lines = chunk.split(b"\n")
+        lines.pop()
+        records = [line for line in lines if line[:2] == b'["']
+        commits = [line for line in lines if line[:8] == b'{"sync":']
+        if len(records) + len(commits) != len(lines):
+            return None
+        try:
+            if sum([int(line[8:-1]) for line in commits]) != len(records):
+                return None
+        except ValueError:
+            return None
+        self._backlog.update(zip([line[2 : line.index(b'"', 2)] for line in records], records))
+        return len(records)
+
+    def _known(self, key: Any) -> dict:
+        """The data, with whatever others wrote of ``key`` taken in."""
+        if self._closing:
+            return self._d
+        if self._stale:
+            self._load_stale()
+        elif self._backlog:
+            self._take_key(key)
+        return self._d
+
+    def _flush_backlog(self, claims: Any = ()) -> None:
+        """Take in the backlog (see :meth:`_absorb` for ``claims``)."""
+        with self._sync_lock:
+            self._flush_backlog_locked(claims)
+
+    def _flush_backlog_locked(self, claims: Any) -> None:
+        lines = self._backlog
+        self._backlog = {}
+        text = b"[" + b",".join(lines.values()) + b"]"
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()  # see tail.changes_of
+        try:
+            try:
+                items = orjson.loads(text)
+            except ValueError:
+                items = None
+            changes = []
+            if items is not None:
+                append = changes.append
+                for item in items:
+                    if type(item) is not list or type(item[0]) is not str or len(item) > 2:
+                        changes = None
+                        break
+                    append((item[0], item[1] if len(item) == 2 else DELETED))
+        finally:
+            if paused:
+                gc.enable()
+        if changes is None:
+            # Not what was filed as records: load the files, which names a
+            # damaged line.
+            self._reload_merging(claims)
+        else:
+            self._absorb(changes, claims)
+
+    def _take_in_text(self, new: tuple, claims: Any) -> None:
+        """Others' committed batches read by the store (``(text, bytes
+        consumed, first line)``, see :meth:`Store.read_new_text`): filed
+        into the backlog, or parsed and taken in."""
+        text, consumed, first_line = new
+        store = self._store
+        filed = self._file(text)
+        if filed is None:
+            records = journal.parse(text, store.journal_path, first_line)
+            store.took(consumed, len(records))
+            self._absorb(journal.as_changes(records), claims)
+        else:
+            store.took(consumed, filed)
+            if claims is _ANY:
+                self._flush_backlog(claims)
+            else:
+                for key in claims:
+                    self._take_key(key, claims)
+
+    def _take_key(self, key: Any, claims: Any = ()) -> None:
+        """Take in others' last record of ``key`` if the backlog holds one
+        (only that one: the others wait)."""
+        if type(key) is not str:
+            return
+        with self._sync_lock:
+            self._take_key_locked(key, claims)
+
+    def _take_key_locked(self, key: str, claims: Any) -> None:
+        kb = key.encode()
+        line = self._backlog.pop(kb, None)
+        if line is None:
+            return
+        try:
+            item = orjson.loads(line)
+        except ValueError:
+            item = None
+        if type(item) is not list or item[0] != key or not 0 < len(item) < 3:
+            self._backlog[kb] = line
+            self._flush_backlog(claims)  # which reloads, naming the damage
+            return
+        change = [(key, item[1] if len(item) == 2 else DELETED)]
+        if key in self._dirty or self._pending_keys:
+            self._absorb(change, claims)  # ours may win, or merge
+        else:
+            self._take_in(change, _NOT_OURS)
+
+    def _live_count(self) -> int:
+        # Those held, and at most one per key waiting in the backlog
+        # (counting some twice only puts a compaction off).
+        return len(self._d) + len(self._backlog)
+
+    def _as_on_disk(self, bad: list) -> dict | None:
+        if self._backlog or self._stale:
+            return None  # others' records are not all in memory
+        return super()._as_on_disk(bad)
+
+    def _drop_written(self, keys: Iterable) -> None:
+        """Records of ``keys`` were just written after everything in the
+        backlog: theirs there would only be undone."""
+        backlog = self._backlog
+        for key in keys:
+            if type(key) is str:
+                backlog.pop(key.encode(), None)
+
+    def _load_stale(self) -> None:
+        """A read after close, whose backlog was left aside: load afresh."""
+        self._stale = False
+        self._data = self._store.load()
+        self._dirty = {}
+        self._added = {}
+        self._pending = bytearray()
+        self._pending_keys = []
+        self._loaded()
+
+    @contextmanager
+    def _leaving_backlog(self) -> Iterator[None]:
+        """For the last sync (close, exit): others' records in the backlog
+        are not taken in (with many processes that would parse everything
+        the others did, only to throw it away), except those of the keys
+        this process writes, which are merged with its changes (see
+        :meth:`_take_ours`). A read afterwards loads afresh."""
+        if not self._backlog or self._closing:
+            yield
+            return
+        self._closing = True
+        try:
+            yield
+        finally:
+            self._closing = False
+            self._backlog = {}
+            self._stale = True
+
+    def _take_ours(self) -> None:
+        """Before this process writes its changes (under the sync lock):
+        others' records of the same keys, filed in the backlog, are taken in
+        first and merged with ours. Left there, ours would be written over
+        them unmerged, and the write would drop them as older."""
+        backlog = self._backlog
+        keys = [
+            key
+            for key in (*self._dirty, *self._pending_keys, *self._added)
+            if type(key) is str and key.encode() in backlog
+        ]
+        for key in keys:
+            self._take_key_locked(key, ())
+
+    def _took_chunk(self, tail: TailAppender, chunk: bytes, written: list) -> None:
+        """After a quick write: others' batches ``chunk``, before ours in the
+        journal (none of them about a key we wrote), filed or taken in."""
+        filed = None
+        if chunk:
+            self._contended = True
+            filed = self._file(chunk)
+            if filed is not None:
+                self._store.journal_records += filed
+        else:
+            self._contended = False
+        if self._backlog:
+            self._drop_written(written)
+            if len(self._backlog) > _BACKLOG_MAX:
+                self._flush_backlog()  # memory stays bounded
+        if chunk and filed is None:
+            self._take_in(tail.records_of(chunk), set(written))
+
+    def _take_in_chunk(self, chunk: bytes, claims: Any, count: bool = True) -> bool:
+        """Others' whole batches read by the tail: filed into the backlog
+        (the records of ``claims`` taken in at once), or parsed and taken in;
+        counted into the store's records unless ``count`` is False. False,
+        with nothing taken in, if a line is damaged (loading names it)."""
+        store = self._store
+        records = store.journal_records
+        filed = self._file(chunk)
+        if filed is None:
+            try:
+                changes = self._tail.records_of(chunk)
+            except CorruptFileError:
+                return False
+            if not count:
+                store.journal_records = records
+            self._absorb(changes, claims)
+            return True
+        if count:
+            store.journal_records += filed
+        if claims is _ANY or len(self._backlog) > _BACKLOG_MAX:
+            self._flush_backlog(claims)
+        else:
+            for key in claims:
+                self._take_key(key, claims)
+        return True

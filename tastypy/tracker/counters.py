@@ -1,0 +1,219 @@
+"""The tracker's counters: done, tried and aborted tasks, kept as records
+change (each record's share is a few bits, :func:`_contrib`), and what is
+read from them: ``num_*``, ``fraction_*``, ``percent_*`` and :meth:`stats`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from tastypy import records
+from tastypy.tracker._common import _gone_memo
+
+# A record's share of the counters, as bits: done, tried (at least once),
+# aborted. Counters are sums of these over the records.
+_DONE: Final = 1
+_TRIED: Final = 2
+_ABORTED: Final = 4
+
+
+def _contrib(rec: Any) -> int:
+    """The counter bits of one record (0 for anything that is not a record)."""
+    try:
+        return (
+            (_DONE if rec["_done"] else 0)
+            | (_TRIED if rec["_tries"] > 0 else 0)
+            | (_ABORTED if rec["_aborted"] else 0)
+        )
+    except (KeyError, TypeError, IndexError):
+        return _contrib_lenient(rec)
+
+
+def _contrib_lenient(rec: Any) -> int:
+    # A record damaged by hand or by a change in place: count what is there.
+    if type(rec) is not dict:
+        return 0
+    tries = rec.get("_tries")
+    tried = type(tries) in (int, float, bool) and tries > 0
+    return (
+        (_DONE if rec.get("_done") else 0)
+        | (_TRIED if tried else 0)
+        | (_ABORTED if rec.get("_aborted") else 0)
+    )
+
+
+class CountersMixin:
+    """How many tasks are done, tried, aborted: kept up to date, and read."""
+
+    def _init_counters(self) -> None:
+        """Start with no count (the load makes them) and no record lent."""
+        self._n_done = 0
+        self._n_tried = 0
+        self._n_aborted = 0
+        # Records handed out by a read, with their counter bits at that
+        # moment: the caller may change them in place, so they are counted
+        # again (settled) before a counter is read.
+        self._lent: dict = {}
+        self._recount = False
+        self._epoch = 0  # bumped by every full count
+
+    # -- keeping the counts ----------------------------------------------------
+
+    def _shift(self, old: int, new: int) -> None:
+        if old != new:
+            self._n_done += (new & _DONE) - (old & _DONE)
+            self._n_tried += ((new & _TRIED) - (old & _TRIED)) >> 1
+            self._n_aborted += ((new & _ABORTED) - (old & _ABORTED)) >> 2
+
+    def _count_all(self) -> None:
+        self._lent.clear()
+        self._recount = False
+        self._epoch += 1
+        values = self._data.values()
+        try:
+            done = sum(1 for r in values if r["_done"])
+            tried = sum(1 for r in values if r["_tries"] > 0)
+            aborted = sum(1 for r in values if r["_aborted"])
+        except (KeyError, TypeError, IndexError):
+            done = tried = aborted = 0
+            for r in values:
+                c = _contrib(r)
+                done += c & _DONE
+                tried += (c & _TRIED) >> 1
+                aborted += (c & _ABORTED) >> 2
+        self._n_done = done
+        self._n_tried = tried
+        self._n_aborted = aborted
+
+    def _settle(self) -> None:
+        """Count again the records handed out since the last time."""
+        if (self._backlog or self._stale) and not self._closing:
+            self._take_backlog()
+        if self._recount:
+            self._count_all()
+            return
+        lent = self._lent
+        if lent:
+            data = self._data
+            for key, c in list(lent.items()):
+                self._shift(c, _contrib(data.get(key)))
+            lent.clear()
+
+    def _settle_key(self, key: Any, rec: Any) -> None:
+        self._shift(self._lent.pop(key), _contrib(rec))
+
+    # -- reading them ----------------------------------------------------------
+
+    def num_done(self) -> int:
+        """How many tasks are done (``len(tracker)`` is how many there are)."""
+        self._settle()
+        return self._n_done
+
+    def num_tried(self) -> int:
+        """How many tasks were tried at least once."""
+        self._settle()
+        return self._n_tried
+
+    def num_aborted(self) -> int:
+        """How many tasks are aborted."""
+        self._settle()
+        return self._n_aborted
+
+    def _fraction(self, n: int) -> float:
+        total = len(self._data)
+        return n / total if total else 0.0
+
+    def fraction_done(self) -> float:
+        """Done tasks as a fraction of all (0.0 when there are none)."""
+        return self._fraction(self.num_done())
+
+    def fraction_tried(self) -> float:
+        """Tasks tried at least once, as a fraction of all (0.0 when there are none)."""
+        return self._fraction(self.num_tried())
+
+    def fraction_aborted(self) -> float:
+        """Aborted tasks as a fraction of all (0.0 when there are none)."""
+        return self._fraction(self.num_aborted())
+
+    @staticmethod
+    def percent(fraction: float, decimals: int = 2) -> str:
+        """``fraction`` as a percentage string: ``percent(0.347) == '34.70 %'``."""
+        return f"{100 * fraction:.{decimals}f} %"
+
+    def percent_done(self, decimals: int = 2) -> str:
+        """The share of done tasks, e.g. ``'34.70 %'``."""
+        return self.percent(self.fraction_done(), decimals)
+
+    def percent_not_done(self, decimals: int = 2) -> str:
+        """The share of tasks not done, e.g. ``'65.30 %'``."""
+        return self.percent(1 - self.fraction_done() if self._data else 0.0, decimals)
+
+    def percent_tried(self, decimals: int = 2) -> str:
+        """The share of tasks tried at least once."""
+        return self.percent(self.fraction_tried(), decimals)
+
+    def percent_not_tried(self, decimals: int = 2) -> str:
+        """The share of tasks never tried."""
+        return self.percent(1 - self.fraction_tried() if self._data else 0.0, decimals)
+
+    def percent_aborted(self, decimals: int = 2) -> str:
+        """The share of aborted tasks."""
+        return self.percent(self.fraction_aborted(), decimals)
+
+    def percent_not_aborted(self, decimals: int = 2) -> str:
+        """The share of tasks not aborted."""
+        return self.percent(1 - self.fraction_aborted() if self._data else 0.0, decimals)
+
+    def stats(self) -> dict:
+        """Where the job stands, as a plain dict.
+
+        Every task is in exactly one of ``done``, ``aborted`` (and not
+        done), ``failed`` (tried ``max_tries`` times without success),
+        ``in_progress`` (an attempt started by :meth:`attempts` that has not
+        ended: running now, or cut short by a crash) and ``todo`` (the
+        rest: still to try). ``tries`` maps a number of tries to how many
+        tasks have it.
+
+        Across those, among the tasks not done: ``leased`` counts the ones
+        no other process may take now (leased to a process, or bumped into
+        the future, see ``docs/leases.md``), ``expired`` the ones whose
+        holder let its lease run out (or is known to have died) without
+        ending it: left by a dead worker, or one that runs late. As this
+        process knows them: :meth:`refresh` first to see what others wrote.
+        """
+        max_tries = self._max_tries
+        done = aborted = failed = running = leased = expired = 0
+        now = self._clock()
+        gone = _gone_memo()
+        tries_hist: dict = {}
+        for rec in self._data.values():
+            if type(rec) is not dict:
+                continue
+            tries = rec.get("_tries", 0)
+            tries_hist[tries] = tries_hist.get(tries, 0) + 1
+            if rec.get("_done"):
+                done += 1
+                continue
+            if type(rec.get("_lease_until")) in (int, float):
+                if records.lease_runs(rec, records.NOBODY, now, gone):
+                    leased += 1
+                elif rec.get("_holder") is not None:
+                    expired += 1
+            if rec.get("_aborted"):
+                aborted += 1
+            elif max_tries and type(tries) is int and tries >= max_tries:
+                failed += 1
+            elif "_started" in rec and "_ended" not in rec:
+                running += 1
+        total = len(self._data)
+        return {
+            "total": total,
+            "done": done,
+            "todo": total - done - aborted - failed - running,
+            "failed": failed,
+            "aborted": aborted,
+            "in_progress": running,
+            "leased": leased,
+            "expired": expired,
+            "tries": dict(sorted(tries_hist.items(), key=lambda kv: (str(type(kv[0])), kv[0]))),
+        }

@@ -1,0 +1,347 @@
+"""Claims and leases: :meth:`claim` of many tasks in doloop's order (the
+claim queue), and what ends or moves a lease: :meth:`release`,
+:meth:`renew`, :meth:`bump`, an outcome recorded, this object's close.
+:meth:`lease_info` reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+from tastypy import records
+from tastypy._identity import holder_gone
+from tastypy.errors import InvalidArgumentError
+from tastypy.pod import _CHANGED
+from tastypy.tracker import _common
+from tastypy.tracker._common import _ANY, _check_span, _gone_memo, _until, log
+from tastypy.tracker.counters import _contrib
+
+
+def _key_list(keys: Any) -> list:
+    """``keys`` as a list; one str or int key is accepted alone."""
+    if type(keys) in (str, int):
+        return [keys]
+    try:
+        return list(keys)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"expected a list of keys, got {type(keys).__name__} ({keys!r:.60})"
+        ) from None
+
+
+class LeaseInfo(NamedTuple):
+    """Where one task stands, as :meth:`ProgressTracker.lease_info` reports it."""
+
+    #: Whether the task is done.
+    done: bool
+    #: How many times it was tried.
+    tries: int
+    #: Who holds (or last held) its lease: ``"host:pid"``, or None.
+    holder: str | None
+    #: Seconds until its lease expires (negative: expired that long ago;
+    #: None: no lease).
+    lease_left: float | None
+
+
+class LeasesMixin:
+    """Claiming tasks in order, and ending, renewing, moving their leases."""
+
+    def _init_leases(self) -> None:
+        """Start with no lease index, no claim queue and no grant."""
+        # Keys whose record may hold a lease or a bump (a superset, checked
+        # when used); None until claim() first needs it.
+        self._lease_index: dict | None = None
+        # claim()'s order of tasks never tried, then tried before; consumed
+        # from _queue_pos and built again when used up.
+        self._queue: list = []
+        self._queue_pos = 0
+        # The leases this object granted and has not ended, by key: the
+        # lease's end it wrote. At close and exit it ends those still in
+        # the records as it wrote them, and no others: another tracker
+        # object of this process runs its own tasks, under the same holder
+        # name (a task one object took again carries the other's lease end).
+        self._granted: dict = {}
+
+    # -- claims and leases --------------------------------------------------------------
+
+    def claim(self, n: int = 1, *, lease: float | None = None) -> list:
+        """Lease up to ``n`` tasks to this process at once, and count a try of each.
+
+        The keys come in doloop's order: first tasks whose lease expired or
+        that were bumped (:meth:`bump`), earliest first; then tasks never
+        tried, in insertion order; then tasks tried before, fewest tries
+        first (among equals, the one whose last attempt ended longest ago).
+        Tasks that are done, aborted, out of tries or leased to another
+        process (or already to this one) are not handed out. Decided under
+        the directory lock after taking in what other processes wrote, so no
+        two processes get the same key while its lease runs::
+
+            while keys := tracker.claim(100, lease=600):
+                for key in keys:
+                    tracker[key]["result"] = work(key)
+                    tracker.mark_done(key)
+
+        An empty list means there is nothing to claim now (tasks leased to
+        others may come back when their leases expire). Give back what you
+        will not run with :meth:`release`.
+        """
+        if type(n) is not int or n < 0:
+            raise InvalidArgumentError(f"n must be an int >= 0 (how many tasks), got {n!r}.")
+        span = self._lease if lease is None else _check_span(lease, "lease")
+        if not n:
+            return []
+        return self._transact(lambda: self._decide_claim(n, span), _ANY)
+
+    def _decide_claim(self, n: int, span: float) -> list:
+        data = self._data
+        now = self._clock()
+        until = _until(self._clock_offset, span)
+        granted: list = []
+        gone = _gone_memo()
+        max_tries = self._max_tries
+        for key in self._candidates(now, gone):
+            rec = data.get(key)
+            if not records.complete(rec):
+                continue  # a damaged record: try_it(key) says what is wrong
+            if key in self._lent:
+                self._settle_key(key, rec)
+            # Not a task this process runs already either (me=NOBODY).
+            if not records.may_run(rec, max_tries, False, now, records.NOBODY, gone):
+                continue
+            self._grant(key, rec, until, None, False)
+            granted.append(key)
+            if len(granted) >= n:
+                break
+        return granted
+
+    def _candidates(self, now: float, gone: Callable[[Any], bool]) -> Iterator:
+        """Keys in claim order; each is checked again by the caller."""
+        data = self._data
+        index = self._lease_index
+        if index is None:
+            index = self._lease_index = {
+                k: None for k, r in data.items() if type(r) is dict and "_lease_until" in r
+            }
+        due = []
+        for key in list(index):
+            rec = data.get(key)
+            until = rec.get("_lease_until") if type(rec) is dict else None
+            if until is None or rec.get("_done"):
+                del index[key]
+                continue
+            if type(until) not in (int, float) or records.lease_runs(
+                rec, records.NOBODY, now, gone
+            ):
+                continue
+            due.append((until, key))
+        due.sort(key=lambda item: item[0])
+        for _, key in due:
+            yield key
+        rebuilt = False
+        while True:
+            queue = self._queue
+            while self._queue_pos < len(queue):
+                key = queue[self._queue_pos]
+                self._queue_pos += 1
+                yield key
+            if rebuilt:
+                return
+            rebuilt = True
+            self._queue = self._build_queue()
+            self._queue_pos = 0
+
+    def _build_queue(self) -> list:
+        """Tasks never tried (in order), then tasks tried before (fewest tries,
+        then longest ago): what claim() hands out after bumped ones."""
+        fresh = []
+        tried = []
+        max_tries = self._max_tries
+        may_run = records.may_run
+        for position, (key, rec) in enumerate(self._data.items()):
+            if not may_run(rec, max_tries) or "_lease_until" in rec:
+                continue  # expired or bumped ones come first, from the index
+            tries = rec.get("_tries", 0)
+            if not tries:
+                fresh.append(key)
+            else:
+                ended = rec.get("_ended")
+                tried.append((tries, ended if type(ended) is str else "", position, key))
+        tried.sort(key=lambda item: item[:3])
+        fresh.extend(item[3] for item in tried)
+        return fresh
+
+    def release(self, keys: Iterable, *, tried: bool = False) -> list:
+        """End this process's leases of ``keys`` without marking them done.
+
+        The tasks can be claimed again at once. Their try is given back,
+        as if they had not been handed out (they were claimed but not run);
+        with ``tried=True`` it stays counted (they ran and failed). Keys not
+        leased to this process (done, released, never claimed here, or taken
+        over by another process after the lease expired) are left alone.
+        Returns the keys released. One str or int key may be given alone.
+        """
+        return self._release(_key_list(keys), tried, None)
+
+    def _release(self, keys: list, tried: bool, grants: dict | None) -> list:
+        """:meth:`release`; with ``grants`` (this object's, see ``_granted``),
+        only the leases still as this object wrote them."""
+
+        def decide() -> list:
+            data = self._data
+            released = []
+            for key in keys:
+                rec = data.get(key)
+                if type(rec) is not dict or rec.get("_holder") != _common._me:
+                    continue
+                if grants is not None and rec.get("_lease_until") != grants.get(key):
+                    grants.pop(key, None)  # taken again since, by another object
+                    continue
+                if key in self._lent:
+                    self._settle_key(key, rec)
+                c_old = _contrib(rec)
+                rec.pop("_lease_until", None)
+                del rec["_holder"]
+                self._granted.pop(key, None)
+                tries = rec.get("_tries")
+                if not tried and type(tries) is int and tries > 0:
+                    rec["_tries"] = tries - 1
+                self._shift(c_old, _contrib(rec))
+                self._dirty[key] = _CHANGED
+                released.append(key)
+            if released and self._queue_pos < len(self._queue):
+                # Back in claim()'s queue (when it is not built again anyway):
+                # never tried again at its head, tried ones at its end.
+                if tried:
+                    self._queue.extend(released)
+                else:
+                    self._queue = released + self._queue[self._queue_pos :]
+                    self._queue_pos = 0
+            return released
+
+        return self._transact(decide)
+
+    def renew(self, keys: Iterable, lease: float | None = None) -> list:
+        """Extend this process's leases of ``keys``: they now end ``lease``
+        seconds from now (default: the tracker's :attr:`lease`). For tasks
+        that run longer than their lease. Returns the keys renewed; a key
+        missing from it is no longer leased to this process (done,
+        released, or taken over by another process after its lease
+        expired). One str or int key may be given alone."""
+        keys = _key_list(keys)
+        span = self._lease if lease is None else _check_span(lease, "lease")
+
+        def decide() -> list:
+            data = self._data
+            until = _until(self._clock_offset, span)
+            renewed = []
+            for key in keys:
+                rec = data.get(key)
+                if type(rec) is not dict or rec.get("_holder") != _common._me or rec.get("_done"):
+                    continue
+                rec["_lease_until"] = until
+                if key in self._granted:
+                    self._granted[key] = until
+                self._dirty[key] = _CHANGED
+                renewed.append(key)
+            return renewed
+
+        return self._transact(decide)
+
+    def bump(self, keys: Iterable, lease: float = 0) -> None:
+        """Move tasks ahead, as doloop's ``bump``: each task's lease now ends
+        ``lease`` seconds from now, if that is earlier than it did (a bump
+        never pushes a lease later). Tasks whose lease has ended go first in
+        :meth:`claim`, earliest first, so ``lease=0`` puts them at the head
+        of the queue and a negative lease before those; a positive lease
+        keeps them from being claimed until then, and then first. A bump
+        also cuts a running lease short (e.g. ``bump(keys)`` hands the tasks
+        of a worker known to be dead back at once). Done tasks stay done.
+        Raises ``KeyError`` if a key is not in the tracker.
+        """
+        keys = _key_list(keys)
+        span = _check_span(lease, "lease", negative=True)
+        data = self._data
+
+        def decide() -> None:
+            for key in keys:
+                if key not in data:
+                    raise self._missing(key)
+            until = _until(self._clock_offset, span)
+            index = self._lease_index
+            for key in keys:
+                rec = data.get(key)
+                if type(rec) is not dict:
+                    continue  # deleted by another process meanwhile
+                current = rec.get("_lease_until")
+                if type(current) in (int, float) and current <= until:
+                    continue
+                rec["_lease_until"] = until
+                self._dirty[key] = _CHANGED
+                if index is not None:
+                    index[key] = None
+
+        self._transact(decide)
+
+    def lease_info(self, keys: Iterable | None = None) -> dict:
+        """``{key: LeaseInfo(done, tries, holder, lease_left)}`` for ``keys``
+        (default: every task that has a lease or a bump), after taking in
+        what other processes wrote. ``lease_left`` is in seconds, negative
+        once the lease has expired, None for a task without a lease.
+        Raises ``KeyError`` for a key not in the tracker. (The manual's
+        ``check(key)`` still answers whether one task is done.)"""
+        if not self._closed:
+            self.refresh()
+        data = self._data
+        if keys is None:
+            keys = [k for k, r in data.items() if type(r) is dict and "_lease_until" in r]
+        else:
+            keys = _key_list(keys)
+        now = self._clock()
+        out = {}
+        for key in keys:
+            rec = data.get(key)
+            if rec is None:
+                raise self._missing(key)
+            if type(rec) is not dict:
+                rec = {}
+            until = rec.get("_lease_until")
+            left = round(until - now, 3) if type(until) in (int, float) else None
+            tries = rec.get("_tries", 0)
+            holder = rec.get("_holder")
+            out[key] = LeaseInfo(
+                bool(rec.get("_done")),
+                tries if type(tries) is int else 0,
+                holder if type(holder) is str else None,
+                left,
+            )
+        return out
+
+    # -- leases ended by this object ---------------------------------------------
+
+    def _end_lease(self, key: Any, rec: dict) -> bool:
+        """End the lease in ``rec`` as the task's outcome is recorded; but not
+        another live holder's (this one's ran out and the task was taken
+        over): False then, with ``rec`` unchanged."""
+        holder = rec.get("_holder")
+        if (
+            holder != _common._me
+            and holder is not None
+            and records.lease_runs(rec, _common._me, self._clock(), holder_gone)
+        ):
+            return False
+        rec.pop("_lease_until", None)
+        rec.pop("_holder", None)
+        if holder == _common._me:
+            self._granted.pop(key, None)
+        return True
+
+    def _release_held(self) -> None:
+        """End the leases this object granted and still holds (at exit, close
+        and garbage collection); their tries stay counted: the tasks were
+        handed out. Not those of another tracker object of this process."""
+        try:
+            if self._granted:
+                self._release(list(self._granted), True, self._granted)
+        except Exception:
+            log.exception("tastypy: could not release the leases held in %s", self.path)
