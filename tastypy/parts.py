@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -27,7 +28,7 @@ from tastypy.errors import DuplicateKeyError, InvalidArgumentError
 from tastypy.storage import parts as files
 from tastypy.storage.fsdetect import choose_lock
 from tastypy.storage.peek import Peeker
-from tastypy.tracker import DEFAULT_LEASE, ProgressTracker, Task
+from tastypy.tracker import DEFAULT_LEASE, ProgressTracker, Task, _check_span, _Progress
 
 __all__ = ["PartedTracker", "Slice", "split"]
 
@@ -41,6 +42,12 @@ _KEEP_OPEN: Final = 4
 #: A part this process keeps writing to gets its summary written again at
 #: most this often (and always when the process leaves the part).
 _SUMMARY_EVERY: Final = 10.0
+
+#: A peek searches the part's journal text for the key's last line: cheap
+#: for a few keys, but a job asking about thousands of keys of one part
+#: (run()'s final count) would search its text thousands of times. After
+#: this many peeks into one part, the part is loaded instead.
+_PEEKS_BEFORE_LOADING: Final = 32
 
 #: Counters a summary holds besides the part's stats().
 _EMPTY_STATS: Final = {
@@ -145,7 +152,9 @@ class PartedTracker(MutableMapping):
         self._open: OrderedDict[int, ProgressTracker] = OrderedDict()
         self._summarized: dict[int, float] = {}
         self._peeker = Peeker()
+        self._peeked: dict[int, int] = {}
         self._held = False
+        self._lock = threading.RLock()
         # Reading a part's files without its lock is safe only where sizes
         # and contents are coherent: not on the filesystems the soft lock is for.
         self._peeks = lock != "soft" and choose_lock(self._path)[0] == "posix"
@@ -205,6 +214,10 @@ class PartedTracker(MutableMapping):
         return files.part_of_hash(_hash(key), self._n)
 
     def _part(self, index: int) -> ProgressTracker:
+        with self._lock:  # threads of a run() share the tracker
+            return self._load(index)
+
+    def _load(self, index: int) -> ProgressTracker:
         part = self._open.get(index)
         if part is not None:
             self._open.move_to_end(index)
@@ -238,12 +251,13 @@ class PartedTracker(MutableMapping):
                 self._drop(index)
 
     def _drop(self, index: int) -> None:
-        part = self._open.pop(index)
-        try:
-            self._summarize(index, part)
-        finally:
-            part.close()
-            self._summarized.pop(index, None)
+        with self._lock:
+            part = self._open.pop(index)
+            try:
+                self._summarize(index, part)
+            finally:
+                part.close()
+                self._summarized.pop(index, None)
 
     def _summarize(self, index: int, part: ProgressTracker) -> None:
         """Write the part's summary if it changed since the last one.
@@ -419,6 +433,10 @@ class PartedTracker(MutableMapping):
         index = self.part_of(key)
         if index in self._open:
             return None
+        asked = self._peeked.get(index, 0) + 1
+        if asked > _PEEKS_BEFORE_LOADING and files.exists(files.part_path(self._path, index)):
+            return None  # many keys of this part: loading it is cheaper now
+        self._peeked[index] = asked
         return self._peeker.peek(files.part_path(self._path, index), orjson.dumps(key))
 
     # -- tasks, one key --------------------------------------------------------
@@ -536,6 +554,18 @@ class PartedTracker(MutableMapping):
                 self._drop(index)
         return got
 
+    def todo_keys(self, allow_aborted: bool = False, keys: Iterable | None = None) -> Iterator:
+        """The keys of tasks to do (see :meth:`ProgressTracker.todo_keys`), part
+        by part; with ``keys``, those of them, part by part and in their
+        order within a part."""
+        groups = None if keys is None else self._by_part(keys)
+        for index in range(self._n) if groups is None else list(groups):
+            with self._visiting(index) as part:
+                found = [] if part is None else list(
+                    part.todo_keys(allow_aborted, None if groups is None else groups[index])
+                )
+            yield from found
+
     def _finished(self, index: int) -> bool:
         summary = files.read_summary(self._path, index)
         where = files.part_path(self._path, index)
@@ -575,17 +605,98 @@ class PartedTracker(MutableMapping):
         progress: bool | str = False,
     ) -> Iterator[Task]:
         """One :class:`~tastypy.tracker.Task` per task to try now (see
-        :meth:`ProgressTracker.attempts`); ``progress`` is not shown for a
-        parted tracker."""
+        :meth:`ProgressTracker.attempts`), part by part for ``keys=None``.
+        ``progress=True`` shows done / total, rate and ETA, counted from
+        the parts' summaries and the tasks ended here."""
         if keys is not None:
             keys = list(keys)
             self.add_many_if_absent(keys)
-        for key in self if keys is None else keys:
-            task = self._for(key).attempt(
-                key, reraise=reraise, allow_aborted=allow_aborted, lease=lease
+        bar = _Progress(_Counts(self), progress) if progress else None
+        try:
+            for key in self if keys is None else keys:
+                task = self._for(key).attempt(
+                    key, reraise=reraise, allow_aborted=allow_aborted, lease=lease
+                )
+                if task:
+                    yield task
+                    if bar is not None:
+                        bar.step(task.outcome or "")
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def run(
+        self,
+        fn: Callable[[Any], Any],
+        keys: Iterable | None = None,
+        *,
+        executor: Any = None,
+        lease: float | None = None,
+        chunksize: int = 1,
+        max_pending: int | None = None,
+        progress: bool | str = False,
+        result_field: str | None = "result",
+        allow_aborted: bool = False,
+    ) -> dict:
+        """Run ``fn(key)`` for every task not done, through ``executor`` (see
+        :meth:`ProgressTracker.run`: the same arguments and summary).
+
+        The tasks are handed out part by part (in ``keys``' order within a
+        part), so that each worker holds one or two parts at a time. Each
+        worker opens the tracker by its path, as for a tracker in one
+        store. At the end the parts the workers wrote are counted again, so
+        that :meth:`num_done` and :meth:`stats` say what was done.
+        """
+        from tastypy.executor import run_tasks
+
+        if self._closed:
+            raise InvalidArgumentError(f"{self!r} is closed; open it again to use it.")
+        if lease is not None:
+            _check_span(lease, "lease")
+        try:
+            return run_tasks(
+                self,
+                fn,
+                keys,
+                executor,
+                lease=lease,
+                chunksize=chunksize,
+                max_pending=max_pending,
+                progress=(lambda: _Progress(_Counts(self), progress)) if progress else None,
+                result_field=result_field,
+                allow_aborted=allow_aborted,
+                options=self._worker_options(),
             )
-            if task:
-                yield task
+        finally:
+            if executor is not None and not self._closed:
+                # A worker's last parts get no summary when its process ends
+                # without atexit (a process pool's workers do).
+                self._totals(exact=True)
+
+    def _worker_options(self) -> dict:
+        """How a worker opens this tracker: with the same settings."""
+        options = dict(self._options)
+        for name in ("gzipped", "file_size"):
+            options.pop(name)
+        return options
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run, as for a file."""
+        return self._closed
+
+    @property
+    def sync_lock(self) -> Any:
+        """The re-entrant lock that threads sharing this object hold around
+        a change made in several steps (see :attr:`ProgressTracker.sync_lock`);
+        it also guards which parts are loaded."""
+        return self._lock
+
+    def flush(self) -> None:
+        """Write every open part's changes to its journal now, without fsync
+        (see :meth:`ProgressTracker.flush`)."""
+        for part in list(self._open.values()):
+            part.flush()
 
     # -- syncing and lifetime ----------------------------------------------------------
 
@@ -697,7 +808,6 @@ def _per_part_iter(name: str) -> Callable:
 
 
 for _name in (
-    "todo_keys",
     "todo_items",
     "todo_values",
     "try_keys",
@@ -708,6 +818,30 @@ for _name in (
     "aborted_values",
 ):
     setattr(PartedTracker, _name, _per_part_iter(_name))
+
+
+class _Counts:
+    """What a progress display asks of a tracker (``len()`` and
+    ``num_done()``), for a parted one: summed over the summaries at most
+    every few seconds rather than at every task."""
+
+    def __init__(self, tracker: PartedTracker, every: float = 2.0):
+        self._tracker = tracker
+        self._every = every
+        self._at = -every
+        self._totals: dict = {}
+
+    def _get(self) -> dict:
+        if time.monotonic() - self._at >= self._every:
+            self._totals = self._tracker._totals()
+            self._at = time.monotonic()
+        return self._totals
+
+    def __len__(self) -> int:
+        return self._get()["total"]
+
+    def num_done(self) -> int:
+        return self._get()["done"]
 
 
 def _keys(keys: Any) -> list:

@@ -383,3 +383,30 @@ def test_two_hosts_run_every_task_of_a_parted_tracker_once(hosts, tmp_path):  # 
         assert isinstance(tracker, PartedTracker) and not tracker._peeks
         assert tracker.stats(exact=True)["done"] == n
         assert {tracker._part(i)._store._lock.mode for i in range(6)} == {"soft"}
+
+
+def test_attempts_show_progress_and_run_each_task(tmp_path, capsys):
+    path = tmp_path / "jobs.tracker"
+    make(path, 300, shards=5)
+    with Tracker(path) as tracker:
+        ran = []
+        for task in tracker.attempts(progress="plain"):
+            with task:
+                ran.append(task.key)
+                if task.key == "k00007":
+                    raise ValueError("seven")
+        assert sorted(ran) == KEYS[:300]
+        assert tracker.num_done() == 299
+    assert "tastypy: 299/300 done" in capsys.readouterr().err
+
+
+def test_done_over_many_keys_of_one_part_loads_it_instead_of_searching(tmp_path):
+    path = tmp_path / "jobs.tracker"
+    make(path, 2000, shards=2)
+    with Tracker(path) as tracker:
+        for key in KEYS[:100:3]:
+            tracker.mark_done(key)
+    with Tracker(path) as tracker:
+        found = [key for key in KEYS[:2000] if tracker.done(key)]
+        assert found == KEYS[:100:3]
+        assert len(tracker._open) == 2  # each part searched a few times, then loaded
