@@ -121,23 +121,27 @@ class PartedTracker(MutableMapping):
         lock_timeout: float = 600.0,
         lease: float | None = DEFAULT_LEASE,
         storage: str | None = None,
-        shards: int | None = None,
+        shards: int | str | None = None,
     ):
         self._closed = True
         self._path = os.path.abspath(os.fspath(path))
-        if shards is not None:
+        if shards != "auto" and shards is not None:
             files.check_parts(shards)
+        self._parts = 0  # not fixed yet: see _settle
         manifest = files.read_manifest(self._path)
-        if manifest is None:
+        if manifest is None and shards == "auto":
+            # Nothing is written before the first add_many: it fixes the count.
+            if files.holds_single_store(self._path):
+                raise files.layout_taken(self._path)
+        elif manifest is None:
             # Only a new directory becomes parted: a tracker in one store
             # keeps its layout (the dispatcher sends it here only with shards=).
             manifest = files.create(self._path, shards or 1, "tracker")
-        if shards is not None and manifest["parts"] != shards:
+        if manifest is not None and shards not in (None, "auto") and manifest["parts"] != shards:
             raise InvalidArgumentError(
                 f"{self._path} is split into {manifest['parts']} parts, not shards={shards}: "
                 "the count is fixed when the tracker is made. Open it without shards=."
             )
-        self._n: int = manifest["parts"]
         self._options = {
             "max_tries": max_tries,
             "gzipped": gzipped,
@@ -158,14 +162,46 @@ class PartedTracker(MutableMapping):
         # Reading a part's files without its lock is safe only where sizes
         # and contents are coherent: not on the filesystems the soft lock is for.
         self._peeks = lock != "soft" and choose_lock(self._path)[0] == "posix"
-        self._claim_at = files.key_hash(ProgressTracker.holder.fget(None).encode()) % self._n
+        self._claim_at = 0
+        if manifest is not None:
+            self._fix(manifest)
         self._closed = False
         _exit.register(self)
         if init:
-            items = init.items() if isinstance(init, Mapping) else init
+            items = list(init.items() if isinstance(init, Mapping) else init)
+            self._settle(len(items))
             for key, value in items:
                 if key not in self:
                     self[key] = value
+
+    # -- the part count ----------------------------------------------------------
+
+    def _fix(self, manifest: dict) -> None:
+        self._parts = manifest["parts"]
+        self._claim_at = files.key_hash(self.holder.encode()) % self._parts
+
+    def _settle(self, tasks: int | None) -> int:
+        """The part count; for a tracker made with ``shards="auto"`` and not
+        written yet, the one another process fixed meanwhile, else the one
+        ``tasks`` new tasks call for (fixed now), else 0 (no tasks yet)."""
+        if not self._parts:
+            manifest = files.read_manifest(self._path)
+            if manifest is None and tasks:
+                manifest = files.create(self._path, files.auto_parts(tasks), "tracker")
+            if manifest is not None:
+                self._fix(manifest)
+        return self._parts
+
+    @property
+    def _n(self) -> int:
+        return self._parts or self._settle(None)
+
+    def _unsettled(self) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"{self._path} was opened with shards='auto' and has no tasks yet: its part count "
+            "is fixed by its first add_many (or add_many_if_absent). Add the tasks with "
+            "add_many first, or give shards=N."
+        )
 
     # -- identity ------------------------------------------------------------
 
@@ -176,7 +212,8 @@ class PartedTracker(MutableMapping):
 
     @property
     def parts(self) -> int:
-        """How many parts the tasks are split into (fixed at creation)."""
+        """How many parts the tasks are split into (fixed at creation; 0 for a
+        tracker made with ``shards="auto"`` before its first ``add_many``)."""
         return self._n
 
     @property
@@ -226,6 +263,8 @@ class PartedTracker(MutableMapping):
             return part
         if self._closed:
             raise InvalidArgumentError(f"{self!r} is closed; open it again to use it.")
+        if not self._n:
+            raise self._unsettled()
         self._make_room()
         part = ProgressTracker(files.part_path(self._path, index), **self._options)
         if self._held:
@@ -387,6 +426,8 @@ class PartedTracker(MutableMapping):
     # -- the mapping ---------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> Any:
+        if not self._n:
+            raise KeyError(key)
         return self._for(key)[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -428,6 +469,8 @@ class PartedTracker(MutableMapping):
         """``(found, record)`` read from the files of a part not open here,
         without loading it; None when the part is open (ask it) or its files
         cannot be read this way."""
+        if not self._n:
+            return (False, None)  # shards="auto", no tasks yet
         if not self._peeks:
             return None
         index = self.part_of(key)
@@ -470,7 +513,11 @@ class PartedTracker(MutableMapping):
         """Add every key as a new task; if any is there already, raise
         :class:`~tastypy.DuplicateKeyError` and add none (checked in every
         part first; a key another process adds meanwhile can still make the
-        add of its part fail alone)."""
+        add of its part fail alone). On a tracker made with ``shards="auto"``,
+        the first one fixes the part count (see ``docs/parts.md``)."""
+        keys = list(keys)
+        if keys:
+            self._settle(len(keys))
         groups = self._by_part(keys)
         for index, group in groups.items():
             with self._visiting(index) as part:
@@ -485,7 +532,11 @@ class PartedTracker(MutableMapping):
         self._add_groups(groups, "add_many")
 
     def add_many_if_absent(self, keys: Iterable) -> None:
-        """Add the keys that are not tasks yet."""
+        """Add the keys that are not tasks yet (the first call on a tracker made
+        with ``shards="auto"`` fixes its part count, as :meth:`add_many` does)."""
+        keys = list(keys)
+        if keys:
+            self._settle(len(keys))
         self._add_groups(self._by_part(keys), "add_many_if_absent")
 
     def _add_groups(self, groups: dict, how: str) -> None:

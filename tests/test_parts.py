@@ -272,7 +272,7 @@ def test_split_copies_a_single_store_tracker_into_parts(tmp_path):
         assert tracker.to_dict() == before
 
 
-@pytest.mark.parametrize("shards", [0, -1, "x", 1.5, True, 10**6])
+@pytest.mark.parametrize("shards", [0, -1, "x", "AUTO", 1.5, True, 10**6])
 def test_a_bad_part_count_is_refused_and_makes_nothing(tmp_path, shards):
     path = tmp_path / "jobs.tracker"
     with pytest.raises(InvalidArgumentError, match="shards"):
@@ -333,15 +333,16 @@ def test_the_cli_counts_a_parted_tracker_from_its_summaries(tmp_path):
     assert stats["total"] == 300 and stats["done"] == 20 and stats["parts"] == 3
 
 
-def test_workers_started_together_on_a_new_parted_tracker_agree_on_it(tmp_path):
+@pytest.mark.parametrize("shards", ["8", "'auto'"])
+def test_workers_started_together_on_a_new_parted_tracker_agree_on_it(tmp_path, shards):
     path = tmp_path / "jobs.tracker"
     code = """
     import sys
     import tastypy
     print("ready", flush=True)
     sys.stdin.readline()
-    tracker = tastypy.Tracker(sys.argv[1], shards=8)
-    tracker.add_many_if_absent(f"k{i:05d}" for i in range(400))
+    tracker = tastypy.Tracker(sys.argv[1], shards=SHARDS)
+    tracker.add_many_if_absent(f"k{i:05d}" for i in range(4400))
     with open(sys.argv[2], "w") as f:
         while keys := tracker.claim(5):
             for key in keys:
@@ -350,9 +351,61 @@ def test_workers_started_together_on_a_new_parted_tracker_agree_on_it(tmp_path):
     tracker.close()
     """
     outs = [tmp_path / f"w{i}.txt" for i in range(4)]
-    run_together(textwrap.dedent(code), [(path, out) for out in outs])
+    run_together(textwrap.dedent(code).replace("SHARDS", shards), [(path, out) for out in outs])
     counts = Counter(line for out in outs for line in out.read_text().split())
-    assert sorted(counts) == KEYS[:400] and max(counts.values()) == 1
+    assert sorted(counts) == [f"k{i:05d}" for i in range(4400)] and max(counts.values()) == 1
+    with Tracker(path) as tracker:
+        assert tracker.parts == (8 if shards == "8" else 2)  # 4,400 // 4,000 + 1
+
+
+def test_auto_takes_the_part_count_from_the_first_add_many_and_keeps_it(tmp_path):
+    path = tmp_path / "jobs.tracker"
+    with Tracker(path, shards="auto") as tracker:
+        assert isinstance(tracker, PartedTracker) and tracker.parts == 0
+        assert not path.exists(), "nothing is written before the first add_many"
+        tracker.add_many(f"t{i}" for i in range(12_500))
+        assert tracker.parts == 4 and len(tracker) == 12_500
+        tracker.add_many(f"u{i}" for i in range(50_000))  # later batches do not change it
+        assert tracker.parts == 4
+    for shards in ("auto", None, 4):
+        with Tracker(path, shards=shards) as tracker:
+            assert tracker.parts == 4 and len(tracker) == 62_500
+    with Tracker(tmp_path / "small.tracker", shards="auto") as tracker:
+        tracker.add_many_if_absent(["a", "b"])
+        assert tracker.parts == 1 and list(tracker) == ["a", "b"]
+
+
+def test_auto_before_any_task_reads_as_empty_and_refuses_other_writes(tmp_path):
+    path = tmp_path / "jobs.tracker"
+    with Tracker(path, shards="auto") as tracker:
+        assert len(tracker) == 0 and list(tracker) == [] and tracker.claim(5) == []
+        assert "a" not in tracker and not tracker.done("a") and tracker.get("a") is None
+        assert tracker.stats()["total"] == 0
+        for write in (lambda: tracker.try_it("a"), lambda: tracker.add("a")):
+            with pytest.raises(InvalidArgumentError, match="first add_many"):
+                write()
+    assert not path.exists()
+
+
+def test_auto_opens_a_tracker_another_process_made_meanwhile(tmp_path):
+    path = tmp_path / "jobs.tracker"
+    with Tracker(path, shards="auto") as early:
+        make(path, 100, shards=3)  # as another process would
+        assert early.parts == 3 and len(early) == 100
+        early.add_many(["late"])
+        assert early.parts == 3 and "late" in early
+
+
+def test_auto_never_splits_a_tracker_in_one_store(tmp_path):
+    path = tmp_path / "old.tracker"
+    with Tracker(path) as tracker:
+        tracker.add_many(KEYS[:10])
+    listing = sorted(os.listdir(path))
+    with pytest.raises(InvalidArgumentError, match="one store"):
+        Tracker(path, shards="auto")
+    assert sorted(os.listdir(path)) == listing
+    with Tracker(path) as tracker:
+        assert type(tracker) is tastypy.ProgressTracker and len(tracker) == 10
 
 
 def test_a_parted_tracker_is_a_progress_tracker_to_isinstance():
