@@ -250,3 +250,11 @@ def write_summary(directory: str, index: int, summary: dict) -> None:
         write_summary(directory, index, summary)
     except OSError as exc:
         raise StorageError(f"cannot write the part summary {path}: {exc.strerror or exc}") from exc
+
+
+def drop_summary(directory: str, index: int) -> None:
+    """Remove a part's summary (its counts are then taken afresh when asked for)."""
+    try:
+        os.unlink(_summary_path(directory, index))
+    except FileNotFoundError:
+        pass
