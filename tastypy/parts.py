@@ -276,6 +276,16 @@ class PartedTracker(MutableMapping):
     def _for(self, key: Any) -> ProgressTracker:
         return self._part(self.part_of(key))
 
+    def _write_others(self, part: ProgressTracker) -> None:
+        """Write what waits in the loaded parts other than ``part`` (not under
+        hold()): a try about to be granted in ``part`` is then, as in one
+        store, preceded on disk by every change made before it."""
+        if self._held:
+            return
+        for other in list(self._open.values()):
+            if other is not part:
+                other.flush()
+
     def _pinned(self, part: ProgressTracker) -> bool:
         # Closing a part ends the leases this process holds there, and
         # writes what hold() is keeping back: neither may happen behind
@@ -597,6 +607,7 @@ class PartedTracker(MutableMapping):
             if index not in self._open and self._finished(index):
                 continue
             part = self._part(index)
+            self._write_others(part)
             got += part.claim(n - len(got), lease=lease)
             if len(got) >= n:
                 self._claim_at = index
@@ -665,7 +676,9 @@ class PartedTracker(MutableMapping):
         bar = _Progress(_Counts(self), progress) if progress else None
         try:
             for key in self if keys is None else keys:
-                task = self._for(key).attempt(
+                part = self._for(key)
+                self._write_others(part)
+                task = part.attempt(
                     key, reraise=reraise, allow_aborted=allow_aborted, lease=lease
                 )
                 if task:
@@ -814,13 +827,27 @@ class PartedTracker(MutableMapping):
 
 
 def _per_key(name: str) -> Callable:
-    def method(self: PartedTracker, key: Any, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._for(key), name)(key, *args, **kwargs)
+    if name in _TRIES:
+
+        def method(self: PartedTracker, key: Any, *args: Any, **kwargs: Any) -> Any:
+            part = self._for(key)
+            self._write_others(part)
+            return getattr(part, name)(key, *args, **kwargs)
+
+    else:
+
+        def method(self: PartedTracker, key: Any, *args: Any, **kwargs: Any) -> Any:
+            return getattr(self._for(key), name)(key, *args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = getattr(ProgressTracker, name).__doc__
     return method
 
+
+#: Per-key methods that may grant a try: in one store, a granted try writes
+#: every change made before it (a worker's last mark_done), so the same is
+#: done for the changes waiting in the other parts loaded here.
+_TRIES: Final = frozenset({"try_it", "attempt", "should_try_add"})
 
 #: Methods that act on one key: the key's part answers.
 _PER_KEY: Final = (

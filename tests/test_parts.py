@@ -517,3 +517,31 @@ def test_compact_a_parted_tracker_part_by_part(tmp_path):
         assert any(n.startswith("snapshot-000001") for n in names), names
     with Tracker(path) as tracker:
         assert tracker.to_dict() == before and tracker.stats(exact=True)["done"] == 100
+
+
+MARK_THEN_TRY_ELSEWHERE = """
+import os, signal, sys
+import tastypy
+tracker = tastypy.Tracker(sys.argv[1])
+first, second = sys.argv[2], sys.argv[3]
+assert tracker.part_of(first) != tracker.part_of(second)
+assert tracker.try_it(first)
+tracker.mark_done(first)
+assert tracker.try_it(second)  # granted, in another part
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_granted_try_in_one_part_writes_the_done_mark_left_in_another(tmp_path):
+    # In one store, a worker's mark_done is written with its next granted
+    # try: killed after that, its task is not run again. So in parts too.
+    path = tmp_path / "jobs.tracker"
+    make(path, 100, shards=4)
+    with Tracker(path) as tracker:
+        first = KEYS[0]
+        second = next(k for k in KEYS[1:100] if tracker.part_of(k) != tracker.part_of(first))
+    proc = run_python(MARK_THEN_TRY_ELSEWHERE, path, first, second)
+    assert proc.returncode == -9, proc.stderr
+    with Tracker(path) as tracker:
+        assert tracker.done(first), "the done mark written before the next grant was lost"
+        assert tracker.tries(second) == 1 and not tracker.done(second)
