@@ -22,6 +22,10 @@ from tastypy.parts import PartedTracker, split
 KEYS = [f"k{i:05d}" for i in range(2000)]
 
 
+def cli(*args):
+    return run_python("import sys\nfrom tastypy.cli import main\nsys.exit(main())", *args)
+
+
 def make(path, n=2000, shards=16):
     with Tracker(path, shards=shards) as tracker:
         tracker.add_many(KEYS[:n])
@@ -327,8 +331,7 @@ def test_the_cli_counts_a_parted_tracker_from_its_summaries(tmp_path):
     with Tracker(path) as tracker:
         for key in tracker.claim(20):
             tracker.mark_done(key)
-    out = run_python("from tastypy.cli import main; import sys; sys.exit(main(sys.argv[1:]))",
-                     "stats", path)
+    out = cli("stats", path)
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
     assert stats["total"] == 300 and stats["done"] == 20 and stats["parts"] == 3
@@ -464,11 +467,6 @@ def test_done_over_many_keys_of_one_part_loads_it_instead_of_searching(tmp_path)
         found = [key for key in KEYS[:2000] if tracker.done(key)]
         assert found == KEYS[:100:3]
         assert len(tracker._open) == 2  # each part searched a few times, then loaded
-
-
-def cli(*args):
-    return run_python("from tastypy.cli import main; import sys; sys.exit(main(sys.argv[1:]))",
-                      *args)
 
 
 def test_check_and_repair_a_parted_tracker_part_by_part(tmp_path):

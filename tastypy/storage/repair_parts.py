@@ -55,7 +55,7 @@ def check(directory: str) -> CheckReport:
         return report
     written = _written(directory, count)
     stale = 0
-    for index, part in enumerate(written):
+    for part in written:
         one = single.check(part)
         report.problems += one.problems
         report.notes += [f"{os.path.basename(part)}: {note}" for note in one.notes]
