@@ -9,7 +9,7 @@ from collections import Counter
 
 import orjson
 import pytest
-from conftest import run_python
+from conftest import run_python, spawn_python
 from test_tracker_processes import WORKER, run_together, runs_in
 from test_two_hosts import hosts  # noqa: F401  (the fixture)
 from test_two_hosts_tracker import finish, start
@@ -543,3 +543,34 @@ def test_a_granted_try_in_one_part_writes_the_done_mark_left_in_another(tmp_path
     with Tracker(path) as tracker:
         assert tracker.done(first), "the done mark written before the next grant was lost"
         assert tracker.tries(second) == 1 and not tracker.done(second)
+
+
+SHOW_MANIFEST_LATE = """
+import os, sys, time
+path, manifest = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+time.sleep(0.5)
+with open(path + "/manifest.json.tmp", "wb") as f:
+    f.write(open(manifest, "rb").read())
+os.replace(path + "/manifest.json.tmp", path + "/manifest.json")
+"""
+
+
+def test_a_worker_that_lost_the_race_waits_for_the_winners_manifest(tmp_path):
+    # On a caching mount (the GlusterFS rig) the loser of the race to create
+    # a parted tracker found the manifest's name taken but could not read it
+    # yet, and took the directory for a tracker in one store. Here the name
+    # is taken by an empty file that another process fills half a second later.
+    model = tmp_path / "model.tracker"
+    make(model, 10, shards=3)
+    path = tmp_path / "jobs.tracker"
+    path.mkdir()
+    (path / "manifest.json").write_bytes(b"")
+    late = spawn_python(SHOW_MANIFEST_LATE, path, model / "manifest.json")
+    assert late.stdout.readline().strip() == "ready"
+    try:
+        with Tracker(path, shards=3) as tracker:
+            assert tracker.parts == 3 and len(tracker) == 0
+    finally:
+        late.communicate(timeout=60)
+    assert late.returncode == 0

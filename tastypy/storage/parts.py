@@ -10,6 +10,7 @@ given length of that part's journal. See ``docs/format.md``.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from typing import Any, Final
 
@@ -180,10 +181,33 @@ def create(directory: str, parts: int, kind: str) -> dict:
     layout.fsync_dir(directory)
     # Made after the manifest: a directory holding only it would look foreign.
     os.makedirs(os.path.join(directory, SUMMARIES), exist_ok=True)
-    found = read_manifest(directory)
-    if found is None:
-        raise layout_taken(directory)
-    return found
+    return _created(directory)
+
+
+#: How long a process that lost the race to create a tracker waits to read
+#: the winner's manifest: a client of a caching mount (GlusterFS, FUSE) may
+#: answer "no such file" or an empty file for a while after another client
+#: linked it in (seen on the GlusterFS rig).
+_VISIBLE_WITHIN: Final = 10.0
+
+
+def _created(directory: str) -> dict:
+    """The manifest just created, by this process or the one that won."""
+    deadline = time.monotonic() + _VISIBLE_WITHIN
+    while True:
+        raw = _raw_manifest(directory)
+        if raw is not None:
+            found = read_manifest(directory)
+            if found is None:
+                raise layout_taken(directory)  # a tracker in one store was made there first
+            return found
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"{os.path.join(directory, layout.MANIFEST)} exists (another process created "
+                f"it) but could not be read as JSON for {_VISIBLE_WITHIN:.0f} s. Check it, "
+                f"or run `tastypy check {directory}`."
+            )
+        time.sleep(0.05)
 
 
 def layout_taken(directory: str) -> InvalidArgumentError:
