@@ -35,6 +35,15 @@ TITLES: Final = {
     "w5": "W5 — 8 processes × N/40 tasks each, `try_it` + `mark_done`, concurrently",
     "w6": "W6 — memory held by N loaded tracker records",
     "w7": "W7 — N `try_it` + `mark_done` cycles in one process, each try on record first",
+    "w8": "W8 — one job's start-up on a tracker of N tasks in parts",
+}
+
+#: W8's jobs, as its table names them.
+W8_JOBS: Final = {
+    "one": "open, `try_it` + `mark_done` one key, close",
+    "claim": "open, `claim(10)`, mark them done, close",
+    "done100": "open, `done(k)` for 100 random keys, close",
+    "stats": "open, `stats()`, close",
 }
 
 DEFINITIONS: Final = """\
@@ -96,6 +105,16 @@ which is their default).
   SIGKILL); the raw limit keeps the records in a dict and makes one
   `write()` per try to an `O_APPEND` file, of the previous done line and
   the try line.
+* **W8**: a tracker of N fresh tasks in parts of about 4,000 tasks
+  (`Tracker(path, shards=N // 4000)`, built once per size), and one job of
+  a job array on it, in a fresh process: `one` opens it, `try_it` and
+  `mark_done` one random key, and closes it; `claim` claims 10 tasks and
+  marks them done; `done100` asks `done(k)` of 100 random keys; `stats`
+  sums the counts. Time from after `import tastypy` to after `close()`;
+  memory is the peak RSS above the RSS after the import; *read* is what the
+  process read (`rchar`, the page cache included). The target: time and
+  memory at 10M (`--scale-10m`) within 2× of 10k. `python -m bench.w8_parts`
+  also measures claims from 16 processes.
 * **Scale**: for stores of N records (10k up to 10M), in a fresh process:
   the open time (as W2), the RSS the loaded data holds, and the time of one
   sync of 1000 changed keys (median of 9; for the raw limit, appending 1000
@@ -372,6 +391,57 @@ def _w6_table(r: Results) -> str:
     return text
 
 
+def _w8_table(r: Results) -> str:
+    sizes = r.sizes("w8")
+    if not sizes:
+        return f"### {TITLES['w8']}\n\nNot run."
+    rows = []
+    for job, what in W8_JOBS.items():
+        row = [f"`{job}`: {what}"]
+        for n in sizes:
+            e = r.get("w8", job, n)
+            if e is None or e.get("seconds") is None:
+                row.append(r.why_missing("w8", job, n))
+                continue
+            row.append(f"{fmt_s(e['seconds'])} · {e['mb']:.1f} MB · read {e['read_mb']:.2f} MB")
+        rows.append(row)
+    head = ["job"] + [f"N = {size_label(n)}" for n in sizes]
+    return (
+        f"### {TITLES['w8']}\n\nTime · memory above the interpreter · bytes read, medians.\n\n"
+        + _table(head, rows)
+    )
+
+
+#: The jobs W8's target judges: a job's start-up (open, a claim or a try,
+#: close). ``stats`` reads one summary per part and ``done100`` the files
+#: of up to 100 parts, by design: their ratios are shown, not judged.
+W8_JUDGED: Final = ("one", "claim")
+
+
+def _w8_target(r: Results) -> list[str]:
+    """Time and memory of W8's jobs at the largest size against 10k."""
+    target = "a job's start-up (`one`, `claim`): time and memory at 10M within 2× of 10k"
+    sizes = r.sizes("w8")
+    small, large = (10_000, max(sizes)) if 10_000 in sizes else (None, None)
+    if small is None or large == small:
+        return ["W8", target, "not measured", "—"]
+    ratios = {}
+    for job in W8_JOBS:
+        a, b = r.get("w8", job, small) or {}, r.get("w8", job, large) or {}
+        if a.get("seconds") and b.get("seconds"):
+            # Memory of a few MB is noise at the scale of the interpreter's: at least 1 MB.
+            ratios[job] = (b["seconds"] / a["seconds"], max(b["mb"], 1.0) / max(a["mb"], 1.0))
+    judged = [ratios[job] for job in W8_JUDGED if job in ratios]
+    if not judged:
+        return ["W8", target, "not measured", "—"]
+    x, m = max(t for t, _ in judged), max(mem for _, mem in judged)
+    shown = f"time {fmt_ratio(x)}, memory {fmt_ratio(m)} at {size_label(large)} (worst of the two)"
+    others = [f"`{job}` {fmt_ratio(t)}" for job, (t, _) in ratios.items() if job not in W8_JUDGED]
+    if others:
+        shown += "; for information, time of " + ", ".join(others)
+    return ["W8", target, shown, _verdict(x <= 2 and m <= 2)]
+
+
 def _scale_table(r: Results) -> str:
     sizes = r.sizes("scale")
     if not sizes:
@@ -536,6 +606,7 @@ def targets(r: Results) -> list[list[str]]:
             )
     else:
         rows.append(["W7", "≥ 100k tasks/s; ≥ 5× diskcache", "not measured (no Tracker yet)", "—"])
+    rows.append(_w8_target(r))
     return rows
 
 
@@ -604,6 +675,7 @@ def details(doc: dict) -> str:
     parts.append(_tasks_table(r, "w5"))
     parts.append(_w6_table(r))
     parts.append(_tasks_table(r, "w7"))
+    parts.append(_w8_table(r))
     parts.append(_scale_table(r))
     return "\n\n".join(parts)
 

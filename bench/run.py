@@ -28,7 +28,7 @@ ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS: Final = os.path.join("docs", "_static", "benchmarks.json")
 REPORT: Final = os.path.join("docs", "benchmarks.md")
 
-WORKLOADS: Final = ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "scale")
+WORKLOADS: Final = ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "scale")
 #: Who runs each workload. Peers are skipped above --peer-cap.
 ENTRANTS: Final[dict[str, tuple[str, ...]]] = {
     "w1": ("tastypy", "tastypy-mutate", "raw", "raw-dict", "diskcache", "sqlitedict", "shelve"),
@@ -39,6 +39,8 @@ ENTRANTS: Final[dict[str, tuple[str, ...]]] = {
     "w6": ("dict", "tastypy", "tracker"),
     "w7": ("tastypy", "raw", "diskcache"),
     "scale": ("tastypy", "raw"),
+    # W8's entrants are the jobs a job array's job does (bench/w8_parts.py).
+    "w8": ("one", "claim", "done100", "stats"),
 }
 W5_PROCS: Final = 8
 #: W5 at size n: W5_PROCS processes share n/5 tasks (1M -> 8 x 25k).
@@ -268,6 +270,24 @@ class Driver:
             return [("w6", {"skipped": reason} if reason else {"error": "set-up failed"}, {})]
         return [("w6", self.worker(self._spec("w6", contender, n, base)), {})]
 
+    def w8(self, job: str, n: int) -> list:
+        """One W8 job on a parted tracker of n tasks (built once per size, then
+        copied once: the jobs' few writes do not change what the next reads)."""
+        from bench import w8_parts
+
+        key = ("w8", n)
+        if key not in self._built:
+            _log(f"  set-up: parted tracker of {size_label(n)} tasks")
+            cache = self.fresh_dir(f"base-{n}-w8")
+            shards = -(-n // w8_parts.PER_PART)
+            self._built[key] = w8_parts.copy_of(w8_parts.build(cache, n, shards), self.scratch)
+            shutil.rmtree(cache, ignore_errors=True)
+        try:
+            seconds, memory, read = w8_parts.job(self._built[key], job, n)
+        except subprocess.CalledProcessError as exc:
+            return [("w8", {"error": (exc.stderr or str(exc)).strip()[-300:]}, {})]
+        return [("w8", {"seconds": seconds, "mb": memory / 2**20, "read_mb": read / 2**20}, {})]
+
     def scale(self, sizes: list[int]) -> None:
         for n in sizes:
             reps = 1 if n > 1_000_000 else self.args.reps
@@ -331,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="100k",
         help="largest size run by diskcache, sqlitedict and shelve (default 100k)",
     )
-    p.add_argument("--scale-10m", action="store_true", help="add 10M to the scale runs (slow)")
+    p.add_argument(
+        "--scale-10m", action="store_true", help="add 10M to the scale and W8 runs (slow)"
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -396,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for n in sizes:
             driver.run_size(n, workloads)
+        if "w8" in workloads and args.scale_10m and 10_000_000 not in sizes:
+            driver.run_size(10_000_000, ["w8"])  # W8's target is 10M against 10k
         if "scale" in workloads:
             driver.scale(scale_sizes)
     finally:

@@ -23,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", type=int, default=20_000)
     demo.add_argument("--no-progress", action="store_true")
 
-    check = sub.add_parser("check", help="read every file of a POD and report problems")
+    check = sub.add_parser(
+        "check",
+        help="read every file of a POD (of each part of a parted tracker) and report problems",
+    )
     check.add_argument("path")
     repair = sub.add_parser(
         "repair", help="salvage every readable record; damaged files are kept aside"

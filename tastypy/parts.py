@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -24,10 +25,11 @@ import orjson
 from tastypy import _exit
 from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidArgumentError
+from tastypy.parts_run import Running
 from tastypy.storage import parts as files
 from tastypy.storage.fsdetect import choose_lock
 from tastypy.storage.peek import Peeker
-from tastypy.tracker import DEFAULT_LEASE, ProgressTracker, Task
+from tastypy.tracker import DEFAULT_LEASE, ProgressTracker
 
 __all__ = ["PartedTracker", "Slice", "split"]
 
@@ -41,6 +43,12 @@ _KEEP_OPEN: Final = 4
 #: A part this process keeps writing to gets its summary written again at
 #: most this often (and always when the process leaves the part).
 _SUMMARY_EVERY: Final = 10.0
+
+#: A peek searches the part's journal text for the key's last line: cheap
+#: for a few keys, but a job asking about thousands of keys of one part
+#: (run()'s final count) would search its text thousands of times. After
+#: this many peeks into one part, the part is loaded instead.
+_PEEKS_BEFORE_LOADING: Final = 32
 
 #: Counters a summary holds besides the part's stats().
 _EMPTY_STATS: Final = {
@@ -79,7 +87,7 @@ def _add_stats(into: dict, stats: dict) -> None:
             into[name] += value
 
 
-class PartedTracker(MutableMapping):
+class PartedTracker(Running, MutableMapping):
     """A :class:`~tastypy.ProgressTracker` whose tasks are split into parts.
 
     Made by ``Tracker(path, shards=N)``; ``Tracker(path)`` reopens it. It
@@ -114,23 +122,27 @@ class PartedTracker(MutableMapping):
         lock_timeout: float = 600.0,
         lease: float | None = DEFAULT_LEASE,
         storage: str | None = None,
-        shards: int | None = None,
+        shards: int | str | None = None,
     ):
         self._closed = True
         self._path = os.path.abspath(os.fspath(path))
-        if shards is not None:
+        if shards != "auto" and shards is not None:
             files.check_parts(shards)
+        self._parts = 0  # not fixed yet: see _settle
         manifest = files.read_manifest(self._path)
-        if manifest is None:
+        if manifest is None and shards == "auto":
+            # Nothing is written before the first add_many: it fixes the count.
+            if files.holds_single_store(self._path):
+                raise files.layout_taken(self._path)
+        elif manifest is None:
             # Only a new directory becomes parted: a tracker in one store
             # keeps its layout (the dispatcher sends it here only with shards=).
             manifest = files.create(self._path, shards or 1, "tracker")
-        if shards is not None and manifest["parts"] != shards:
+        if manifest is not None and shards not in (None, "auto") and manifest["parts"] != shards:
             raise InvalidArgumentError(
                 f"{self._path} is split into {manifest['parts']} parts, not shards={shards}: "
                 "the count is fixed when the tracker is made. Open it without shards=."
             )
-        self._n: int = manifest["parts"]
         self._options = {
             "max_tries": max_tries,
             "gzipped": gzipped,
@@ -145,18 +157,52 @@ class PartedTracker(MutableMapping):
         self._open: OrderedDict[int, ProgressTracker] = OrderedDict()
         self._summarized: dict[int, float] = {}
         self._peeker = Peeker()
+        self._peeked: dict[int, int] = {}
         self._held = False
+        self._lock = threading.RLock()
         # Reading a part's files without its lock is safe only where sizes
         # and contents are coherent: not on the filesystems the soft lock is for.
         self._peeks = lock != "soft" and choose_lock(self._path)[0] == "posix"
-        self._claim_at = files.key_hash(ProgressTracker.holder.fget(None).encode()) % self._n
+        self._claim_at = 0
+        if manifest is not None:
+            self._fix(manifest)
         self._closed = False
         _exit.register(self)
         if init:
-            items = init.items() if isinstance(init, Mapping) else init
+            items = list(init.items() if isinstance(init, Mapping) else init)
+            self._settle(len(items))
             for key, value in items:
                 if key not in self:
                     self[key] = value
+
+    # -- the part count ----------------------------------------------------------
+
+    def _fix(self, manifest: dict) -> None:
+        self._parts = manifest["parts"]
+        self._claim_at = files.key_hash(self.holder.encode()) % self._parts
+
+    def _settle(self, tasks: int | None) -> int:
+        """The part count; for a tracker made with ``shards="auto"`` and not
+        written yet, the one another process fixed meanwhile, else the one
+        ``tasks`` new tasks call for (fixed now), else 0 (no tasks yet)."""
+        if not self._parts:
+            manifest = files.read_manifest(self._path)
+            if manifest is None and tasks:
+                manifest = files.create(self._path, files.auto_parts(tasks), "tracker")
+            if manifest is not None:
+                self._fix(manifest)
+        return self._parts
+
+    @property
+    def _n(self) -> int:
+        return self._parts or self._settle(None)
+
+    def _unsettled(self) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"{self._path} was opened with shards='auto' and has no tasks yet: its part count "
+            "is fixed by its first add_many (or add_many_if_absent). Add the tasks with "
+            "add_many first, or give shards=N."
+        )
 
     # -- identity ------------------------------------------------------------
 
@@ -167,7 +213,8 @@ class PartedTracker(MutableMapping):
 
     @property
     def parts(self) -> int:
-        """How many parts the tasks are split into (fixed at creation)."""
+        """How many parts the tasks are split into (fixed at creation; 0 for a
+        tracker made with ``shards="auto"`` before its first ``add_many``)."""
         return self._n
 
     @property
@@ -205,6 +252,10 @@ class PartedTracker(MutableMapping):
         return files.part_of_hash(_hash(key), self._n)
 
     def _part(self, index: int) -> ProgressTracker:
+        with self._lock:  # threads of a run() share the tracker
+            return self._load(index)
+
+    def _load(self, index: int) -> ProgressTracker:
         part = self._open.get(index)
         if part is not None:
             self._open.move_to_end(index)
@@ -213,6 +264,8 @@ class PartedTracker(MutableMapping):
             return part
         if self._closed:
             raise InvalidArgumentError(f"{self!r} is closed; open it again to use it.")
+        if not self._n:
+            raise self._unsettled()
         self._make_room()
         part = ProgressTracker(files.part_path(self._path, index), **self._options)
         if self._held:
@@ -223,6 +276,16 @@ class PartedTracker(MutableMapping):
 
     def _for(self, key: Any) -> ProgressTracker:
         return self._part(self.part_of(key))
+
+    def _write_others(self, part: ProgressTracker) -> None:
+        """Write what waits in the loaded parts other than ``part`` (not under
+        hold()): a try about to be granted in ``part`` is then, as in one
+        store, preceded on disk by every change made before it."""
+        if self._held:
+            return
+        for other in list(self._open.values()):
+            if other is not part:
+                other.flush()
 
     def _pinned(self, part: ProgressTracker) -> bool:
         # Closing a part ends the leases this process holds there, and
@@ -238,12 +301,13 @@ class PartedTracker(MutableMapping):
                 self._drop(index)
 
     def _drop(self, index: int) -> None:
-        part = self._open.pop(index)
-        try:
-            self._summarize(index, part)
-        finally:
-            part.close()
-            self._summarized.pop(index, None)
+        with self._lock:
+            part = self._open.pop(index)
+            try:
+                self._summarize(index, part)
+            finally:
+                part.close()
+                self._summarized.pop(index, None)
 
     def _summarize(self, index: int, part: ProgressTracker) -> None:
         """Write the part's summary if it changed since the last one.
@@ -373,6 +437,8 @@ class PartedTracker(MutableMapping):
     # -- the mapping ---------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> Any:
+        if not self._n:
+            raise KeyError(key)
         return self._for(key)[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -414,11 +480,17 @@ class PartedTracker(MutableMapping):
         """``(found, record)`` read from the files of a part not open here,
         without loading it; None when the part is open (ask it) or its files
         cannot be read this way."""
+        if not self._n:
+            return (False, None)  # shards="auto", no tasks yet
         if not self._peeks:
             return None
         index = self.part_of(key)
         if index in self._open:
             return None
+        asked = self._peeked.get(index, 0) + 1
+        if asked > _PEEKS_BEFORE_LOADING and files.exists(files.part_path(self._path, index)):
+            return None  # many keys of this part: loading it is cheaper now
+        self._peeked[index] = asked
         return self._peeker.peek(files.part_path(self._path, index), orjson.dumps(key))
 
     # -- tasks, one key --------------------------------------------------------
@@ -452,7 +524,11 @@ class PartedTracker(MutableMapping):
         """Add every key as a new task; if any is there already, raise
         :class:`~tastypy.DuplicateKeyError` and add none (checked in every
         part first; a key another process adds meanwhile can still make the
-        add of its part fail alone)."""
+        add of its part fail alone). On a tracker made with ``shards="auto"``,
+        the first one fixes the part count (see ``docs/parts.md``)."""
+        keys = list(keys)
+        if keys:
+            self._settle(len(keys))
         groups = self._by_part(keys)
         for index, group in groups.items():
             with self._visiting(index) as part:
@@ -467,7 +543,11 @@ class PartedTracker(MutableMapping):
         self._add_groups(groups, "add_many")
 
     def add_many_if_absent(self, keys: Iterable) -> None:
-        """Add the keys that are not tasks yet."""
+        """Add the keys that are not tasks yet (the first call on a tracker made
+        with ``shards="auto"`` fixes its part count, as :meth:`add_many` does)."""
+        keys = list(keys)
+        if keys:
+            self._settle(len(keys))
         self._add_groups(self._by_part(keys), "add_many_if_absent")
 
     def _add_groups(self, groups: dict, how: str) -> None:
@@ -528,6 +608,7 @@ class PartedTracker(MutableMapping):
             if index not in self._open and self._finished(index):
                 continue
             part = self._part(index)
+            self._write_others(part)
             got += part.claim(n - len(got), lease=lease)
             if len(got) >= n:
                 self._claim_at = index
@@ -535,6 +616,17 @@ class PartedTracker(MutableMapping):
             if not self._pinned(part):
                 self._drop(index)
         return got
+
+    def todo_keys(self, allow_aborted: bool = False, keys: Iterable | None = None) -> Iterator:
+        """The keys of tasks to do (see :meth:`ProgressTracker.todo_keys`), part
+        by part; with ``keys``, those of them, part by part and in their
+        order within a part."""
+        groups = None if keys is None else self._by_part(keys)
+        for index in range(self._n) if groups is None else list(groups):
+            some = None if groups is None else groups[index]
+            with self._visiting(index) as part:
+                found = [] if part is None else list(part.todo_keys(allow_aborted, some))
+            yield from found
 
     def _finished(self, index: int) -> bool:
         summary = files.read_summary(self._path, index)
@@ -562,30 +654,6 @@ class PartedTracker(MutableMapping):
                 "job index of a job array of `of` jobs, counted from 0."
             )
         return Slice(self, index, of)
-
-    # -- running tasks -------------------------------------------------------------
-
-    def attempts(
-        self,
-        keys: Iterable | None = None,
-        *,
-        reraise: bool = False,
-        allow_aborted: bool = False,
-        lease: float | None = None,
-        progress: bool | str = False,
-    ) -> Iterator[Task]:
-        """One :class:`~tastypy.tracker.Task` per task to try now (see
-        :meth:`ProgressTracker.attempts`); ``progress`` is not shown for a
-        parted tracker."""
-        if keys is not None:
-            keys = list(keys)
-            self.add_many_if_absent(keys)
-        for key in self if keys is None else keys:
-            task = self._for(key).attempt(
-                key, reraise=reraise, allow_aborted=allow_aborted, lease=lease
-            )
-            if task:
-                yield task
 
     # -- syncing and lifetime ----------------------------------------------------------
 
@@ -652,13 +720,27 @@ class PartedTracker(MutableMapping):
 
 
 def _per_key(name: str) -> Callable:
-    def method(self: PartedTracker, key: Any, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._for(key), name)(key, *args, **kwargs)
+    if name in _TRIES:
+
+        def method(self: PartedTracker, key: Any, *args: Any, **kwargs: Any) -> Any:
+            part = self._for(key)
+            self._write_others(part)
+            return getattr(part, name)(key, *args, **kwargs)
+
+    else:
+
+        def method(self: PartedTracker, key: Any, *args: Any, **kwargs: Any) -> Any:
+            return getattr(self._for(key), name)(key, *args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = getattr(ProgressTracker, name).__doc__
     return method
 
+
+#: Per-key methods that may grant a try: in one store, a granted try writes
+#: every change made before it (a worker's last mark_done), so the same is
+#: done for the changes waiting in the other parts loaded here.
+_TRIES: Final = frozenset({"try_it", "attempt", "should_try_add"})
 
 #: Methods that act on one key: the key's part answers.
 _PER_KEY: Final = (
@@ -697,7 +779,6 @@ def _per_part_iter(name: str) -> Callable:
 
 
 for _name in (
-    "todo_keys",
     "todo_items",
     "todo_values",
     "try_keys",

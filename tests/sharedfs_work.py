@@ -38,7 +38,7 @@ WORKER_TIMEOUT: Final = 300.0
 #: directory lock, which the next process on its host then takes over.
 EXPECTED: Final = re.compile(r"tastypy: removed the stale lock \S+ of .*, whose process is gone$")
 
-#: A tracker worker: ``path log tasks lease start until_done``. All start
+#: A tracker worker: ``path log tasks lease start until_done shards``. All start
 #: together on a tracker nobody made yet, add every key if absent (as
 #: docs/leases.md says a job array does), then run the manual's loop from
 #: their own offset. With ``until_done`` it passes over the keys again until
@@ -46,12 +46,12 @@ EXPECTED: Final = re.compile(r"tastypy: removed the stale lock \S+ of .*, whose 
 TRACKER_WORKER: Final = """
 import os, sys, time
 import tastypy
-path, log, tasks, lease, start, until_done = sys.argv[1:7]
+path, log, tasks, lease, start, until_done, shards = sys.argv[1:8]
 keys = [f"task{i:04d}" for i in range(int(tasks))]
 keys = keys[int(start):] + keys[:int(start)]
 print("ready", flush=True)
 sys.stdin.readline()
-tracker = tastypy.Tracker(path, lease=float(lease))
+tracker = tastypy.Tracker(path, lease=float(lease), shards=int(shards) or None)
 tracker.add_many_if_absent(keys)
 deadline = time.monotonic() + 120
 with open(log, "a") as out:
@@ -256,16 +256,23 @@ def _workers(dirs: tuple[Path, Path], logs: Path, n: int) -> list[Worker]:
 
 
 def run_tracker(
-    dirs: tuple[Path, Path], logs: Path, *, tasks: int = 600, lease: float = 4.0
+    dirs: tuple[Path, Path],
+    logs: Path,
+    *,
+    tasks: int = 600,
+    lease: float = 4.0,
+    shards: int | None = None,
 ) -> Outcome:
-    """Four workers (two per host) run ``tasks`` tasks on a new tracker; one
-    is killed mid-run; after the others exit, one more on the other host
-    runs what is left."""
+    """Four workers (two per host) run ``tasks`` tasks on a new tracker (in
+    ``shards`` parts, if given); one is killed mid-run; after the others
+    exit, one more on the other host runs what is left."""
     outcome = Outcome()
     workers = _workers(dirs, logs, 4)
     path = "jobs.tracker"
+    parts = shards or 0
     args = [
-        (w.directory / path, w.log, tasks, lease, i * tasks // 4, 0) for i, w in enumerate(workers)
+        (w.directory / path, w.log, tasks, lease, i * tasks // 4, 0, parts)
+        for i, w in enumerate(workers)
     ]
     try:
         started = start_together(workers, TRACKER_WORKER, args)
@@ -274,7 +281,7 @@ def run_tracker(
         side = 1 - victim.side if victim else 1
         finisher = Worker("finisher", side, dirs[side], logs / "finisher.log")
         workers.append(finisher)
-        args = [(finisher.directory / path, finisher.log, tasks, lease, 0, 1)]
+        args = [(finisher.directory / path, finisher.log, tasks, lease, 0, 1, parts)]
         start_together([finisher], TRACKER_WORKER, args)
         finisher.wait()
     finally:

@@ -38,9 +38,10 @@ def slow_and_logged(key: int) -> int:
     return key
 
 
-@pytest.fixture
-def tracker(tmp_path):
-    t = Tracker(tmp_path / "jobs.tracker", max_tries=2)
+@pytest.fixture(params=[None, 4], ids=["one-store", "parts"])
+def tracker(tmp_path, request):
+    # Each run test on a tracker in one store and on one in 4 parts.
+    t = Tracker(tmp_path / "jobs.tracker", max_tries=2, shards=request.param)
     yield t
     t.close()
 
@@ -65,6 +66,8 @@ def test_run_through_a_process_pool(tracker):
     with ProcessPoolExecutor(2, mp_context=spawn) as pool:
         summary = tracker.run(square_or_fail, range(70), executor=pool, chunksize=5)
         check_first_run(tracker, summary)
+        # The counts say what the workers did (a parted tracker's, from its summaries).
+        assert tracker.num_done() == 60 and tracker.stats()["failed"] == 0
         pids = {tracker[k]["result"]["pid"] for k in range(70) if k % 7}
         assert os.getpid() not in pids and 1 <= len(pids) <= 2
         # Again: only the failed ones, once more; then nothing is left to try.

@@ -29,6 +29,9 @@ TASKS = 600
 #: waited at the lock until the other's were done), a POD run in about one
 #: in three there and one in ten on bindfs: three rounds catch it more often.
 ROUNDS = 3
+#: Rounds of the tracker scenario on a parted tracker (a part's store is the
+#: same store, tested above; these check the layer over it).
+PARTED_ROUNDS = 2
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +61,9 @@ def _bindfs_defaults(tmp_path: Path):
         pytest.fail(str(exc))
 
 
-def rounds(shared: tuple[Path, Path], tmp_path: Path) -> Iterator[tuple]:
+def rounds(shared: tuple[Path, Path], tmp_path: Path, count: int = ROUNDS) -> Iterator[tuple]:
     """(name, the round's directory as host a and b see it, a local directory for logs)."""
-    for i in range(ROUNDS):
+    for i in range(count):
         name = f"round{i}"
         (shared[0] / name).mkdir()
         (tmp_path / name).mkdir()
@@ -72,6 +75,16 @@ def test_workers_on_two_hosts_run_every_task_once_and_leave_files_that_parse(sha
         outcome = run_tracker(dirs, logs, tasks=TASKS)
         assert outcome.ok, f"{name}:\n{outcome.report()}"
         assert outcome.killed_mid_run, "every worker finished first: nothing was killed"
+
+
+def test_workers_on_two_hosts_run_every_task_of_a_parted_tracker_once(shared, tmp_path):
+    # The same on a tracker in 4 parts (each part a store with its own lock
+    # and journal, and summaries beside them), and `tastypy check` on it.
+    for name, dirs, logs in rounds(shared, tmp_path, PARTED_ROUNDS):
+        outcome = run_tracker(dirs, logs, tasks=TASKS, shards=4)
+        assert outcome.ok, f"{name}:\n{outcome.report()}"
+        assert outcome.killed_mid_run, "every worker finished first: nothing was killed"
+        assert "4 parts, 4 written" in outcome.check_output
 
 
 def test_pod_writers_on_two_hosts_lose_no_key_of_a_finished_sync(shared, tmp_path):

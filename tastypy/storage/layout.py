@@ -174,7 +174,7 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
         raise NotAPODError(
             f"{directory} is a tracker split into parts (each a store of its own in "
             f"part-NNNNN/), not one store. Open it with tastypy.Tracker({directory!r}); "
-            "check or repair its parts one by one (tastypy check DIR/part-00000 ...)."
+            "tastypy check, repair and compact DIR handle each of its parts."
         )
     version = manifest.get("version")
     if type(version) is not int or version < 1:

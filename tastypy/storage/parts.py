@@ -10,6 +10,7 @@ given length of that part's journal. See ``docs/format.md``.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from typing import Any, Final
 
@@ -56,14 +57,25 @@ def _summary_path(directory: str, index: int) -> str:
     return os.path.join(directory, SUMMARIES, part_name(index) + ".json")
 
 
+#: How many tasks a part holds when ``shards="auto"`` picks the count: a
+#: part of 4,000 fresh tasks is ~250 KB and loads in ~4 ms.
+TASKS_PER_PART: Final = 4000
+
+
 def check_parts(shards: Any) -> int:
     """Refuse a ``shards=`` argument that is not a count of parts."""
     if type(shards) is not int or not 1 <= shards <= MAX_PARTS:
         raise InvalidArgumentError(
             f"shards must be an int from 1 to {MAX_PARTS} (how many parts the tracker's "
-            f"tasks are split into, fixed when it is created), got {shards!r}."
+            f"tasks are split into, fixed when it is created) or 'auto' (fixed by the "
+            f"first add_many), got {shards!r}."
         )
     return shards
+
+
+def auto_parts(tasks: int) -> int:
+    """The part count ``shards="auto"`` picks for a first batch of ``tasks`` tasks."""
+    return min(MAX_PARTS, tasks // TASKS_PER_PART + 1)
 
 
 def _raw_manifest(directory: str) -> dict | None:
@@ -80,6 +92,12 @@ def _raw_manifest(directory: str) -> dict | None:
     except orjson.JSONDecodeError:
         return None  # not ours to judge: the store reports a damaged manifest
     return manifest if isinstance(manifest, dict) else None
+
+
+def holds_single_store(directory: str) -> bool:
+    """Whether ``directory`` holds a store's manifest (a tracker or POD in one store)."""
+    manifest = _raw_manifest(directory)
+    return manifest is not None and manifest.get("layout") != LAYOUT
 
 
 def is_parted(directory: str) -> bool:
@@ -163,10 +181,33 @@ def create(directory: str, parts: int, kind: str) -> dict:
     layout.fsync_dir(directory)
     # Made after the manifest: a directory holding only it would look foreign.
     os.makedirs(os.path.join(directory, SUMMARIES), exist_ok=True)
-    found = read_manifest(directory)
-    if found is None:
-        raise layout_taken(directory)
-    return found
+    return _created(directory)
+
+
+#: How long a process that lost the race to create a tracker waits to read
+#: the winner's manifest: a client of a caching mount (GlusterFS, FUSE) may
+#: answer "no such file" or an empty file for a while after another client
+#: linked it in (seen on the GlusterFS rig).
+_VISIBLE_WITHIN: Final = 10.0
+
+
+def _created(directory: str) -> dict:
+    """The manifest just created, by this process or the one that won."""
+    deadline = time.monotonic() + _VISIBLE_WITHIN
+    while True:
+        raw = _raw_manifest(directory)
+        if raw is not None:
+            found = read_manifest(directory)
+            if found is None:
+                raise layout_taken(directory)  # a tracker in one store was made there first
+            return found
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"{os.path.join(directory, layout.MANIFEST)} exists (another process created "
+                f"it) but could not be read as JSON for {_VISIBLE_WITHIN:.0f} s. Check it, "
+                f"or run `tastypy check {directory}`."
+            )
+        time.sleep(0.05)
 
 
 def layout_taken(directory: str) -> InvalidArgumentError:
@@ -233,3 +274,11 @@ def write_summary(directory: str, index: int, summary: dict) -> None:
         write_summary(directory, index, summary)
     except OSError as exc:
         raise StorageError(f"cannot write the part summary {path}: {exc.strerror or exc}") from exc
+
+
+def drop_summary(directory: str, index: int) -> None:
+    """Remove a part's summary (its counts are then taken afresh when asked for)."""
+    try:
+        os.unlink(_summary_path(directory, index))
+    except FileNotFoundError:
+        pass

@@ -24,7 +24,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -37,8 +37,11 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import commits, journal, layout
+from tastypy.storage import commits, journal, layout, parts
 from tastypy.storage.locks import DirectoryLock
+
+if TYPE_CHECKING:
+    from tastypy.storage.repair_parts import PartsRepairReport
 
 __all__ = ["CheckReport", "CompactReport", "Problem", "RepairReport", "check", "compact", "repair"]
 
@@ -542,7 +545,8 @@ def _directory(path: str | os.PathLike[str]) -> str:
 
 
 def check(path: str | os.PathLike[str]) -> CheckReport:
-    """Read every file of the POD at ``path`` and report what is wrong.
+    """Read every file of the POD at ``path`` and report what is wrong (of a
+    tracker split into parts: of each part, summed into one report).
 
     Nothing on disk is changed. The report's ``problems`` name the file and
     line of each; ``ok`` is true when there are none.
@@ -553,6 +557,10 @@ def check(path: str | os.PathLike[str]) -> CheckReport:
         report = CheckReport(os.path.abspath(os.fspath(path)))
         report.problems.append(Problem(report.path, None, str(exc)))
         return report
+    if parts.is_parted(directory):
+        from tastypy.storage import repair_parts  # it calls back in here for each part
+
+        return repair_parts.check(directory)
     lock = _lock(directory, "posix", create=False)
     try:
         if lock is None:
@@ -566,8 +574,9 @@ def check(path: str | os.PathLike[str]) -> CheckReport:
 
 def repair(
     path: str | os.PathLike[str], *, kind: str | None = None, lock: str = "auto"
-) -> RepairReport:
-    """Salvage every readable record of the POD at ``path`` into a consistent POD.
+) -> RepairReport | PartsRepairReport:
+    """Salvage every readable record of the POD at ``path`` into a consistent POD
+    (of a tracker split into parts: of each part, in one report).
 
     Every file the repair replaces is moved into a ``repair-<time>``
     subdirectory of ``path``; nothing is deleted. ``kind`` ("pod" or
@@ -575,6 +584,10 @@ def repair(
     not tell. The report lists what could not be salvaged.
     """
     directory = _directory(path)
+    if parts.is_parted(directory):
+        from tastypy.storage import repair_parts
+
+        return repair_parts.repair(directory, lock)
     dlock = _lock(directory, lock, create=True)
     assert dlock is not None
     try:
@@ -714,7 +727,8 @@ def _aside_directory(directory: str) -> str:
 def compact(
     path: str | os.PathLike[str], *, lock: str = "auto", storage: str | None = None
 ) -> CompactReport:
-    """Fold the journal of the POD at ``path`` into a new snapshot now.
+    """Fold the journal of the POD at ``path`` into a new snapshot now (of a
+    tracker split into parts: of each part in turn).
 
     Other processes may keep the POD open: they reload it at their next sync.
     ``storage="shared"`` converts a POD of the local store (one journal) to
@@ -729,6 +743,10 @@ def compact(
     from tastypy.storage import Store
 
     directory = _directory(path)
+    if parts.is_parted(directory):
+        from tastypy.storage import repair_parts
+
+        return repair_parts.compact(directory, lock, storage)
     manifest = layout.read_manifest(directory)
     if manifest is None:
         layout.classify_foreign(directory)
