@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from tastypy.errors import InvalidArgumentError
-from tastypy.tracker import Task, _check_span, _Progress
+from tastypy.tracker import Task
+from tastypy.tracker._common import _check_span
+from tastypy.tracker.attempts import _Progress
 
 __all__ = ["Running"]
 
