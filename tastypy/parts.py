@@ -863,7 +863,7 @@ def split(source: str | os.PathLike[str], target: str | os.PathLike[str], shards
     """Copy the single-store tracker ``source`` into a new tracker ``target`` of
     ``shards`` parts, every record as it is. ``source`` is left as it was."""
     files.check_parts(shards)
-    if os.path.exists(os.path.join(os.fspath(target), "manifest.json")):
+    if files.exists(os.fspath(target)):
         raise InvalidArgumentError(f"{target} already holds a tracker; give a new path.")
     with ProgressTracker(source) as old, PartedTracker(target, shards=shards) as new:
         groups = new._by_part(old)

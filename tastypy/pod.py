@@ -24,7 +24,7 @@ from tastypy.errors import (
     PersistentOrderedDictException,
 )
 from tastypy.storage import DELETED, Store
-from tastypy.storage.store import CommitRaced
+from tastypy.storage.store import RACE_RETRIES, CommitRaced, race_pause
 
 __all__ = ["PersistentOrderedDict", "POD"]
 
@@ -59,10 +59,6 @@ _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 #: batch of record lines past this many keeps exact-size copies instead
 #: (300k lines kept as they came held 1.2 GB, and took 3x longer to make).
 _COMPACT_AFTER: Final = 32
-
-#: How many times a sync takes in a commit another process made first and
-#: tries again (the shared store, whose lock should make it never happen).
-_RACE_RETRIES: Final = 3
 
 
 class PersistentOrderedDict(MutableMapping):
@@ -439,7 +435,7 @@ class PersistentOrderedDict(MutableMapping):
             lines, written, handled = self._dirty_records(data, bad)
             body += b"".join(lines)
             keys += written
-            for attempt in range(_RACE_RETRIES):
+            for attempt in range(RACE_RETRIES):
                 changes = self._store.read_new()
                 if changes is None or changes:
                     # Ours: this batch, and lines other threads queued
@@ -458,8 +454,9 @@ class PersistentOrderedDict(MutableMapping):
                 except CommitRaced:
                     # Another process committed first (the shared store):
                     # take its commit in, then ours goes after it.
-                    if attempt == _RACE_RETRIES - 1:
+                    if attempt == RACE_RETRIES - 1:
                         raise
+                    race_pause(attempt)
                     continue
                 break
             # Written: forget what this sync covered. Threads may have added

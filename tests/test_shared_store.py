@@ -256,3 +256,30 @@ def test_the_number_of_commits_is_found_by_probing_names(tmp_path):
         assert commits.write(str(log), n, b'["k",1]\n{"sync":1}\n', False, False, lambda p: None)
         assert commits.count(str(log), False) == n + 1
     assert not commits.write(str(log), 5, b"[]\n", False, False, lambda p: None)
+
+
+def test_a_commit_the_server_says_exists_is_waited_for_then_named(tmp_path):
+    """What a sync does after its link to a number failed while this client
+    did not show that commit (NFS's cache of missing names): it looks again
+    until the commit shows, here written by another process a moment later,
+    and otherwise says which mount option lets it through."""
+    from tastypy.errors import StorageError
+    from tastypy.storage import commits
+
+    log = tmp_path / "commits-000000"
+    log.mkdir()
+    writer = spawn_python(
+        """
+import sys, time
+from tastypy.storage import commits
+time.sleep(0.3)
+commits.write(sys.argv[1], 0, b'["k",1]\\n{"sync":1}\\n', False, True, lambda point: None)
+""",
+        log,
+    )
+    text, path = commits.read_existing(str(log), 0, False, 30.0)
+    _, err = writer.communicate(timeout=30)
+    assert writer.returncode == 0, err
+    assert text == b'["k",1]\n{"sync":1}\n' and path.endswith("0000000000.jsonl")
+    with pytest.raises(StorageError, match="lookupcache=positive"):
+        commits.read_existing(str(log), 1, False, 0.2)

@@ -186,3 +186,31 @@ def test_a_journal_on_a_caching_mount_is_refused_and_converted_on_request(hosts)
         pod["more"] = 2
     with tastypy.POD(src / "pod") as pod:
         assert dict(pod) == {"kept": {"x": 1}, "more": 2}
+
+
+RACING_WRITER = """
+import sys
+import tastypy
+
+path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with tastypy.POD(path, lock="posix") as pod:
+    for i in range(n):
+        pod[f"{name}-{i}"] = i
+        pod.sync()
+print("ok")
+"""
+
+
+def test_shared_store_writers_whose_locks_do_not_exclude_each_other_lose_nothing(hosts):
+    """flock through one FUSE mount does not exclude a process on another
+    (two hosts whose lock daemon is down): writers then race for the same
+    commit number. The link decides: the loser takes the winner's commit in
+    and commits after it (CommitRaced, retried), so no sync is lost."""
+    _, a, b = hosts
+    tastypy.POD(a / "pod", storage="shared").close()
+    procs = [spawn_python(RACING_WRITER, m / "pod", m.name, 150) for m in (a, b)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and out.strip() == "ok", err
+    with tastypy.POD(a / "pod") as pod:
+        assert dict(pod) == {f"{m.name}-{i}": i for m in (a, b) for i in range(150)}

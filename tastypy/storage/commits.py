@@ -38,7 +38,7 @@ from typing import Callable, Final, NamedTuple
 import orjson
 
 from tastypy.errors import CorruptFileError, StorageError
-from tastypy.storage import journal
+from tastypy.storage import journal, layout
 
 __all__ = [
     "SEAL_PREFIX",
@@ -47,7 +47,10 @@ __all__ = [
     "count",
     "number_of",
     "read",
+    "read_existing",
+    "remove_generations_before",
     "remove_log",
+    "seal_line",
     "sweep_temporaries",
     "write",
 ]
@@ -210,6 +213,50 @@ def count(directory: str, gzipped: bool) -> int:
         else:
             high = middle
     return high
+
+
+def read_existing(
+    directory: str, number: int, gzipped: bool, wait: float
+) -> tuple[bytes, str] | Sealed:
+    """Commit ``number``, which the server said exists (a link to it failed)
+    while this client does not show it: a cached "no such file" (NFS keeps
+    those until the directory's attributes expire, up to a minute by
+    default). Look again, for up to ``wait`` seconds, until the cache lets
+    it through."""
+    deadline = time.monotonic() + wait
+    pause = 0.01
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+        try:
+            os.listdir(directory)  # makes some clients look again
+        except OSError:
+            pass
+        got = read(directory, number, gzipped)
+        if got is not None:
+            return got
+    raise StorageError(
+        f"commit {number} of {directory} exists on the server (creating it failed) but this "
+        f"client has not shown it for {wait:.0f} s: its cache of missing names does not "
+        "expire. Mount the filesystem so that it does not cache them (NFS: lookupcache=positive)."
+    )
+
+
+def remove_generations_before(pod: str, generation: int) -> None:
+    """Delete the snapshots and logs of generations older than ``generation``
+    in the POD directory ``pod`` (nothing that is not ours)."""
+    for name in os.listdir(pod):
+        old = layout.generation_of(name)
+        if old is None or old >= generation:
+            continue
+        path = os.path.join(pod, name)
+        if layout.is_commits_dir(name):
+            remove_log(path)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def sweep_temporaries(directory: str) -> None:

@@ -695,9 +695,7 @@ def _seal_commits(directory: str, state: _State, new: dict) -> None:
     """End the live log of a shared store with a seal naming the repaired
     generation, so that a reader with an old copy of the manifest moves on."""
     log = os.path.join(directory, str(state.journal))
-    number = 0
-    while os.path.lexists(os.path.join(log, commits.commit_name(number, state.gzipped))):
-        number += 1
+    number = commits.count(log, state.gzipped)
     sealed = commits.Sealed(new["generation"], new["snapshot"], new["snapshot_records"])
     line = commits.seal_line(sealed)
     data = journal.gzip_member(line) if state.gzipped else line

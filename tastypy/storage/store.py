@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Final, Iterator
@@ -27,7 +28,7 @@ from tastypy.storage import commits, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
 from tastypy.storage.locks import DirectoryLock
 
-__all__ = ["DELETED", "STORAGE_MODES", "CommitRaced", "Store"]
+__all__ = ["DELETED", "RACE_RETRIES", "STORAGE_MODES", "CommitRaced", "Store", "race_pause"]
 
 log = logging.getLogger("tastypy")
 
@@ -79,6 +80,19 @@ class CommitRaced(StorageError):
     written; the caller reads what the other process committed and decides
     again.
     """
+
+
+#: How many times a sync or a tracker's transaction takes in a commit another
+#: process made first and tries again. Under a lock that excludes everyone it
+#: never happens; under one that does not (flock across two hosts' mounts),
+#: the writers race for every number, and the pauses between tries, growing
+#: and random, break their lockstep.
+RACE_RETRIES: Final = 60
+
+
+def race_pause(attempt: int) -> None:
+    """After losing the race for a commit number for the ``attempt``-th time."""
+    time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 50)))
 
 
 def _storage_mode(storage: str | None) -> str:
@@ -136,9 +150,6 @@ class Store:
         convert: bool = False,
     ):
         self.path = os.path.abspath(os.fspath(path))
-        #: Opened to convert it to another store (tastypy compact --storage):
-        #: a journal on a caching mount is read (no job runs), not refused.
-        self.convert = convert
         self.kind = kind
         self.gzipped = gzipped
         self.storage = _storage_mode(storage)
@@ -179,7 +190,9 @@ class Store:
         self.mixed = True
         try:
             with self.locked():
-                self._ensure_manifest()
+                # Opened to convert it (tastypy compact --storage), a journal
+                # on a caching mount is read (no job runs), not refused.
+                self._ensure_manifest(refuse_caching_mount=not convert)
         except BaseException:
             self._lock.close()
             raise
@@ -201,7 +214,7 @@ class Store:
 
     # -- manifest --------------------------------------------------------
 
-    def _ensure_manifest(self) -> dict:
+    def _ensure_manifest(self, refuse_caching_mount: bool = True) -> dict:
         manifest = layout.read_manifest(self.path)
         if manifest is None:
             layout.classify_foreign(self.path)
@@ -234,7 +247,7 @@ class Store:
         journal_path = os.path.join(self.path, manifest["journal"])
         if self.shared:
             return manifest
-        if not self.convert:
+        if refuse_caching_mount:
             self._refuse_journal_on_caching_mount()
         if os.path.exists(journal_path) and not os.access(journal_path, os.W_OK):
             # Refused now rather than at the first sync, or at exit.
@@ -321,11 +334,10 @@ class Store:
                     time.sleep(0.1)
                     continue
                 raise CorruptFileError(
-                        f"{gone.path} is listed in {os.path.join(self.path, layout.MANIFEST)} "
-                        f"but missing. Run `tastypy repair {self.path}` to salvage what is "
-                        "left.",
-                        gone.path,
-                    ) from None
+                    f"{gone.path} is listed in {os.path.join(self.path, layout.MANIFEST)} "
+                    f"but missing. Run `tastypy repair {self.path}` to salvage what is left.",
+                    gone.path,
+                ) from None
         raise StorageError(
             f"{self.path} changed generation {_LOAD_ATTEMPTS} times while being read: another "
             "process compacts it without holding its lock. Check that every process opens it "
@@ -499,7 +511,9 @@ class Store:
         while True:
             got = commits.read(self.journal_path, number, self.gzipped)
             if got is None and number < self._exists_below:
-                got = self._read_known_commit(number)
+                got = commits.read_existing(
+                    self.journal_path, number, self.gzipped, _HIDDEN_COMMIT_WAIT
+                )
             if got is None:
                 break
             if isinstance(got, commits.Sealed):
@@ -507,30 +521,6 @@ class Store:
             texts.append(got[0])
             number += 1
         return b"".join(texts), number - self.journal_pos, _first_line
-
-    def _read_known_commit(self, number: int) -> tuple[bytes, str] | commits.Sealed:
-        """Commit ``number``, which the server said exists (our link to it
-        failed) while this client does not see it: a cached "no such file"
-        (NFS caches those until the directory's attributes expire, up to a
-        minute by default). Look again until the cache lets it through."""
-        deadline = time.monotonic() + _HIDDEN_COMMIT_WAIT
-        pause = 0.01
-        while time.monotonic() < deadline:
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
-            try:
-                os.listdir(self.journal_path)  # makes some clients look again
-            except OSError:
-                pass
-            got = commits.read(self.journal_path, number, self.gzipped)
-            if got is not None:
-                return got
-        raise StorageError(
-            f"commit {number} of {self.journal_path} exists on the server (creating it failed) "
-            f"but this client has not shown it for {_HIDDEN_COMMIT_WAIT:.0f} s: its cache of "
-            "missing names does not expire. Mount the filesystem so that it does not cache "
-            "them (NFS: lookupcache=positive)."
-        )
 
     # -- writing ---------------------------------------------------------
 
@@ -618,26 +608,8 @@ class Store:
                 "Copy its items into a new POD made with storage='local' instead."
             )
         convert = bool(shared) and not self.shared
-        body = None
-        if data is not None:
-            # One growing buffer: orjson hands back over-allocated bytes, so
-            # keeping a million of them alive would cost gigabytes.
-            body = bytearray()
-            try:
-                for item in data.items():
-                    body += dumps(item, option=LINE_OPTIONS)
-            except (TypeError, ValueError, RuntimeError):
-                body = None
-            else:
-                if b"null" in body and any(map(_has_nonfinite, data.values())):
-                    body = None  # NaN would be written as null: not what is on disk
-        if body is None:
-            data = self.load()
-            body = bytearray()
-            for item in data.items():
-                body += dumps(item, option=LINE_OPTIONS)
+        body, count = self._snapshot_body(data)
         generation = self.generation + 1
-        count = len(data)
         if self.shared:
             self._compact_commits(body, count, generation)
             return
@@ -692,6 +664,28 @@ class Store:
         self.snapshot_records = count
         self._exists_below = 0
 
+    def _snapshot_body(self, data: dict | None) -> tuple[bytearray, int]:
+        """The record lines of a new snapshot, and how many: of ``data``, if
+        every value can be written as it is on disk, else of the files."""
+        if data is not None:
+            # One growing buffer: orjson hands back over-allocated bytes, so
+            # keeping a million of them alive would cost gigabytes.
+            body = bytearray()
+            try:
+                for item in data.items():
+                    body += dumps(item, option=LINE_OPTIONS)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+            else:
+                # NaN would be written as null: not what is on disk.
+                if not (b"null" in body and any(map(_has_nonfinite, data.values()))):
+                    return body, len(data)
+        data = self.load()
+        body = bytearray()
+        for item in data.items():
+            body += dumps(item, option=LINE_OPTIONS)
+        return body, len(data)
+
     def _compact_commits(self, body: bytearray, count: int, generation: int) -> None:
         """:meth:`compact` for the shared store: write the next generation's
         snapshot, then seal this generation's log with a commit naming it.
@@ -730,17 +724,7 @@ class Store:
             # Sealed already: readers find the new generation through the seal.
             log.warning("tastypy: could not update the manifest of %s: %s", self.path, exc)
         self.fault("compact-after-manifest")
-        for name in os.listdir(self.path):
-            old = layout.generation_of(name)
-            if old is not None and old < self.generation:
-                path = os.path.join(self.path, name)
-                if layout.is_commits_dir(name):
-                    commits.remove_log(path)
-                else:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+        commits.remove_generations_before(self.path, self.generation)
         commits.sweep_temporaries(self.journal_path)
         self.fault("compact-after-delete")
         self.generation = generation

@@ -13,9 +13,9 @@ from typing import Any, Final
 
 from tastypy import _exit
 from tastypy.errors import InvalidValueError
-from tastypy.pod import _MISSING, _RACE_RETRIES
+from tastypy.pod import _MISSING
 from tastypy.storage import journal
-from tastypy.storage.store import CommitRaced
+from tastypy.storage.store import RACE_RETRIES, CommitRaced, race_pause
 from tastypy.storage.tail import TailAppender, file_time
 from tastypy.tracker._common import _CONFIRM_AT, _nothing, _time, log
 from tastypy.tracker.counters import _contrib
@@ -117,14 +117,15 @@ class TransactMixin:
                 done, result = self._transact_quick(tail, decide, claims)
                 if done:
                     return result
-        for attempt in range(_RACE_RETRIES):
+        for attempt in range(RACE_RETRIES):
             try:
                 return self._transact_ordinary(decide, claims, durable)
             except CommitRaced:
                 # Another process committed first (the shared store): the
                 # decision was taken back; take its commit in, decide again.
-                if attempt == _RACE_RETRIES - 1:
+                if attempt == RACE_RETRIES - 1:
                     raise
+                race_pause(attempt)
         raise AssertionError("the loop above returns or raises")
 
     def _transact_quick(self, tail: TailAppender, decide: Callable[[], Any], claims: Any):
