@@ -41,7 +41,7 @@ import orjson
 
 from tastypy import _identity
 from tastypy.errors import LockTimeoutError, StorageError
-from tastypy.storage import fsdetect
+from tastypy.storage import fsdetect, layout
 
 __all__ = ["DEFAULT_LEASE", "SOFT_SUFFIX", "WORK_SUFFIX", "Holder", "SoftLock", "read_holder"]
 
@@ -544,7 +544,7 @@ class SoftLock:
             return None
         me = _identity.me()
         first = template is None
-        os.makedirs(self.workdir, exist_ok=True)
+        layout.make_dirs(self.workdir)
         name = f"{me.key}.{me.pid}.{me.token}{next(me.count)}"
         path = os.path.join(self.workdir, name)
         template = self._template = _Template(path, os.open(path, _CREATE, 0o644))
@@ -840,7 +840,7 @@ class SoftLock:
         """Create the claim to remove the lock file ``ident``: the first free
         generation after claims whose holders are provably gone."""
         record, _ = _record(self.lease)
-        os.makedirs(self.workdir, exist_ok=True)
+        layout.make_dirs(self.workdir)
         for generation in itertools.count():
             claim = os.path.join(self.workdir, f"break.{ident}.{generation}")
             try:

@@ -146,10 +146,7 @@ def write(
 ) -> bool:
     """Create commit ``number`` holding ``data``; False, with nothing
     written, if that number exists already (another process committed it)."""
-    try:
-        os.mkdir(directory)
-    except FileExistsError:
-        pass
+    layout.make_dirs(directory)
     tmp = os.path.join(
         directory, f"{_TEMP_PREFIX}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
     )

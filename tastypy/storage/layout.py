@@ -69,6 +69,17 @@ def generation_of(name: str) -> int | None:
     return int(match.group(1)) if match and is_own_file(name) else None
 
 
+def make_dirs(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)``, for directories several hosts
+    create at once: ``exist_ok`` checks that the path is a directory after
+    the create failed, and a client of a caching filesystem (GlusterFS)
+    may still answer "no such directory" for one another client just made."""
+    try:
+        os.makedirs(path)
+    except FileExistsError:
+        pass
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -148,7 +148,7 @@ def create(directory: str, parts: int, kind: str) -> dict:
         raise layout_taken(directory)
     if os.path.isdir(directory):
         layout.classify_foreign(directory)
-    os.makedirs(directory, exist_ok=True)
+    layout.make_dirs(directory)
     manifest = {
         "format": layout.FORMAT_NAME,
         "version": PARTS_VERSION,
@@ -180,7 +180,7 @@ def create(directory: str, parts: int, kind: str) -> dict:
         os.unlink(tmp)
     layout.fsync_dir(directory)
     # Made after the manifest: a directory holding only it would look foreign.
-    os.makedirs(os.path.join(directory, SUMMARIES), exist_ok=True)
+    layout.make_dirs(os.path.join(directory, SUMMARIES))
     return _created(directory)
 
 
@@ -270,7 +270,7 @@ def write_summary(directory: str, index: int, summary: dict) -> None:
             f.write(orjson.dumps(summary, option=_SUMMARY_OPTIONS))
         os.replace(tmp, path)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        layout.make_dirs(os.path.dirname(path))
         write_summary(directory, index, summary)
     except OSError as exc:
         raise StorageError(f"cannot write the part summary {path}: {exc.strerror or exc}") from exc

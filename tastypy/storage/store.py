@@ -168,7 +168,7 @@ class Store:
             # dropped into it: opening must not change what it refuses.
             layout.classify_foreign(self.path)
         try:
-            os.makedirs(self.path, exist_ok=True)
+            layout.make_dirs(self.path)
         except OSError as exc:
             raise _os_error("create the directory", self.path, exc) from exc
         if not os.access(self.path, os.W_OK):
