@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -219,6 +220,22 @@ def test_no_update_is_lost_under_contention(tmp_path, mode):
         seen += [int(v) for v in out.split()]
     assert sorted(seen) == list(range(workers * rounds))
     assert (tmp_path / "counter").read_text() == str(workers * rounds)
+    assert_nothing_left(tmp_path)
+
+
+def test_a_creating_waiter_says_it_wants_the_lock_before_any_work_directory_exists(tmp_path):
+    # Where hard links are refused no template is made, so no one may have
+    # made tastypy.lock.d when a waiter first writes its want file there.
+    first, second = lock_in(tmp_path, "soft"), lock_in(tmp_path, "soft")
+    for lock in (first, second):
+        lock._soft._linking = False
+    first._acquire()
+    assert not (tmp_path / "tastypy.lock.d").exists()
+    threading.Timer(0.3, first._release).start()
+    with second.held():  # waits well past the time it says it wants the lock
+        pass
+    first.close()
+    second.close()
     assert_nothing_left(tmp_path)
 
 

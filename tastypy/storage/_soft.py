@@ -485,6 +485,11 @@ class SoftLock:
         except FileExistsError:
             _remove_if_older(want, _WANT_STALE)
             return False
+        except FileNotFoundError:
+            # A lock taken by O_EXCL creation makes no template, so nothing
+            # may have made the work directory yet.
+            layout.make_dirs(self.workdir)
+            return False
         try:
             os.write(fd, self._want_token())
         finally:
