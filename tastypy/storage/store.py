@@ -13,7 +13,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Final, Iterator
+from typing import Any, Callable, Final, Iterator, Protocol
 
 from tastypy import _faults
 from tastypy.codec import LINE_OPTIONS, _has_nonfinite, dumps
@@ -27,8 +27,17 @@ from tastypy.errors import (
 from tastypy.storage import commits, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
 from tastypy.storage.locks import DirectoryLock
+from tastypy.storage.tail import TailAppender
 
-__all__ = ["DELETED", "RACE_RETRIES", "STORAGE_MODES", "CommitRaced", "Store", "race_pause"]
+__all__ = [
+    "DELETED",
+    "RACE_RETRIES",
+    "STORAGE_MODES",
+    "CommitRaced",
+    "Store",
+    "Writer",
+    "race_pause",
+]
 
 log = logging.getLogger("tastypy")
 
@@ -93,6 +102,36 @@ RACE_RETRIES: Final = 60
 def race_pause(attempt: int) -> None:
     """After losing the race for a commit number for the ``attempt``-th time."""
     time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 50)))
+
+
+class Writer(Protocol):
+    """What :meth:`Store.transaction` asks of its caller (a POD, a tracker).
+
+    The transaction calls, with the lock held: :meth:`take_in` with what
+    others appended since this handle last looked, then :meth:`decide`,
+    whose batch it appends, then :meth:`written`; or :meth:`undo` if the
+    append failed (or another process committed first, on the shared store:
+    then the whole transaction runs again)."""
+
+    def take_in(self, new: tuple[bytes, int, Callable[[], int]] | None) -> None:
+        """Take in others' committed batches ``(text, bytes or commits they
+        take, first line number)``, telling the store with :meth:`Store.took`;
+        None: the files were replaced (a compaction), load afresh."""
+
+    def decide(self) -> tuple[bytes | bytearray, int]:
+        """Decide, and return what to append: ``count`` record lines."""
+
+    def undo(self) -> None:
+        """The batch of :meth:`decide` was not written: take the decision back."""
+
+    def written(self) -> None:
+        """The batch of :meth:`decide` was written."""
+
+    def live_count(self) -> int:
+        """How many keys the caller holds (a compaction's arithmetic)."""
+
+    def as_on_disk(self) -> dict | None:
+        """The caller's data if it is exactly what the files hold, else None."""
 
 
 def _storage_mode(storage: str | None) -> str:
@@ -196,6 +235,9 @@ class Store:
         except BaseException:
             self._lock.close()
             raise
+        #: The journal and lock file kept open on a local filesystem (see
+        #: :mod:`tastypy.storage.tail`): how transactions skip reopening them.
+        self.tail = TailAppender(self)
 
     # -- locking ---------------------------------------------------------
 
@@ -209,8 +251,12 @@ class Store:
         return self._lock.path
 
     def close(self) -> None:
-        """Give back the lock file's descriptor (reopened if used again)."""
+        """Give back the descriptors of the lock file and the journal
+        (reopened if used again)."""
         self._lock.close()
+        tail = getattr(self, "tail", None)
+        if tail is not None:
+            tail.close()
 
     # -- manifest --------------------------------------------------------
 
@@ -521,6 +567,66 @@ class Store:
             texts.append(got[0])
             number += 1
         return b"".join(texts), number - self.journal_pos, _first_line
+
+    # -- the one write path ------------------------------------------------
+
+    def transaction(self, writer: Writer, durable: bool = True, compact: bool = False) -> None:
+        """Every change that reaches the files goes through here: take the
+        lock, take in what others appended since this handle last looked,
+        decide, append, release (see :class:`Writer`). ``durable=False``
+        skips the fsync: the batch survives the death of the process, not a
+        power loss.
+
+        On a local filesystem the lock file and the journal stay open
+        between transactions that need no fsync
+        (:meth:`TailAppender.transaction`). A durable one (every ``sync_at``
+        of a tracker's, every POD sync) takes the lock and opens the files
+        afresh, reading the manifest: it confirms that the journal kept
+        open is still the live one, and repairs what needs repairing. So
+        does every transaction where the files cannot stay open (the soft
+        lock, the shared store, a compaction since, a torn tail). On the
+        shared store, another process may commit first: the decision is
+        taken back, and the transaction runs again on what it committed.
+
+        Afterwards, still under the lock, the journal is folded into a new
+        snapshot if it is mostly stale, or with ``compact=True`` always."""
+        if not (durable or compact or self.shared) and self.tail.usable:
+            if self.tail.transaction(writer):
+                return
+        for attempt in range(RACE_RETRIES):
+            try:
+                with self.locked():
+                    self._transaction_locked(writer, durable, compact)
+                return
+            except CommitRaced:
+                if attempt == RACE_RETRIES - 1:
+                    raise
+                race_pause(attempt)
+
+    def _transaction_locked(self, writer: Writer, durable: bool, compact: bool) -> None:
+        new = self.read_new_text()
+        if new is None or new[0]:
+            writer.take_in(new)
+        body, count = writer.decide()
+        try:
+            self.append(body, count, durable)
+        except BaseException:
+            writer.undo()
+            raise
+        if durable and not count:
+            # Nothing appended, so no fsync happened: make what the kept-open
+            # journal took without fsync durable now.
+            self.tail.fsync()
+        writer.written()
+        self.fold(writer, compact)
+
+    def fold(self, writer: Writer, always: bool) -> None:
+        """After a transaction's write, under the lock: compact if the journal
+        is mostly stale, or ``always``."""
+        if always:
+            self.compact(writer.as_on_disk())
+        else:
+            self.maybe_compact(writer.live_count(), writer.as_on_disk)
 
     # -- writing ---------------------------------------------------------
 
