@@ -118,8 +118,9 @@ class Writer(Protocol):
         take, first line number)``, telling the store with :meth:`Store.took`;
         None: the files were replaced (a compaction), load afresh."""
 
-    def decide(self) -> tuple[bytes | bytearray, int]:
-        """Decide, and return what to append: ``count`` record lines."""
+    def decide(self) -> tuple:
+        """Decide, and return what to append: a tuple whose first two items
+        are the body and the number of record lines in it."""
 
     def undo(self) -> None:
         """The batch of :meth:`decide` was not written: take the decision back."""
@@ -607,9 +608,10 @@ class Store:
         new = self.read_new_text()
         if new is None or new[0]:
             writer.take_in(new)
-        body, count = writer.decide()
+        batch = writer.decide()
+        count = batch[1]
         try:
-            self.append(body, count, durable)
+            self.append(batch[0], count, durable)
         except BaseException:
             writer.undo()
             raise

@@ -535,9 +535,19 @@ class TailAppender:
                 return False  # replaced: the store loads afresh
             if early:
                 writer.take_in((early, len(early), self.line_at(store.journal_pos)))
-        if not self._locked(writer):
-            return False
         lock_fd = self._lock_fd
+        if self._journal is store.journal_path and self._fork == _forks:
+            try:
+                _flock(lock_fd, _LOCK_EX_NB)
+            except BlockingIOError:
+                if not self._take_lock(writer):
+                    return False
+            except OSError:
+                return False
+        elif self._locked(writer):
+            lock_fd = self._lock_fd
+        else:
+            return False
         try:
             fd = self._fd
             pos = store.journal_pos
@@ -551,8 +561,10 @@ class TailAppender:
                     return False
                 self._others = True
                 writer.take_in((new, len(new), self.line_at(pos)))
-            body, count = writer.decide()
+            batch = writer.decide()
+            count = batch[1]
             if count:
+                body = batch[0]
                 if store.gzipped:
                     batch = journal.frame(body, count, True)
                 else:

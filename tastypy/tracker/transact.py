@@ -73,7 +73,7 @@ class _Writer:
             tracker._rollback(grants)
             raise
         tracker._undo = None
-        return batch[0], batch[1]
+        return batch
 
     def undo(self) -> None:
         self.tracker._rollback(self.grants)
