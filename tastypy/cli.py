@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         help="convert to the shared store (one file per commit), for a filesystem whose "
         "clients cache file sizes (GlusterFS, FUSE); run it while no job uses the POD",
     )
-    for command in (repair, compact):
+    for command in (check, repair, compact):
         command.add_argument(
             "--lock",
             choices=("auto", "posix", "soft"),
@@ -85,7 +85,7 @@ def _reliability(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "check":
-            report = check(args.path)
+            report = check(args.path, lock=args.lock)
             print(report)
             return 0 if report.ok else 1
         if args.command == "repair":

@@ -45,7 +45,7 @@ def _strays(directory: str, count: int) -> list[str]:
     return found
 
 
-def check(directory: str) -> CheckReport:
+def check(directory: str, lock: str = "auto") -> CheckReport:
     """Check every part of the parted tracker at ``directory``; one report."""
     report = CheckReport(directory)
     try:
@@ -56,7 +56,7 @@ def check(directory: str) -> CheckReport:
     written = _written(directory, count)
     stale = 0
     for part in written:
-        one = single.check(part)
+        one = single.check(part, lock=lock)
         report.problems += one.problems
         report.notes += [f"{os.path.basename(part)}: {note}" for note in one.notes]
         report.keys += one.keys
