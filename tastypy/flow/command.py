@@ -48,6 +48,10 @@ def add_parser(sub: Any) -> None:
         help="run the flow once per value of EXPRESSION: days_range(-7,0), date_now(), "
         "date_days_delta('2024-05-01',-1), range(1,4), or a list ['a','b']",
     )
+    _add_options(flow)
+
+
+def _add_options(flow: Any) -> None:
     flow.add_argument(
         "--jobs",
         "-j",
@@ -94,6 +98,9 @@ def main(args: argparse.Namespace) -> int:
     from tastypy.flow.core import Flow
     from tastypy.flow.values import param_values, parse_assignment
 
+    for stream in (sys.stdout, sys.stderr):  # lines in order, also through a pipe
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     flow = None
     try:
         try:

@@ -274,25 +274,10 @@ class Flow:
                 schedule.run(pool, at_once)
         tracker.refresh()
         cleaned = self._cleanup(plan, [*order, *found], needed_by, schedule, on_event)
-        results = [
-            {
-                "params": value,
-                "target": key,
-                "ok": i not in schedule.failed_values and (key in schedule.done or key in found),
-            }
-            for i, (value, key) in enumerate(zip(plan.values, plan.targets))
-        ]
-        return {
-            "ok": all(r["ok"] for r in results),
-            "ran": len(schedule.done),
-            "found": len(found),
-            "failed": dict(schedule.failed),
-            "not_run": len(order) - len(schedule.done) - len(schedule.failed),
-            "cleaned": cleaned,
-            "values": results,
-            "seconds": round(time.monotonic() - started, 3),
-            "state": self.path,
-        }
+        summary = _summary(plan, order, found, schedule)
+        summary.update(cleaned=cleaned, seconds=round(time.monotonic() - started, 3))
+        summary["state"] = self.path
+        return summary
 
     def _pending_all(
         self, plan: Plan, tracker: ProgressTracker, rerun: bool, on_event: Any
@@ -387,6 +372,22 @@ class Flow:
                 artifact.delete()
                 deleted.append(artifact.uri)
         return deleted
+
+
+def _summary(plan: Plan, order: list[str], found: list[str], schedule: Schedule) -> dict:
+    done = set(schedule.done).union(found)
+    values = [
+        {"params": value, "target": key, "ok": i not in schedule.failed_values and key in done}
+        for i, (value, key) in enumerate(zip(plan.values, plan.targets))
+    ]
+    return {
+        "ok": all(v["ok"] for v in values),
+        "ran": len(schedule.done),
+        "found": len(found),
+        "failed": dict(schedule.failed),
+        "not_run": len(order) - len(schedule.done) - len(schedule.failed),
+        "values": values,
+    }
 
 
 def _values_list(params: Any) -> list[dict]:
