@@ -62,9 +62,15 @@ def test_the_console_sessions_run_as_shown(tmp_path):
         else:
             shell = re.sub(r"^tastypy ", f"{sys.executable} -m tastypy ", command)
             done = subprocess.run(
-                shell, shell=True, executable="/bin/bash", cwd=tmp_path, env=child_env(),
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+                shell,
+                shell=True,
+                executable="/bin/bash",
+                cwd=tmp_path,
+                env=child_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             got, status = done.stdout, done.returncode
             assert not done.stderr, f"$ {command}\nwrote to stderr:\n{done.stderr}"
         assert checker.check_output(normal(expected), normal(got), doctest.ELLIPSIS), (

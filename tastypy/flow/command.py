@@ -198,6 +198,8 @@ class _Printer:
         elif event.kind == "done":
             self._output(event)
             print(f"done   {label} ({event.seconds:.2f} s)", flush=True)
+        elif event.kind == "done elsewhere":
+            print(f"done   {label} (by another process)", flush=True)
         elif event.kind == "wait":
             print(f"wait   {label}: another process runs it", flush=True)
         elif event.kind == "cleanup":

@@ -375,7 +375,7 @@ class Flow:
 
 
 def _summary(plan: Plan, order: list[str], found: list[str], schedule: Schedule) -> dict:
-    done = set(schedule.done).union(found)
+    done = set(schedule.done).union(found, schedule.done_elsewhere)
     values = [
         {"params": value, "target": key, "ok": i not in schedule.failed_values and key in done}
         for i, (value, key) in enumerate(zip(plan.values, plan.targets))
@@ -383,9 +383,9 @@ def _summary(plan: Plan, order: list[str], found: list[str], schedule: Schedule)
     return {
         "ok": all(v["ok"] for v in values),
         "ran": len(schedule.done),
-        "found": len(found),
+        "found": len(found) + len(schedule.done_elsewhere),
         "failed": dict(schedule.failed),
-        "not_run": len(order) - len(schedule.done) - len(schedule.failed),
+        "not_run": len(order) - len(done.intersection(order)) - len(schedule.failed),
         "values": values,
     }
 

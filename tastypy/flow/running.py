@@ -46,7 +46,8 @@ class FlowEvent:
     ``kind`` is ``"planned"`` (once per set of values, before anything
     runs: ``params``, and how many tasks it will run, ``to_run``, and
     found done, ``found``; ``node`` is None), then for a task ``node``:
-    ``"start"``, ``"done"``, ``"retry"`` (failed, tried again in this run),
+    ``"start"``, ``"done"``, ``"done elsewhere"`` (by another process, while
+    this one waited), ``"retry"`` (failed, tried again in this run),
     ``"failed"``, ``"wait"`` (another process holds it), ``"cleanup"`` (its
     artifact was deleted). ``log`` is the task's log and ``offset`` where
     this try's part of it begins; ``error`` says why a task failed;
@@ -120,6 +121,7 @@ class Schedule:
         self.waited: dict[str, float] = {}
         self.tries_here: dict[str, int] = {}
         self.done: list[str] = []
+        self.done_elsewhere: list[str] = []
         self.failed: dict[str, str] = {}
         self.failed_values: set = set()
 
@@ -200,9 +202,9 @@ class Schedule:
         else:
             self._skipped(key, info)
 
-    def _finished(self, key: str, info: dict) -> None:
-        self.done.append(key)
-        self._event("done", key, **info)
+    def _finished(self, key: str, info: dict, here: bool = True) -> None:
+        (self.done if here else self.done_elsewhere).append(key)
+        self._event("done" if here else "done elsewhere", key, **info)
         for user in self.users[key]:
             self.left[user] -= 1
             if self.left[user] == 0:
@@ -222,7 +224,7 @@ class Schedule:
         tracker = self.tracker
         tracker.refresh()
         if tracker.done(key):
-            self._finished(key, info)
+            self._finished(key, info, here=False)
         elif tracker.aborted(key):
             self._fail(
                 key,
