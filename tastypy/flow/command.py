@@ -94,6 +94,8 @@ def _add_options(flow: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the ``flow`` subcommand; returns the exit status."""
+    from concurrent.futures import BrokenExecutor
+
     from tastypy.errors import FlowError, TastypyError
     from tastypy.flow.core import Flow
     from tastypy.flow.values import param_values, parse_assignment
@@ -126,6 +128,13 @@ def main(args: argparse.Namespace) -> int:
             return 2
         except TastypyError as exc:
             print(f"tastypy flow: {exc}", file=sys.stderr)
+            return 1
+        except BrokenExecutor as exc:
+            print(
+                f"tastypy flow: a worker process died ({exc}); run the same command again to "
+                "resume",
+                file=sys.stderr,
+            )
             return 1
         except KeyboardInterrupt:
             print(

@@ -347,12 +347,13 @@ class Flow:
     ) -> list[str]:
         """Delete the artifacts marked ``cleanup`` that only succeeded runs needed."""
         cleaned = []
+        ran = set(schedule.done)
         for key in keys:
             node = plan.nodes[key]
             artifact = plan.artifacts.get(key)
             if not node.task.cleanup or artifact is None or needed_by[key] & schedule.failed_values:
                 continue
-            if key in schedule.failed or (key not in schedule.done and not artifact.exists()):
+            if key in schedule.failed or (key not in ran and not artifact.exists()):
                 continue
             artifact.delete()
             cleaned.append(artifact.uri)
