@@ -15,7 +15,9 @@ The script runs ``tastypy flow big.all big.json --eval-param
 date='days_range(-DATES,0)' --jobs N`` in a child process, sends it SIGKILL
 after ``--kill-after`` seconds, then runs the same command again, and a
 third time (which must find everything done), and prints the timings and
-what ran twice: only a task running at the instant of the kill may.
+what ran twice: only a task running at the instant of the kill may. Last,
+the raw limit: the same commands run one after another by
+``subprocess.run``, with no state at all.
 """
 
 from __future__ import annotations
@@ -91,6 +93,21 @@ def run(folder: str, args: argparse.Namespace, kill_after: float | None) -> tupl
     )
 
 
+def raw(folder: str, tasks: int, dates: int) -> float:
+    """The raw limit: the same commands run one after another by
+    ``subprocess.run(shell=True)`` in a topological order, with no state."""
+    with open(os.path.join(folder, "big.json"), encoding="utf-8") as stream:
+        specs = json.load(stream)["tasks"]
+    os.makedirs(os.path.join(folder, "raw"), exist_ok=True)
+    started = time.monotonic()
+    for i, date in enumerate(f"d{n:02d}" for n in range(dates)):
+        for spec in specs:  # written in a topological order
+            if "command" in spec and (i == 0 or "${date}" in spec["command"]):
+                command = spec["command"].replace("${date}", date)
+                subprocess.run(command, shell=True, cwd=os.path.join(folder, "raw"), check=True)
+    return time.monotonic() - started
+
+
 def runs(folder: str) -> collections.Counter:
     try:
         with open(os.path.join(folder, "runs.log"), encoding="utf-8") as stream:
@@ -119,6 +136,8 @@ def main() -> None:
         seconds, status, last = run(folder, args, kill)
         ran = runs(folder)
         print(f"| {label} | {seconds:.1f} | {status} | {sum(ran.values())} | {last} |")
+    seconds = raw(folder, args.tasks, args.dates)
+    print(f"| raw limit: the same commands, one after another, no state | {seconds:.1f} | | | |")
     twice = {name: n for name, n in runs(folder).items() if n > 1}
     print(f"commands that ran twice: {len(twice)} {sorted(twice)[:10]}")
     print(f"commands that ran: {len(runs(folder))} of {total - args.dates} with a command")

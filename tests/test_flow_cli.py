@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from flowkit import cli, logged, runs, write_flow
+from flowkit import cli, cli_child, logged, runs, write_flow
 
 from tastypy import Tracker
 
@@ -92,3 +92,19 @@ def test_bad_arguments_exit_2_and_run_nothing(here, chain, capsys, args, message
     assert cli("ex.report", chain, *args) == 2
     assert message in capsys.readouterr().err
     assert runs(here) == [] and not (here / ".tastypy-flow").exists()
+
+
+def test_jobs_runs_independent_tasks_at_once(tmp_path):
+    # Each command succeeds only if the other runs while it does.
+    wait = "for i in $(seq 200); do test -f {}.here && exit 0; sleep 0.05; done; exit 1"
+    flow = write_flow(
+        tmp_path,
+        [
+            {"id": "left", "command": "touch left.here; " + wait.format("right")},
+            {"id": "right", "command": "touch right.here; " + wait.format("left")},
+            {"id": "both", "dependencies": ["left", "right"]},
+        ],
+    )
+    done = cli_child(tmp_path, "ex.both", flow, "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("3 ran, 0 found done, 0 failed")

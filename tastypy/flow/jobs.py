@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import os
 import re
 import signal
@@ -32,6 +33,8 @@ from tastypy.flow.artifacts import Artifact
 from tastypy.tracker import ProgressTracker
 
 __all__ = ["CallJob", "GatherJob", "ShellJob", "TaskFailed", "log_path", "task_dir", "watch_parent"]
+
+logger = logging.getLogger("tastypy")
 
 #: The output shown in a failed task's error: its last lines, this many at most.
 TAIL_LINES: Final = 20
@@ -90,8 +93,11 @@ class _Renewing:
     def _renew(self) -> None:
         tracker = worker_tracker(self.job.tracker_path, ProgressTracker, self.job.options)
         while not self.stop.wait(self.job.lease / 3):
-            with tracker.sync_lock:
-                tracker.renew([self.key], self.job.lease)
+            try:
+                with tracker.sync_lock:
+                    tracker.renew([self.key], self.job.lease)
+            except TastypyError as exc:  # a lock timed out: try again at the next turn
+                logger.warning("tastypy flow: could not renew the lease of %r: %s", self.key, exc)
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, Final
 
 from tastypy.executor import run_chunk
@@ -116,6 +116,7 @@ class Schedule:
                     self.left[key] += 1
                     self.users[dep].append(key)
         self.ready = [(self.rank[k], k) for k in order if self.left[k] == 0]
+        heapify(self.ready)
         self.running: dict[cf.Future, tuple[str, float, str | None, int]] = {}
         self.later: list[tuple[float, str]] = []
         self.waited: dict[str, float] = {}
@@ -222,19 +223,21 @@ class Schedule:
         """The worker found the task not to run: done or held by another
         process meanwhile, aborted, or out of tries."""
         tracker = self.tracker
-        tracker.refresh()
-        if tracker.done(key):
+        with tracker.sync_lock:  # worker threads may share it
+            tracker.refresh()
+            done, aborted, tries = tracker.done(key), tracker.aborted(key), tracker.tries(key)
+        if done:
             self._finished(key, info, here=False)
-        elif tracker.aborted(key):
+        elif aborted:
             self._fail(
                 key,
                 f"task {key} is aborted in the tracker {tracker.path}; unabort it to run it",
                 info,
             )
-        elif tracker.max_tries and tracker.tries(key) >= tracker.max_tries:
+        elif tracker.max_tries and tries >= tracker.max_tries:
             self._fail(
                 key,
-                f"task {key} was tried {tracker.tries(key)} times, the flow's max_tries, without "
+                f"task {key} was tried {tries} times, the flow's max_tries, without "
                 f"success; its last error is in the tracker {tracker.path} (record's _error), "
                 "its output in its log; raise max_tries (--max-tries) to try it again",
                 info,
