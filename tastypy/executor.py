@@ -275,6 +275,7 @@ def _submit_all(
     tally: Callable[[list], None],
     max_pending: int,
 ) -> None:
+    """Submit the chunks, at most ``max_pending`` waiting at once; tally each result."""
     pending: set = set()
     try:
         position = 0

@@ -244,8 +244,8 @@ class Flow:
         :class:`~tastypy.flow.running.FlowEvent` as tasks start and end.
 
         Returns a summary: ``ok``, ``ran`` (tasks run to success now),
-        ``found`` (needed but already done: their artifact exists, or
-        done before), ``failed`` (key: why), ``not_run`` (waiting on a
+        ``found`` (needed but already done: their artifact exists, or done
+        before, or done by another run meanwhile), ``failed`` (key: why), ``not_run`` (waiting on a
         failure), ``cleaned`` (artifacts deleted), ``values`` (per set of
         values: ``params``, ``target``, ``ok``), ``seconds``, ``state``.
         """
@@ -330,7 +330,7 @@ class Flow:
     def _job(self, node: Node, plan: Plan) -> Any:
         common = (
             node.task.qid,
-            self.path,
+            self.tracker.path,  # the key under which this process serves it to its threads
             self._options(),
             self.lease,
             plan.artifacts.get(node.key),
