@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--session", help="a name shared by runs on several hosts at once")
     verify.add_argument("--keep", action="store_true", help="keep the work directory")
 
+    from tastypy.flow.command import add_parser as add_flow_parser
+
+    add_flow_parser(sub)
     return parser
 
 
@@ -132,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reliability(args)
     if args.command == "stats":
         return _stats(args)
+    if args.command == "flow":
+        from tastypy.flow.command import main as flow_main
+
+        return flow_main(args)
     if args.command == "verify-fs":
         from tastypy.verify_fs import run
 
