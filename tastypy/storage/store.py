@@ -148,6 +148,25 @@ def _storage_mode(storage: str | None) -> str:
     return storage
 
 
+#: How long a directory another client of a network filesystem just made
+#: may look unwritable here (a GlusterFS client answered "no access" for
+#: one, then "access" a moment later).
+_ACCESS_SETTLE: Final = 2.0
+
+
+def _writable(directory: str) -> bool:
+    if os.access(directory, os.W_OK):
+        return True
+    if fsdetect.is_known_local(directory):
+        return False
+    deadline = time.monotonic() + _ACCESS_SETTLE
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if os.access(directory, os.W_OK):
+            return True
+    return False
+
+
 class _Vanished(Exception):
     """A file named by the manifest is not there."""
 
@@ -211,7 +230,7 @@ class Store:
             layout.make_dirs(self.path)
         except OSError as exc:
             raise _os_error("create the directory", self.path, exc) from exc
-        if not os.access(self.path, os.W_OK):
+        if not _writable(self.path):
             raise StorageError(
                 f"the POD directory {self.path} is not writable by you. tastypy writes to it on "
                 "every sync; fix its permissions or copy it somewhere writable."
@@ -595,6 +614,7 @@ class Store:
             if self.tail.transaction(writer):
                 return
         for attempt in range(RACE_RETRIES):
+            self._take_in_early(writer)
             try:
                 with self.locked():
                     self._transaction_locked(writer, durable, compact)
@@ -603,6 +623,21 @@ class Store:
                 if attempt == RACE_RETRIES - 1:
                     raise
                 race_pause(attempt)
+
+    def _take_in_early(self, writer: Writer) -> None:
+        """Before taking the lock: take in what others committed since this
+        handle last looked (committed batches and commit files never change,
+        so this is safe without the lock), so the hold is only for what
+        comes meanwhile. On a shared filesystem each commit is a file to
+        open, and several hosts wait for the lock: holds kept short keep
+        their leases from running out while they wait. Anything unusual (a
+        compaction since, a file being replaced) is left to the locked read."""
+        try:
+            new = self.read_new_text()
+        except (OSError, TastypyError):
+            return
+        if new is not None and new[0]:
+            writer.take_in(new)
 
     def _transaction_locked(self, writer: Writer, durable: bool, compact: bool) -> None:
         new = self.read_new_text()
