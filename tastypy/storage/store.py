@@ -7,7 +7,6 @@ see one consistent state of the directory.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
@@ -26,7 +25,10 @@ from tastypy.errors import (
 )
 from tastypy.storage import commits, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
+from tastypy.storage.layout import os_error as _os_error
 from tastypy.storage.locks import DirectoryLock
+from tastypy.storage.shared import CommitRaced, SharedLog
+from tastypy.storage.shared import first_line as _first_line
 from tastypy.storage.tail import TailAppender
 
 __all__ = [
@@ -68,27 +70,9 @@ _KEY_TYPES: Final = frozenset({str, int, tuple})
 #: are at least this many.
 _COMPACT_MIN_COMMITS: Final = 2_000
 
-#: How long a shared store waits for a commit that the server says exists
-#: to show through this client's cache of missing names.
-_HIDDEN_COMMIT_WAIT: Final = 120.0
-
 #: How many times a load starts over when a compaction elsewhere removed a
 #: file it was about to read.
 _LOAD_ATTEMPTS: Final = 5
-
-
-def _first_line() -> int:
-    return 1
-
-
-class CommitRaced(StorageError):
-    """Another process created the commit this one was about to create.
-
-    Under a lock that excludes every process this cannot happen; it means
-    the lock does not reach across the clients sharing the POD. Nothing was
-    written; the caller reads what the other process committed and decides
-    again.
-    """
 
 
 #: How many times a sync or a tracker's transaction takes in a commit another
@@ -175,26 +159,7 @@ class _Vanished(Exception):
         self.path = path
 
 
-def _os_error(action: str, path: str, exc: OSError) -> StorageError:
-    why = exc.strerror or str(exc)
-    hint = ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        hint = " Free some space; the next sync retries and nothing synced is lost."
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = " Check the permissions of the POD directory."
-    elif exc.errno == errno.ELOOP:
-        hint = (
-            " It is a symbolic link, and tastypy does not write through links in a POD "
-            "directory; replace the link with the file it points to."
-        )
-    elif exc.errno == errno.EISDIR:
-        hint = " A directory stands where tastypy keeps a file; move it out of the POD."
-    err = StorageError(f"cannot {action} {path}: {why}.{hint}")
-    err.errno = exc.errno
-    return err
-
-
-class Store:
+class Store(SharedLog):
     """Files of one POD directory."""
 
     def __init__(
@@ -219,22 +184,7 @@ class Store:
         #: failed), whether or not this client shows them yet.
         self._exists_below = 0
         self.fault: Callable[[str], None] = _faults.HOOK
-        layout.check_directory(self.path)
-        if os.path.isdir(self.path) and not os.path.lexists(
-            os.path.join(self.path, layout.MANIFEST)
-        ):
-            # Refuse a directory that is not a POD before a lock file is
-            # dropped into it: opening must not change what it refuses.
-            layout.classify_foreign(self.path)
-        try:
-            layout.make_dirs(self.path)
-        except OSError as exc:
-            raise _os_error("create the directory", self.path, exc) from exc
-        if not _writable(self.path):
-            raise StorageError(
-                f"the POD directory {self.path} is not writable by you. tastypy writes to it on "
-                "every sync; fix its permissions or copy it somewhere writable."
-            )
+        self._make_directory()
         self._lock = DirectoryLock(os.path.join(self.path, layout.LOCK_FILE), lock, lock_timeout)
         self.generation = -1
         self.journal_path = ""
@@ -258,6 +208,25 @@ class Store:
         #: The journal and lock file kept open on a local filesystem (see
         #: :mod:`tastypy.storage.tail`): how transactions skip reopening them.
         self.tail = TailAppender(self)
+
+    def _make_directory(self) -> None:
+        """Check the POD's directory, or make it: a directory that is not a
+        POD is refused before a lock file is dropped into it (opening must
+        not change what it refuses), and so is one we cannot write to."""
+        layout.check_directory(self.path)
+        if os.path.isdir(self.path) and not os.path.lexists(
+            os.path.join(self.path, layout.MANIFEST)
+        ):
+            layout.classify_foreign(self.path)
+        try:
+            layout.make_dirs(self.path)
+        except OSError as exc:
+            raise _os_error("create the directory", self.path, exc) from exc
+        if not _writable(self.path):
+            raise StorageError(
+                f"the POD directory {self.path} is not writable by you. tastypy writes to it on "
+                "every sync; fix its permissions or copy it somewhere writable."
+            )
 
     # -- locking ---------------------------------------------------------
 
@@ -322,21 +291,6 @@ class Store:
                 "sync; fix its permissions or copy the POD somewhere writable."
             )
         return manifest
-
-    def _refuse_journal_on_caching_mount(self) -> None:
-        """A journal is appended at the size its writer sees; a client that
-        caches sizes (FUSE, GlusterFS) may show an old one, and the append
-        then lands on another host's batch. Refuse rather than corrupt."""
-        mount = fsdetect.find_mount(self.path)
-        if mount is None or not fsdetect.caches_sizes(mount.fstype):
-            return
-        raise StorageError(
-            f"{self.path} keeps its log in one journal file (the local store), but it is on "
-            f"{mount.point}, a {mount.fstype} mount whose clients may cache file sizes, where "
-            "appending to a journal can write over another host's data. Convert it to the "
-            f"shared store once, with no job using it: `tastypy compact --storage shared "
-            f"{self.path}` (or open it where its filesystem is local)."
-        )
 
     def _manifest(self) -> dict:
         manifest = layout.read_manifest(self.path)
@@ -429,42 +383,6 @@ class Store:
         self._check_keys(data, texts)
         self._loaded_state(manifest, consumed, journal_records, snapshot_records)
         return data
-
-    def _load_commits(self, manifest: dict) -> dict:
-        """Load a POD of the shared store: the snapshot, then every commit of
-        the generation's log; a seal sends the load on to the generation it
-        names (the manifest this client read may be an old copy)."""
-        while True:
-            data: dict = {}
-            texts: list = []
-            snapshot_records = self._load_snapshot(manifest, data, texts)
-            directory = os.path.join(self.path, manifest["journal"])
-            number = records = 0
-            sealed = None
-            while sealed is None:
-                got = commits.read(directory, number, self.gzipped)
-                if got is None:
-                    break
-                if isinstance(got, commits.Sealed):
-                    sealed = got
-                    break
-                text, path = got
-                records += journal.load_into(text, data, path)
-                texts.append((text, path, _first_line))
-                number += 1
-            if sealed is None:
-                break
-            manifest = self._sealed_manifest(sealed)
-        self._check_keys(data, texts)
-        self._loaded_state(manifest, number, records, snapshot_records)
-        return data
-
-    def _sealed_manifest(self, sealed: commits.Sealed) -> dict:
-        manifest = layout.new_manifest(
-            self.kind, sealed.generation, self.gzipped, sealed.snapshot_records, shared=True
-        )
-        manifest["snapshot"] = sealed.snapshot
-        return manifest
 
     @staticmethod
     def _check_keys(data: dict, texts: list) -> None:
@@ -564,29 +482,6 @@ class Store:
             return self._read_text(manifest["journal"], self.journal_pos)
         except _Vanished:
             return None
-
-    def _read_new_commits(self, manifest: dict) -> tuple[bytes, int, Callable[[], int]] | None:
-        """:meth:`read_new_text` of the shared store: the commits numbered from
-        :attr:`journal_pos` on, until one that does not exist; ``consumed``
-        counts commits. None when the log was sealed (or the manifest names a
-        newer generation): the caller loads afresh."""
-        if manifest["generation"] > self.generation:
-            return None
-        texts = []
-        number = self.journal_pos
-        while True:
-            got = commits.read(self.journal_path, number, self.gzipped)
-            if got is None and number < self._exists_below:
-                got = commits.read_existing(
-                    self.journal_path, number, self.gzipped, _HIDDEN_COMMIT_WAIT
-                )
-            if got is None:
-                break
-            if isinstance(got, commits.Sealed):
-                return None
-            texts.append(got[0])
-            number += 1
-        return b"".join(texts), number - self.journal_pos, _first_line
 
     # -- the one write path ------------------------------------------------
 
@@ -691,26 +586,6 @@ class Store:
             raise _os_error("append to", self.journal_path, exc) from exc
         self.journal_records += count
 
-    def _commit(self, batch: bytes, durable: bool) -> None:
-        try:
-            created = commits.write(
-                self.journal_path, self.journal_pos, batch, self.gzipped, durable, self.fault
-            )
-        except OSError as exc:
-            raise _os_error("commit to", self.journal_path, exc) from exc
-        if not created:
-            self._exists_below = self.journal_pos + 1
-            mount = fsdetect.find_mount(self.path)
-            where = f"{mount.point} ({mount.fstype})" if mount else "its filesystem"
-            raise CommitRaced(
-                f"another process created commit {self.journal_pos} of {self.journal_path} "
-                f"while this one held the lock of {self.path}: the lock does not exclude the "
-                f"processes sharing {where}. Nothing was written. Open every handle with "
-                "lock='soft' (see docs/locks.md), and check the mount with `python -m tastypy "
-                "verify-fs DIR`."
-            )
-        self.journal_pos += 1
-
     def stale_records(self, live: int) -> int:
         return self.snapshot_records + self.journal_records - live
 
@@ -724,7 +599,8 @@ class Store:
             # Every commit of the shared store is a file that each new
             # reader opens: fold them once they outnumber a hundredth of
             # the keys (a compaction then costs ~100 records per commit).
-            self.shared and self.journal_pos >= _COMPACT_MIN_COMMITS
+            self.shared
+            and self.journal_pos >= _COMPACT_MIN_COMMITS
             and self.journal_pos * 100 >= live
         ):
             self.compact(None if self.mixed or data is None else data())
@@ -786,6 +662,18 @@ class Store:
             if sealed is not None and self._generation_on_disk() == self.generation:
                 journal.unseal(self.journal_path, sealed)  # it stays the live journal
             raise _os_error("compact into", snap_path, exc) from exc
+        self._remove_old(old, snap)
+        self.shared = convert
+        self.generation = generation
+        self.journal_path = os.path.join(self.path, manifest["journal"])
+        self.journal_pos = 0
+        self.journal_records = 0
+        self.snapshot_records = count
+        self._exists_below = 0
+
+    def _remove_old(self, old: list, snap: str) -> None:
+        """After a compaction switched the manifest: delete the files of the
+        old generation (``old``, our own names only), but the new snapshot."""
         deleted = 0
         for name in old:
             if name != snap:
@@ -799,13 +687,6 @@ class Store:
                 if deleted == 1:
                     self.fault("compact-mid-delete")
         self.fault("compact-after-delete")
-        self.shared = convert
-        self.generation = generation
-        self.journal_path = os.path.join(self.path, manifest["journal"])
-        self.journal_pos = 0
-        self.journal_records = 0
-        self.snapshot_records = count
-        self._exists_below = 0
 
     def _snapshot_body(self, data: dict | None) -> tuple[bytearray, int]:
         """The record lines of a new snapshot, and how many: of ``data``, if
@@ -828,51 +709,3 @@ class Store:
         for item in data.items():
             body += dumps(item, option=LINE_OPTIONS)
         return body, len(data)
-
-    def _compact_commits(self, body: bytearray, count: int, generation: int) -> None:
-        """:meth:`compact` for the shared store: write the next generation's
-        snapshot, then seal this generation's log with a commit naming it.
-        The seal is what makes the new generation live (a reader follows it
-        whatever copy of the manifest it has); the manifest, written next,
-        lets new readers start there. The generation before this one is
-        deleted; this one stays, for readers whose manifest is an old copy."""
-        snap = layout.snapshot_name(generation, self.gzipped) if count else None
-        snap_path = os.path.join(self.path, snap) if snap else ""
-        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count, shared=True)
-        stray = os.path.join(self.path, manifest["journal"])
-        seal = commits.seal_line(commits.Sealed(generation, snap, count))
-        try:
-            self.fault("compact-before-snapshot")
-            if snap:
-                layout.write_atomic(
-                    snap_path, journal.frame(body, count, self.gzipped), self.fault, "snapshot"
-                )
-            # Left by a compaction that died before its seal; never live.
-            commits.remove_log(stray)
-            self.fault("compact-before-seal")
-            self._commit(journal.gzip_member(seal) if self.gzipped else seal, durable=True)
-        except BaseException as exc:
-            if snap:
-                try:
-                    os.unlink(snap_path)
-                except OSError:
-                    pass
-            if isinstance(exc, OSError):
-                raise _os_error("compact into", snap_path or stray, exc) from exc
-            raise
-        self.fault("compact-before-manifest")
-        try:
-            layout.write_manifest(self.path, manifest, self.fault)
-        except OSError as exc:
-            # Sealed already: readers find the new generation through the seal.
-            log.warning("tastypy: could not update the manifest of %s: %s", self.path, exc)
-        self.fault("compact-after-manifest")
-        commits.remove_generations_before(self.path, self.generation)
-        commits.sweep_temporaries(self.journal_path)
-        self.fault("compact-after-delete")
-        self.generation = generation
-        self.journal_path = stray
-        self.journal_pos = 0
-        self.journal_records = 0
-        self.snapshot_records = count
-        self._exists_below = 0

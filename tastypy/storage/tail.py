@@ -35,7 +35,6 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Iterable
 from typing import Callable, Final
 
 try:
@@ -46,8 +45,8 @@ except ImportError:  # Windows: no flock, no fast path
 import orjson
 
 from tastypy import _faults
-from tastypy.codec import dumps, key_from_json
-from tastypy.errors import CorruptFileError, TastypyError
+from tastypy.codec import key_from_json
+from tastypy.errors import TastypyError
 from tastypy.storage import journal, layout
 from tastypy.storage.fsdetect import is_known_local
 
@@ -116,7 +115,9 @@ if fcntl is not None:
     _LOCK_UN: Final = fcntl.LOCK_UN
 
 
-def changes_of(text: bytes, path: str, first_line: Callable[[], int] | None = None) -> tuple[list, int]:
+def changes_of(
+    text: bytes, path: str, first_line: Callable[[], int] | None = None
+) -> tuple[list, int]:
     """The changes in the committed batches ``text`` of the journal ``path``,
     as ``(key, value or DELETED)`` pairs, and how many records they came
     from: :func:`journal.parse` and :func:`journal.as_changes` in one pass,
@@ -234,10 +235,10 @@ class TailAppender:
     """Reads and appends at the end of ``store``'s journal with a few system calls.
 
     :meth:`transaction` runs a :meth:`Store.transaction` with the lock file
-    and the journal kept open: :meth:`peek` without the lock, then
-    :meth:`begin` (the lock taken, what came meanwhile read), the caller's
-    decision, :meth:`write`, and the lock given back. The caller makes sure
-    no other thread of this process uses the same store meanwhile.
+    and the journal kept open: :meth:`peek` without the lock, then the lock
+    taken and what came meanwhile read, the caller's decision appended, and
+    the lock given back. The caller makes sure no other thread of this
+    process uses the same store meanwhile.
     """
 
     def __init__(self, store):
@@ -416,22 +417,7 @@ class TailAppender:
             ):
                 return None
             new_path = os.path.join(store.path, manifest["journal"])
-            try:
-                fd = os.open(new_path, os.O_RDWR | _NOFOLLOW)
-            except FileNotFoundError:
-                fd = -1  # no sync since the compaction
-            if fd >= 0:
-                old_fd, old_journal = self._fd, self._journal
-                self._fd, self._journal = fd, new_path
-                try:
-                    more = self._read_raw(0, _fstat(fd).st_size)
-                except BaseException:
-                    self._fd, self._journal = old_fd, old_journal
-                    os.close(fd)
-                    raise
-                os.close(old_fd)
-            else:
-                more = b""
+            fd, more = self._switch_to(new_path)
         except (OSError, TastypyError, KeyError, TypeError):
             return None
         store.generation = manifest["generation"]
@@ -443,6 +429,25 @@ class TailAppender:
         if fd < 0:
             self._journal = ""  # reopened once the journal exists
         return rest, more
+
+    def _switch_to(self, new_path: str) -> tuple[int, bytes]:
+        """Keep the new journal open instead of the old one, and read it:
+        its descriptor (-1 if no journal was written since the compaction)
+        and its whole batches."""
+        try:
+            fd = os.open(new_path, os.O_RDWR | _NOFOLLOW)
+        except FileNotFoundError:
+            return -1, b""  # no sync since the compaction
+        old_fd, old_journal = self._fd, self._journal
+        self._fd, self._journal = fd, new_path
+        try:
+            more = self._read_raw(0, _fstat(fd).st_size)
+        except BaseException:
+            self._fd, self._journal = old_fd, old_journal
+            os.close(fd)
+            raise
+        os.close(old_fd)
+        return fd, more
 
     def _read_raw(self, pos: int, size: int) -> bytes:
         """The whole batches between ``pos`` and ``size`` (``b""`` if none)."""
@@ -469,62 +474,14 @@ class TailAppender:
 
         return first_line
 
-    def begin(self, writer=None) -> bytes | None:
-        """Take the lock and read what others committed since the store last
-        looked: their bytes, ``b""`` if none (nothing is counted as read
-        until the caller calls ``store.took``). None, with the lock not held,
-        when the store must take the lock and open the files afresh: the
-        journal was replaced or unlinked, it has a torn tail, or the lock
-        stayed busy.
-
-        While the lock is busy, what others committed meanwhile is given to
-        ``writer`` to take in (:meth:`peek`): it then holds the lock only
-        for what comes after."""
-        store = self.store
-        if not self._locked(writer):
-            return None
-        pos = store.journal_pos
-        try:
-            if _lseek(self._fd, 0, _SEEK_END) == pos:
-                return b""  # unchanged, so not replaced either (journal.seal)
-            chunk = self._new_since(pos)
-        except OSError:
-            chunk = None
-        except BaseException:
-            _flock(self._lock_fd, _LOCK_UN)
-            raise
-        if chunk is None:
-            _flock(self._lock_fd, _LOCK_UN)
-        return chunk
-
-    def write(self, batch: bytes | bytearray, count: int) -> None:
-        """Append ``batch`` (``count`` records and their commit line) without
-        fsync, between :meth:`begin` and :meth:`end`. A write that fails is
-        cut off again before anyone can read it, and raises."""
-        store = self.store
-        fd = self._fd
-        pos = store.journal_pos
-        try:
-            if store.fault is _no_fault:
-                written = _pwrite(fd, batch, pos)
-                if written != len(batch):
-                    _write_all(fd, batch[written:], pos + written)
-            else:
-                _write_hooked(fd, batch, pos, store.fault)
-        except OSError:
-            _truncate(fd, pos)
-            raise
-        self._unsynced = True
-        store.journal_pos = pos + len(batch)
-        store.journal_records += count
-
     def transaction(self, writer) -> bool:
         """:meth:`Store.transaction` without fsync, with the files kept open:
         False when the store must run it instead (with nothing taken in, or
         with what was taken in counted and the decision taken back). The
         journal is not compacted here: the store's durable transactions,
-        every ``sync_at``, do that. (:meth:`begin`, :meth:`write` and
-        :meth:`end` written out in one: it is the hot path of a try loop.)"""
+        every ``sync_at``, do that. While the lock is busy, what others
+        commit meanwhile is taken in, so the hold is only for what comes
+        after."""
         store = self.store
         if self._others:
             # Others wrote at the last transaction: take in what they wrote
@@ -563,32 +520,39 @@ class TailAppender:
                 writer.take_in((new, len(new), self.line_at(pos)))
             batch = writer.decide()
             count = batch[1]
-            if count:
-                body = batch[0]
-                if store.gzipped:
-                    batch = journal.frame(body, count, True)
-                else:
-                    batch = body + (_COMMITS[count] if count < 64 else journal.commit_line(count))
-                pos = store.journal_pos
-                try:
-                    if store.fault is _no_fault:
-                        written = _pwrite(fd, batch, pos)
-                        if written != len(batch):
-                            _write_all(fd, batch[written:], pos + written)
-                    else:
-                        _write_hooked(fd, batch, pos, store.fault)
-                except OSError:
-                    # Cut off again before anyone reads it; the store tries
-                    # once more and says what is wrong.
-                    _truncate(fd, pos)
-                    writer.undo()
-                    return False
-                self._unsynced = True
-                store.journal_pos = pos + len(batch)
-                store.journal_records += count
+            if count and not self._append(batch[0], count):
+                # Cut off again before anyone read it; the store tries once
+                # more and says what is wrong.
+                writer.undo()
+                return False
             writer.written()
         finally:
             _flock(lock_fd, _LOCK_UN)
+        return True
+
+    def _append(self, body: bytes | bytearray, count: int) -> bool:
+        """Append ``count`` records in ``body`` and their commit line, under the
+        lock; False, with nothing left written, if the write failed."""
+        store = self.store
+        fd = self._fd
+        if store.gzipped:
+            batch = journal.frame(body, count, True)
+        else:
+            batch = body + (_COMMITS[count] if count < 64 else journal.commit_line(count))
+        pos = store.journal_pos
+        try:
+            if store.fault is _no_fault:
+                written = _pwrite(fd, batch, pos)
+                if written != len(batch):
+                    _write_all(fd, batch[written:], pos + written)
+            else:
+                _write_hooked(fd, batch, pos, store.fault)
+        except OSError:
+            _truncate(fd, pos)
+            return False
+        self._unsynced = True
+        store.journal_pos = pos + len(batch)
+        store.journal_records += count
         return True
 
     def _new_since(self, pos: int) -> bytes | None:
@@ -612,10 +576,6 @@ class TailAppender:
         early = self.peek()
         if early:
             writer.take_in((early, len(early), self.line_at(self.store.journal_pos)))
-
-    def end(self) -> None:
-        """Give the lock back."""
-        _flock(self._lock_fd, _LOCK_UN)
 
     def fsync(self) -> None:
         """Make what this appended without fsync durable (if its journal is

@@ -12,8 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from tastypy.errors import CorruptFileError
-from tastypy.storage import DELETED, journal
+from tastypy.storage import DELETED
 from tastypy.storage.tail import changes_of
 from tastypy.tracker._common import _ANY, _NOT_OURS
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tastypy import _exit
-from tastypy.errors import InvalidValueError
 from tastypy.codec import LINE_OPTIONS, _has_nonfinite
 from tastypy.codec import dumps as _dumps
+from tastypy.errors import InvalidValueError
 from tastypy.pod import _CHANGED, _MISSING
 from tastypy.storage.tail import file_time
 from tastypy.tracker._common import _nothing, _time, log
