@@ -559,10 +559,22 @@ def check(path: str | os.PathLike[str], *, lock: str = "auto") -> CheckReport:
         report = CheckReport(os.path.abspath(os.fspath(path)))
         report.problems.append(Problem(report.path, None, str(exc)))
         return report
-    if parts.is_parted(directory):
-        from tastypy.storage import repair_parts  # it calls back in here for each part
+    from tastypy.storage import repair_parts  # it calls back in here for each part
 
+    if parts.is_parted(directory):
         return repair_parts.check(directory, lock)
+    if repair_parts.lost_manifest(directory):
+        report = CheckReport(directory)
+        report.problems.append(
+            Problem(
+                os.path.join(directory, layout.MANIFEST),
+                None,
+                "missing, beside the part-NNNNN directories of a tracker split into parts. "
+                f"Run `tastypy repair {directory}` to write it again (the part count is read "
+                "from the keys the parts hold).",
+            )
+        )
+        return report
     held = _lock(directory, lock, create=False)
     try:
         if held is None:
@@ -586,9 +598,9 @@ def repair(
     not tell. The report lists what could not be salvaged.
     """
     directory = _directory(path)
-    if parts.is_parted(directory):
-        from tastypy.storage import repair_parts
+    from tastypy.storage import repair_parts
 
+    if parts.is_parted(directory) or repair_parts.lost_manifest(directory):
         return repair_parts.repair(directory, lock)
     dlock = _lock(directory, lock, create=True)
     assert dlock is not None
