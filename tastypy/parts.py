@@ -23,6 +23,7 @@ from typing import Any, Final
 import orjson
 
 from tastypy import _exit
+from tastypy._args import check_flag, check_path
 from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidArgumentError
 from tastypy.parts_run import Running
@@ -125,7 +126,9 @@ class PartedTracker(Running, MutableMapping):
         shards: int | str | None = None,
     ):
         self._closed = True
-        self._path = os.path.abspath(os.fspath(path))
+        self._path = os.path.abspath(check_path(path))
+        check_flag(gzipped, "gzipped")
+        check_flag(clone, "clone")
         if shards != "auto" and shards is not None:
             files.check_parts(shards)
         self._parts = 0  # not fixed yet: see _settle

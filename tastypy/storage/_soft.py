@@ -41,7 +41,7 @@ import orjson
 
 from tastypy import _identity
 from tastypy.errors import LockTimeoutError, StorageError
-from tastypy.storage import fsdetect, layout
+from tastypy.storage import files, fsdetect, layout
 
 __all__ = ["DEFAULT_LEASE", "SOFT_SUFFIX", "WORK_SUFFIX", "Holder", "SoftLock", "read_holder"]
 
@@ -345,9 +345,9 @@ def _leave_tombstone(path: str) -> None:
 
 def _remove_if_ours(path: str, token: bytes) -> None:
     try:
-        with open(path, "rb") as f:
-            if f.read() != token:
-                return
+        # Read as every file of a POD directory is (a FIFO must not block).
+        if files.read_regular(path, 0, len(token) + 1) != token:
+            return
         os.unlink(path)
     except OSError:
         pass
@@ -506,9 +506,9 @@ class SoftLock:
         if time.time() - st.st_mtime > _WANT_FRESH:
             return
         try:
-            with open(want, "rb") as f:
-                if f.read() == self._want_token():
-                    return
+            token = self._want_token()
+            if files.read_regular(want, 0, len(token) + 1) == token:
+                return
         except OSError:
             return
         until = time.monotonic() + _STAND_BACK

@@ -24,7 +24,7 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import commits, fsdetect, journal, layout
+from tastypy.storage import commits, files, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
 from tastypy.storage.locks import DirectoryLock
 
@@ -121,12 +121,14 @@ def _os_error(action: str, path: str, exc: OSError) -> StorageError:
     hint = ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         hint = " Free some space; the next sync retries and nothing synced is lost."
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    elif exc.errno == errno.EROFS:
+        hint = " The filesystem is mounted read-only; remount it read-write."
+    elif exc.errno in (errno.EACCES, errno.EPERM):
         hint = " Check the permissions of the POD directory."
     elif exc.errno == errno.ELOOP:
         hint = (
-            " It is a symbolic link, and tastypy does not write through links in a POD "
-            "directory; replace the link with the file it points to."
+            " It is a symbolic link, and tastypy does not read or write through links in a "
+            "POD directory; replace the link with the file it points to."
         )
     elif exc.errno == errno.EISDIR:
         hint = " A directory stands where tastypy keeps a file; move it out of the POD."
@@ -172,10 +174,10 @@ class Store:
         except OSError as exc:
             raise _os_error("create the directory", self.path, exc) from exc
         if not os.access(self.path, os.W_OK):
-            raise StorageError(
-                f"the POD directory {self.path} is not writable by you. tastypy writes to it on "
-                "every sync; fix its permissions or copy it somewhere writable."
-            )
+            raise layout.not_writable(self.path, "directory")
+        # Writing by name to a directory moved away (and perhaps replaced)
+        # since would write to another POD: _manifest checks this first.
+        self._identity = layout.identity(self.path)
         self._lock = DirectoryLock(os.path.join(self.path, layout.LOCK_FILE), lock, lock_timeout)
         self.generation = -1
         self.journal_path = ""
@@ -251,10 +253,7 @@ class Store:
             self._refuse_journal_on_caching_mount()
         if os.path.exists(journal_path) and not os.access(journal_path, os.W_OK):
             # Refused now rather than at the first sync, or at exit.
-            raise StorageError(
-                f"{journal_path} is not writable by you. tastypy appends to it on every "
-                "sync; fix its permissions or copy the POD somewhere writable."
-            )
+            raise layout.not_writable(journal_path, "journal")
         return manifest
 
     def _refuse_journal_on_caching_mount(self) -> None:
@@ -273,6 +272,7 @@ class Store:
         )
 
     def _manifest(self) -> dict:
+        layout.check_identity(self.path, self._identity)
         manifest = layout.read_manifest(self.path)
         if manifest is None and not os.path.isdir(self.path):
             raise StorageError(
@@ -302,8 +302,7 @@ class Store:
         def first_line() -> int:
             if not offset or self.gzipped:
                 return 1
-            with open(path, "rb") as f:
-                return f.read(offset).count(b"\n") + 1
+            return files.read_regular(path, 0, offset).count(b"\n") + 1
 
         return text, consumed, first_line
 
@@ -478,9 +477,12 @@ class Store:
         try:
             # Open, not stat: on NFS an open revalidates the cached size
             # (close-to-open consistency); a stat may answer from the cache.
-            fd = os.open(self.journal_path, os.O_RDONLY)
+            fd = files.open_regular(self.journal_path)
             try:
                 size = os.fstat(fd).st_size
+                if size == self.journal_pos - 1 and not self.gzipped and size:
+                    # Read with the newline its last batch lacks (journal.read_from).
+                    size += os.pread(fd, 1, size - 1) == b"}"
             finally:
                 os.close(fd)
         except FileNotFoundError:

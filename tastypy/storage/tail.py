@@ -130,6 +130,7 @@ def changes_of(text: bytes, path: str) -> tuple[list, int]:
     two containers per record (none of them in a cycle), and the collections
     those allocations would trigger, each walking the young objects, cost
     more than the parse itself (2.5 µs a record against 1 µs here)."""
+    journal.refuse_unwritable(text, path)  # what another tool wrote, as a load does
     if not gc.isenabled():
         return _changes_of(text, path)
     gc.disable()
@@ -339,9 +340,11 @@ class TailAppender:
                 return b""
             st = _fstat(self._fd)
             size = st.st_size
-            if size < pos or not st.st_nlink:
+            if size < pos - 1 or not st.st_nlink:
                 return None
-            if store.gzipped:
+            if store.gzipped or size < pos:
+                # (One byte short: the last batch lacks its newline, see
+                # journal.read_from; the ordinary path writes it.)
                 return b""
             chunk = self._read_raw(pos, size)
         except OSError:
