@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from tastypy.errors import CorruptFileError, FormatVersionError, InvalidArgumentError, StorageError
-from tastypy.storage import commits, layout
+from tastypy.storage import commits, files, layout
 
 #: The version a parted manifest has. Version 1 readers (tastypy before
 #: parts) refuse it with "newer than the version this tastypy reads".
@@ -81,12 +81,11 @@ def auto_parts(tasks: int) -> int:
 def _raw_manifest(directory: str) -> dict | None:
     path = os.path.join(directory, layout.MANIFEST)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+        raw = files.read_regular(path)
+    except (FileNotFoundError, NotADirectoryError, files.NotRegularFile):
+        return None  # (a link, a FIFO...: the store refuses it, naming it)
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}.") from exc
     try:
         manifest = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -250,10 +249,9 @@ def journal_state(part_dir: str) -> list | None:
 def read_summary(directory: str, index: int) -> dict | None:
     """The last summary written for a part, or None if none is (readably) there."""
     try:
-        with open(_summary_path(directory, index), "rb") as f:
-            summary = orjson.loads(f.read())
+        summary = orjson.loads(files.read_regular(_summary_path(directory, index)))
     except (OSError, orjson.JSONDecodeError):
-        return None
+        return None  # a FIFO, a link... in its place too: counted afresh
     if not isinstance(summary, dict) or not isinstance(summary.get("stats"), dict):
         return None
     return summary
@@ -266,8 +264,18 @@ def write_summary(directory: str, index: int, summary: dict) -> None:
     path = _summary_path(directory, index)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(summary, option=_SUMMARY_OPTIONS))
+        try:
+            os.unlink(tmp)  # left by a dead process of the same pid, or planted
+        except FileNotFoundError:
+            pass
+        # Created afresh (O_EXCL): never written through a link planted in
+        # its place, nor into a summaries directory that is a link.
+        files.check_directory(os.path.dirname(path))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.write(fd, orjson.dumps(summary, option=_SUMMARY_OPTIONS))
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except FileNotFoundError:
         layout.make_dirs(os.path.dirname(path))

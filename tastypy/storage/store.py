@@ -497,9 +497,12 @@ class Store:
             # leave a hole of zero bytes): read everything again.
             return None
         try:
-            return self._read_text(manifest["journal"], self.journal_pos)
+            new = self._read_text(manifest["journal"], self.journal_pos)
         except _Vanished:
             return None
+        # Checked here, as a load checks: a caller may keep the text unparsed.
+        journal.refuse_unwritable(new[0], self.journal_path, new[2])
+        return new
 
     def _read_new_commits(self, manifest: dict) -> tuple[bytes, int, Callable[[], int]] | None:
         """:meth:`read_new_text` of the shared store: the commits numbered from
@@ -520,6 +523,7 @@ class Store:
                 break
             if isinstance(got, commits.Sealed):
                 return None
+            journal.refuse_unwritable(*got)  # as a load checks: kept unparsed
             texts.append(got[0])
             number += 1
         return b"".join(texts), number - self.journal_pos, _first_line
