@@ -461,6 +461,14 @@ class SoftLock:
         except LockTimeoutError:
             raise
         except OSError as exc:
+            directory = os.path.dirname(self.path)
+            if isinstance(exc, FileNotFoundError) and not os.path.isdir(directory):
+                raise StorageError(
+                    f"the POD directory {directory} has disappeared (deleted, moved or renamed "
+                    "while open): its lock cannot be taken. Nothing was written; the data in "
+                    "memory is intact: save it elsewhere, e.g. with pod.to_dict(), or open the "
+                    "POD where it is now."
+                ) from exc
             raise StorageError(
                 f"cannot create the lock file {self.path}: {exc.strerror or exc}. Check that "
                 "the POD directory is writable by you."
@@ -488,7 +496,7 @@ class SoftLock:
         except FileNotFoundError:
             # A lock taken by O_EXCL creation makes no template, so nothing
             # may have made the work directory yet.
-            layout.make_dirs(self.workdir)
+            layout.make_dir(self.workdir)
             return False
         try:
             os.write(fd, self._want_token())
@@ -549,7 +557,7 @@ class SoftLock:
             return None
         me = _identity.me()
         first = template is None
-        layout.make_dirs(self.workdir)
+        layout.make_dir(self.workdir)
         name = f"{me.key}.{me.pid}.{me.token}{next(me.count)}"
         path = os.path.join(self.workdir, name)
         template = self._template = _Template(path, os.open(path, _CREATE, 0o644))
@@ -845,7 +853,7 @@ class SoftLock:
         """Create the claim to remove the lock file ``ident``: the first free
         generation after claims whose holders are provably gone."""
         record, _ = _record(self.lease)
-        layout.make_dirs(self.workdir)
+        layout.make_dir(self.workdir)
         for generation in itertools.count():
             claim = os.path.join(self.workdir, f"break.{ident}.{generation}")
             try:

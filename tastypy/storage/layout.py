@@ -81,6 +81,16 @@ def make_dirs(path: str) -> None:
         pass
 
 
+def make_dir(path: str) -> None:
+    """:func:`make_dirs` of one directory whose parent must exist: a lock's
+    work directory inside a POD directory that was deleted or moved must
+    not bring the POD directory back (empty) by creating it."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
