@@ -1,9 +1,12 @@
 """Bad input on disk: truncated files, garbage, invalid UTF-8, records of the
-wrong shape, duplicates, missing or damaged files, stray files.
+wrong shape, duplicates, missing or damaged files, stray files; and hostile
+ones: links, FIFOs, devices where files should be, JSON that tastypy could
+not write back (nested too deep, integers beyond 64 bits).
 
-A torn last batch is recovered silently. Everything else is a clear error
-naming the file (and line) and how to fix it. Opening never changes a byte
-on disk, whether it succeeds or fails.
+A torn last batch is recovered silently, a whole one without its final
+newline is kept. Everything else is a clear error naming the file (and
+line) and how to fix it. Opening never changes a byte on disk, whether it
+succeeds or fails. tests/test_hostile_dirs.py does the same with Hypothesis.
 """
 
 from __future__ import annotations
@@ -621,6 +624,49 @@ def test_a_journal_that_is_a_symlink_is_never_written_through(pod_dir, outside):
         os.replace(outside, pod_dir / JOURNAL)
         pod.revert()
     assert len(read_pod(pod_dir)) == 4
+
+
+PARTED = """
+import sys
+import tastypy
+
+with tastypy.Tracker(sys.argv[1]) as tracker:
+    calls = (("total", lambda: tracker.stats()["total"]), ("keys", lambda: len(list(tracker))))
+    for what, call in calls:
+        try:
+            print(what, call())
+        except tastypy.TastypyError as exc:
+            print(what, "refused:", exc)
+"""
+
+
+def test_a_parted_tracker_never_follows_a_part_or_a_summary_planted_as_a_link(tmp_path):
+    import shutil
+
+    from conftest import run_python
+
+    path, other = tmp_path / "t", tmp_path / "other"
+    for where, prefix in ((path, "k"), (other, "x")):
+        with tastypy.Tracker(where, shards=4) as tracker:
+            tracker.add_many([f"{prefix}{i}" for i in range(40)])
+    # Part 1 made a link to another tracker's part; a summary made a FIFO,
+    # another a link to that tracker's summary.
+    shutil.rmtree(path / "part-00001")
+    os.symlink(other / "part-00001", path / "part-00001")
+    os.unlink(path / "summaries" / "part-00002.json")
+    os.mkfifo(path / "summaries" / "part-00002.json")
+    os.unlink(path / "summaries" / "part-00003.json")
+    os.symlink(other / "summaries" / "part-00003.json", path / "summaries" / "part-00003.json")
+    before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+    result = run_python(PARTED, path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    total, keys = result.stdout.splitlines()
+    # The counts come from this tracker's own summaries (one stale, one
+    # taken afresh where the FIFO and the link stand); the part is refused.
+    assert total == "total 40"
+    assert keys.startswith(f"keys refused: cannot open the part {path / 'part-00001'}: it is a ")
+    assert "symbolic link" in keys
+    assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
 
 
 ODD_OPEN = """

@@ -53,6 +53,20 @@ def part_path(directory: str, index: int) -> str:
     return os.path.join(directory, part_name(index))
 
 
+def part_dir(directory: str, index: int) -> str:
+    """:func:`part_path`, to be opened as a store: refused if it is a link (or
+    anything but a directory), which would send the part's reads and writes
+    to another tracker's files."""
+    path = part_path(directory, index)
+    try:
+        files.check_directory(path)
+    except FileNotFoundError:
+        pass  # a part not written yet: the store makes it
+    except OSError as exc:
+        raise StorageError(f"cannot open the part {path}: {exc.strerror or exc}.") from exc
+    return path
+
+
 def _summary_path(directory: str, index: int) -> str:
     return os.path.join(directory, SUMMARIES, part_name(index) + ".json")
 
@@ -229,9 +243,14 @@ def journal_state(part_dir: str) -> list | None:
     every change appends to the journal or replaces it (compaction).
     """
     try:
+        files.check_directory(part_dir)
         manifest = layout.read_manifest(part_dir)
     except (NotADirectoryError, FileNotFoundError):
         return None
+    except files.NotRegularFile:
+        # A link (or a file) in the part's place: no summary matches this,
+        # so the part is opened, which refuses it, naming it.
+        return ["(not a directory)", -1]
     if manifest is None:
         return None
     log = os.path.join(part_dir, manifest["journal"])

@@ -17,7 +17,7 @@ import orjson
 
 from tastypy.codec import suspect_lines, unwritable
 from tastypy.errors import TastypyError
-from tastypy.storage import journal, layout
+from tastypy.storage import files, journal, layout
 
 #: How often a read starts over because a compaction replaced the files.
 _ATTEMPTS: Final = 3
@@ -87,8 +87,11 @@ def peek(
     damaged, or changing too fast): load the store instead."""
     for _ in range(_ATTEMPTS):
         try:
+            files.check_directory(directory)  # a part planted as a link: load it (refused)
             manifest = layout.read_manifest(directory)
-        except (NotADirectoryError, TastypyError):
+        except FileNotFoundError:
+            return (False, None)
+        except (OSError, TastypyError):
             return None
         if manifest is None:
             return (False, None)

@@ -276,11 +276,8 @@ def _scan_file(path: str, gzipped: bool, snapshot: bool) -> _Scan:
     end = 0  # the offset just after it
     pos = 0
     for number, line in enumerate(lines, 1):
-        kind, value = _classify(line)
-        if pos in suspects and kind == "record":
-            why = unwritable(line)
-            if why is not None:
-                kind, value = "bad", why
+        why = unwritable(line) if pos in suspects else None
+        kind, value = ("bad", why) if why is not None else _classify(line)
         pos += len(line) + 1
         if kind == "record":
             pending.append(value)
