@@ -268,6 +268,19 @@ def test_a_compaction_that_dies_after_sealing_such_a_journal_loses_nothing(pod_d
     assert tastypy.check(pod_dir).ok
 
 
+@pytest.mark.parametrize("tail", [b'["e",5', b'["e",5]\n{"sync":1'], ids=["record", "commit"])
+def test_a_compaction_that_dies_after_sealing_a_torn_journal_leaves_it_torn(pod_dir, tail):
+    # The seal goes on the torn line, not after a newline of its own: that
+    # would turn the torn line into a damaged one.
+    from crashkit import assert_killed, run_child
+
+    with open(pod_dir / JOURNAL, "ab") as f:
+        f.write(tail)
+    code = "import sys, tastypy; tastypy.POD(sys.argv[1]).compact()"
+    assert_killed(run_child(code, pod_dir, fault="compact-before-manifest"))
+    assert len(read_pod(pod_dir)) == 4
+
+
 def test_a_commit_file_without_its_final_newline_is_whole(tmp_path):
     path = tmp_path / "pod"
     with tastypy.POD(path, storage="shared") as pod:

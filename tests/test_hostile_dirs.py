@@ -178,7 +178,7 @@ def json_lines(draw) -> bytes:
 
 contents = st.one_of(
     st.binary(max_size=64).map(lambda b: ("bytes", b)),
-    json_lines().map(lambda b: ("bytes", b)),
+    json_lines().map(lambda b: ("json", b)),
     st.sampled_from(
         [
             "FIFO",
@@ -199,24 +199,26 @@ def plans(draw):
     """A POD to build, and what to put in place of which of its files."""
     shared = draw(st.booleans())
     compacted = draw(st.booleans())
+    gzipped = draw(st.booleans())
     names = ["manifest.json", "tastypy.lock", "stray.jsonl"]
+    gz = ".gz" if gzipped else ""
     if compacted:
-        names.append("snapshot-000001.jsonl")
+        names.append("snapshot-000001.jsonl" + gz)
     log = "commits-000001" if compacted else "commits-000000"
     if shared:
-        names += [log, f"{log}/0000000000.jsonl", f"{log}/0000000001.jsonl"]
+        names += [log, f"{log}/0000000000.jsonl{gz}", f"{log}/0000000001.jsonl{gz}"]
     else:
-        names.append("journal-000001.jsonl" if compacted else "journal-000000.jsonl")
+        names.append(("journal-000001.jsonl" if compacted else "journal-000000.jsonl") + gz)
     chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
-    # The journal (or a commit) most of the time: that is where other tools write.
-    return shared, compacted, [(name, draw(contents)) for name in chosen]
+    return (shared, gzipped), compacted, [(name, draw(contents)) for name in chosen]
 
 
 # -- building, planting, reading -----------------------------------------------------------
 
 
-def build(path: str, shared: bool, compacted: bool) -> None:
-    with tastypy.POD(path, storage="shared" if shared else "local") as pod:
+def build(path: str, store: tuple, compacted: bool) -> None:
+    shared, gzipped = store
+    with tastypy.POD(path, storage="shared" if shared else "local", gzipped=gzipped) as pod:
         pod["a"] = 1
         pod[("t", 2)] = {"x": [1.5, None]}
         if compacted:
@@ -237,7 +239,9 @@ def plant(target: str, content: tuple, outside: dict) -> None:
             os.unlink(target)
     how, what = content
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    if how == "bytes":
+    if how == "json" and target.endswith(".gz"):
+        how, what = "bytes", journal.gzip_member(what)  # as a gzipped POD holds its lines
+    if how in ("bytes", "json"):
         with open(target, "wb") as f:
             f.write(what)
     elif what == "FIFO":
@@ -394,38 +398,46 @@ def attempt(what: str, call):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(plan=plans())
-@example(plan=(False, False, [("journal-000000.jsonl", ("kind", "link to a file outside"))]))
-@example(plan=(False, True, [("snapshot-000001.jsonl", ("kind", "FIFO"))]))
-@example(plan=(True, False, [("commits-000000", ("kind", "link to a file outside"))]))
-@example(plan=(True, False, [("commits-000000/0000000001.jsonl", ("kind", "link to /dev/zero"))]))
-@example(plan=(False, False, [("manifest.json", ("kind", "link to a FIFO outside"))]))
-@example(plan=(False, False, [("journal-000000.jsonl", ("bytes", b'["a",1]\n{"sync":1}'))]))
+@example(
+    plan=((False, False), False, [("journal-000000.jsonl", ("kind", "link to a file outside"))])
+)
+@example(plan=((False, False), True, [("snapshot-000001.jsonl", ("kind", "FIFO"))]))
+@example(plan=((True, False), False, [("commits-000000", ("kind", "link to a file outside"))]))
 @example(
     plan=(
+        (True, False),
         False,
+        [("commits-000000/0000000001.jsonl", ("kind", "link to /dev/zero"))],
+    )
+)
+@example(plan=((False, False), False, [("manifest.json", ("kind", "link to a FIFO outside"))]))
+@example(plan=((False, False), False, [("journal-000000.jsonl", ("json", b'["a",1]\n{"sync":1}'))]))
+@example(
+    plan=(
+        (False, False),
         False,
-        [("journal-000000.jsonl", ("bytes", b'["n",18446744073709551616]\n{"sync":1}\n'))],
+        [("journal-000000.jsonl", ("json", b'["n",18446744073709551616]\n{"sync":1}\n'))],
     )
 )
 @example(
     plan=(
-        False,
+        (False, False),
         False,
         [
             (
                 "journal-000000.jsonl",
-                ("bytes", b'["d",' + b"[" * 254 + b"]" * 254 + b']\n{"sync":1}\n'),
+                ("json", b'["d",' + b"[" * 254 + b"]" * 254 + b']\n{"sync":1}\n'),
             )
         ],
     )
 )
-@example(plan=(False, False, [("tastypy.lock", ("bytes", b"soft\n"))]))
+@example(plan=((False, False), False, [("tastypy.lock", ("bytes", b"soft\n"))]))
 def test_a_hostile_directory_never_hangs_crashes_leaks_or_misreads(plan):
-    shared, compacted, planted = plan
+    store, compacted, planted = plan
     sandbox = tempfile.mkdtemp(prefix="tastypy-hostile-")
     try:
         path = os.path.join(sandbox, "pod")
-        build(path, shared, compacted)
+        build(path, store, compacted)
         outside = {
             "file": os.path.join(sandbox, "outside.jsonl"),
             "fifo": os.path.join(sandbox, "outside.fifo"),

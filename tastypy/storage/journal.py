@@ -466,6 +466,14 @@ def append(
     return committed_size + len(batch)
 
 
+def _ends_unterminated(fd: int, size: int) -> bool:
+    """Whether the plain journal open as ``fd`` ends as :func:`unterminated`
+    says (a commit line is short: its last 64 bytes tell)."""
+    n = min(size, 64)
+    tail = os.pread(fd, n, size - n)
+    return (n == size or b"\n" in tail) and unterminated(tail)
+
+
 def _lacks_newline(fd: int, size: int, batch: bytes | bytearray) -> bool:
     """Whether a plain journal of ``size`` bytes ends with a commit line
     without its newline (a gzipped one is never read so)."""
@@ -501,7 +509,7 @@ def seal(path: str, gzipped: bool) -> int | None:
     try:
         size = os.fstat(fd).st_size
         seal = GZIP_SEAL if gzipped else SEAL
-        if not gzipped and size and os.pread(fd, 1, size - 1) != b"\n":
+        if not gzipped and _ends_unterminated(fd, size):
             # The last batch lacks its final newline (see unterminated): the
             # seal must not make it look torn, were the compaction to die.
             seal = b"\n" + seal

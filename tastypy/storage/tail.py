@@ -399,6 +399,8 @@ class TailAppender:
             if st.st_nlink or st.st_size < pos:
                 return None
             rest = self._read_raw(pos, st.st_size)
+            if journal.holds_unwritable(rest):
+                return None  # another tool's line: the load names it
             manifest = layout.read_manifest(store.path)
             if (
                 manifest is None
@@ -424,8 +426,8 @@ class TailAppender:
                 os.close(old_fd)
             else:
                 more = b""
-            if journal.holds_unwritable(rest) or journal.holds_unwritable(more):
-                return None  # another tool's line: the load names it
+            if journal.holds_unwritable(more):
+                return None  # another tool's line: the load (of the journal open now) names it
         except (OSError, TastypyError, KeyError, TypeError):
             return None
         store.generation = manifest["generation"]
