@@ -200,20 +200,29 @@ def suspect_lines(text: bytes) -> list[tuple[int, int]]:
     return lines
 
 
+#: The digit runs are looked for in pieces of this many bytes, so that the
+#: mapped copy of a large file never doubles the memory a load takes.
+_PIECE: Final = 1 << 20
+
+
 def _long_numbers(text: bytes, found: set[int]) -> None:
-    mapped = text.translate(_DIGITS)
-    at = mapped.find(_RUN)
-    while at >= 0:
-        # ``at`` starts a run of digits (find gives the leftmost window).
-        before = text[at - 1] if at else 10
-        if before == 45:  # "-"
-            before = text[at - 2] if at > 1 else 10
-        if before in _BEFORE_NUMBER:
-            found.add(text.rfind(b"\n", 0, at) + 1)
-        end = mapped.find(b"x", at)
-        if end < 0:
-            break
-        at = mapped.find(_RUN, end)
+    for piece in range(0, len(text), _PIECE):
+        # Each piece overlaps the next by a run's length, so that no run is
+        # cut in two; a run is counted in the piece where it starts.
+        mapped = text[piece : piece + _PIECE + len(_RUN)].translate(_DIGITS)
+        at = mapped.find(_RUN)
+        while 0 <= at < _PIECE:
+            if at == 0 or mapped[at - 1] != 48:  # the start of a run
+                start = piece + at
+                before = text[start - 1] if start else 10
+                if before == 45:  # "-"
+                    before = text[start - 2] if start > 1 else 10
+                if before in _BEFORE_NUMBER:
+                    found.add(text.rfind(b"\n", 0, start) + 1)
+            end = mapped.find(b"x", at)
+            if end < 0:
+                break
+            at = mapped.find(_RUN, end)
 
 
 def _deep_lines(text: bytes, found: set[int]) -> None:

@@ -31,9 +31,10 @@ _NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
 
-#: Read in pieces of this size, so that a file that grows while it is read
-#: (another process appending) is read as far as it was when we began.
-_CHUNK: Final = 1 << 24
+#: After reading as much as ``fstat`` said, what was appended meanwhile is
+#: read in pieces of this size (small: usually there is none, and a large
+#: empty read buffer would still count in the memory a load takes).
+_PROBE: Final = 1 << 16
 
 
 class NotRegularFile(OSError):
@@ -131,7 +132,7 @@ def read_regular(
         pos = offset + len(data)
         chunks = [data]
         while limit is None or pos - offset < limit:
-            more = os.pread(fd, _CHUNK if limit is None else limit - (pos - offset), pos)
+            more = os.pread(fd, _PROBE if limit is None else limit - (pos - offset), pos)
             if not more:
                 break
             chunks.append(more)

@@ -49,12 +49,10 @@ import orjson
 from tastypy import _faults
 from tastypy.codec import dumps, key_from_json
 from tastypy.errors import CorruptFileError, TastypyError
-from tastypy.storage import journal, layout
+from tastypy.storage import files, journal, layout
 from tastypy.storage.fsdetect import is_known_local
 
 __all__ = ["TailAppender", "file_time"]
-
-_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 
 
 #: Bumped in a forked child, whose inherited descriptors must not be used:
@@ -258,12 +256,11 @@ class TailAppender:
         self._fork = _forks
         try:
             if self._lock_fd < 0:
-                self._lock_fd = os.open(
-                    os.path.join(store.path, layout.LOCK_FILE),
-                    os.O_RDWR | os.O_CREAT | _NOFOLLOW,
-                    0o666,
+                self._lock_fd = files.open_regular(
+                    os.path.join(store.path, layout.LOCK_FILE), os.O_RDWR | os.O_CREAT
                 )
-            self._fd = os.open(store.journal_path, os.O_RDWR | _NOFOLLOW)
+            # Never a link, a FIFO or a device planted since the store read it.
+            self._fd = files.open_regular(store.journal_path, os.O_RDWR)
         except OSError:
             # No journal yet (the ordinary path creates it), or anything
             # else: the ordinary path reports it properly.
@@ -411,7 +408,7 @@ class TailAppender:
                 return None
             new_path = os.path.join(store.path, manifest["journal"])
             try:
-                fd = os.open(new_path, os.O_RDWR | _NOFOLLOW)
+                fd = files.open_regular(new_path, os.O_RDWR)
             except FileNotFoundError:
                 fd = -1  # no sync since the compaction
             if fd >= 0:
