@@ -12,6 +12,7 @@ succeeds or fails. tests/test_hostile_dirs.py does the same with Hypothesis.
 from __future__ import annotations
 
 import os
+import shutil
 import zlib
 
 import orjson
@@ -865,3 +866,22 @@ def test_the_library_has_no_way_to_run_code_from_data():
                     source = f.read()
                 for word in ("import pickle", "import marshal", "import shelve", "eval(", "exec("):
                     assert word not in source, f"{name} uses {word}"
+
+
+@pytest.mark.parametrize("lock", ["soft", "posix"])
+def test_a_lock_work_directory_planted_as_a_link_gets_no_file_made_through_it(tmp_path, lock):
+    path = tmp_path / "pod"
+    with tastypy.POD(path, lock=lock) as pod:
+        pod["a"] = 1
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(path / "tastypy.lock.d", ignore_errors=True)
+    os.symlink(elsewhere, path / "tastypy.lock.d")
+    try:
+        with tastypy.POD(path, lock="soft") as pod:
+            pod["b"] = 2
+    except tastypy.StorageError as exc:
+        assert "tastypy.lock.d: it is a symbolic link" in str(exc)
+    else:
+        raise AssertionError("a soft lock worked through a linked work directory")
+    assert os.listdir(elsewhere) == []

@@ -469,6 +469,10 @@ class SoftLock:
                     "memory is intact: save it elsewhere, e.g. with pod.to_dict(), or open the "
                     "POD where it is now."
                 ) from exc
+            if isinstance(exc, files.NotRegularFile):  # a name planted in its work directory
+                raise StorageError(
+                    f"cannot create the lock file {self.path}: {exc.filename}: {exc.strerror}."
+                ) from exc
             raise StorageError(
                 f"cannot create the lock file {self.path}: {exc.strerror or exc}. Check that "
                 "the POD directory is writable by you."
@@ -489,6 +493,9 @@ class SoftLock:
                 return False
             return True
         try:
+            # The work directory must be one (a link planted in its place
+            # would have the want file made elsewhere).
+            files.check_directory(self.workdir)
             fd = os.open(want, _CREATE, 0o644)
         except FileExistsError:
             _remove_if_older(want, _WANT_STALE)

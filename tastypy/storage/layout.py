@@ -84,11 +84,13 @@ def make_dirs(path: str) -> None:
 def make_dir(path: str) -> None:
     """:func:`make_dirs` of one directory whose parent must exist: a lock's
     work directory inside a POD directory that was deleted or moved must
-    not bring the POD directory back (empty) by creating it."""
+    not bring the POD directory back (empty) by creating it. One found
+    there must be a directory, not a link that would have files made
+    elsewhere (files.NotRegularFile, an ``OSError``)."""
     try:
         os.mkdir(path)
     except FileExistsError:
-        pass
+        files.check_directory(path)
 
 
 def fsync_dir(path: str) -> None:
