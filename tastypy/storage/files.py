@@ -99,8 +99,8 @@ def open_regular(
     Raises :class:`NotRegularFile` if ``path`` is a link, a FIFO, a directory
     or a device (nothing is created through a link, and opening a FIFO does
     not wait for a writer), and ``FileNotFoundError`` or another ``OSError``
-    as ``os.open`` does. The descriptor is blocking again for regular files
-    (``O_NONBLOCK`` has no effect on them).
+    as ``os.open`` does. (It is opened with ``O_NONBLOCK``, which changes
+    nothing for a regular file.)
     """
     try:
         fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC, mode, dir_fd=dir_fd)
@@ -132,7 +132,9 @@ def read_regular(
         pos = offset + len(data)
         chunks = [data]
         while limit is None or pos - offset < limit:
-            more = os.pread(fd, _PROBE if limit is None else limit - (pos - offset), pos)
+            # (A file over 2 GB comes in pieces of that size: one read is capped.)
+            ask = max(size - pos, _PROBE) if limit is None else limit - (pos - offset)
+            more = os.pread(fd, ask, pos)
             if not more:
                 break
             chunks.append(more)
