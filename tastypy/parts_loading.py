@@ -83,7 +83,7 @@ class LoadingMixin:
         if not self._n:
             raise self._unsettled()
         self._make_room()
-        part = ProgressTracker(files.part_path(self._path, index), **self._options)
+        part = ProgressTracker(files.part_dir(self._path, index), **self._options)
         if self._held:
             part.hold()
         self._open[index] = part

@@ -22,6 +22,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Final
 
+from tastypy._args import check_path
 from tastypy.codec import check_key
 from tastypy.errors import InvalidArgumentError, InvalidValueError
 from tastypy.pod import _MISSING, PersistentOrderedDict, _Setter
@@ -123,7 +124,7 @@ class ProgressTracker(
         if cls is ProgressTracker and path is not None:
             from tastypy.storage import parts
 
-            if shards is not None or parts.is_parted(os.fspath(path)):
+            if shards is not None or parts.is_parted(check_path(path)):
                 from tastypy.parts import PartedTracker
 
                 return PartedTracker(path, *args, shards=shards, **kwargs)
