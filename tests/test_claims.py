@@ -687,3 +687,28 @@ def test_ending_one_tracker_object_keeps_the_leases_another_object_holds(path, e
     finally:
         first.close()
     assert on_disk(path)["k"]["_done"]
+
+
+NOT_DONE = """
+import sys, tastypy
+with tastypy.Tracker(sys.argv[1]) as t:
+    t.mark_not_done("k")
+"""
+
+
+def test_what_this_process_knew_of_a_task_does_not_refuse_it_once_it_is_free_again(path):
+    # This process knows k is done; another process then marks it not done
+    # (as `tastypy retry` gives tries back). A try here must ask the disk,
+    # not answer from what it knew: a pool worker kept a task's old state
+    # in mind between two runs and skipped the task.
+    tracker = Tracker(path, max_tries=5)
+    try:
+        assert tracker.try_it("k")
+        tracker.mark_done("k")
+        tracker.sync()
+        assert not tracker.try_it("k")  # done
+        result = run_python(NOT_DONE, path)
+        assert result.returncode == 0, result.stderr
+        assert tracker.try_it("k") and tracker.tries("k") == 2
+    finally:
+        tracker.close()

@@ -47,25 +47,20 @@ class TryingMixin:
     ) -> bool:
         """The one place that decides whether ``key`` is tried now and counts
         the try: a transaction (:meth:`_transact`) whose decision is
-        :meth:`_decide_try`. A task this process already knows it may not
-        run (done, aborted, out of tries, leased to another) is refused
-        without one: only a yes must be decided on what is on disk."""
+        :meth:`_decide_try`, always on what is on disk: what this process
+        knew of the task may be stale (another process since ended the lease
+        it saw, or gave tries back with ``tastypy retry``)."""
         if self._closed:
             self._refuse_closed()
         span = self._lease if lease is None else _check_span(lease, "lease")
         if self._backlog:
             self._take_key(key, (key,))
-        rec = self._d.get(key)
-        if rec is None:
+        if key not in self._d:
             if not add:
                 raise self._missing(key)
             t = type(key)
             if t is not str and t is not int:
                 check_key(key)
-        else:
-            with self._sync_lock:
-                if not self._may_run(key, rec, allow_aborted):
-                    return False
         return self._transact(
             self._decide_try, (key,), args=(key, add, allow_aborted, started, span)
         )
