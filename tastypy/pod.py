@@ -23,6 +23,7 @@ from tastypy.errors import (
     InvalidValueError,
     PersistentOrderedDictException,
 )
+from tastypy.locking import LockingMixin
 from tastypy.storage import DELETED, Store, journal
 
 __all__ = ["PersistentOrderedDict", "POD"]
@@ -60,7 +61,7 @@ _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 _COMPACT_AFTER: Final = 32
 
 
-class PersistentOrderedDict(MutableMapping):
+class PersistentOrderedDict(LockingMixin, MutableMapping):
     """A dict that lives in the directory ``path`` as human-readable JSON lines.
 
     It is a full :class:`~collections.abc.MutableMapping` that keeps insertion
