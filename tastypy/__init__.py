@@ -26,6 +26,12 @@ from tastypy.pod import POD, PersistentOrderedDict
 from tastypy.storage.repair import check, repair
 from tastypy.tracker import ProgressTracker, Tracker
 
+# tastypy 0.0.3's shared objects (a server process behind a proxy) are the
+# plain classes now: any number of processes and hosts may open one POD or
+# tracker, and ``locked()``, ``lock()`` and ``unlock()`` are on both.
+SharedPersistentOrderedDict = SharedPOD = PersistentOrderedDict
+SharedProgressTracker = SharedTracker = ProgressTracker
+
 __version__ = "1.0.0.dev0"
 
 __all__ = [
@@ -44,6 +50,10 @@ __all__ = [
     "PersistentOrderedDictException",
     "PersistentOrderedDictIntegrityError",
     "ProgressTracker",
+    "SharedPOD",
+    "SharedPersistentOrderedDict",
+    "SharedProgressTracker",
+    "SharedTracker",
     "StorageError",
     "TastypyError",
     "Tracker",
