@@ -6,6 +6,7 @@
 """
 
 from tastypy.errors import (
+    CalledClosedTrackerError,
     CorruptFileError,
     DuplicateKeyError,
     FormatVersionError,
@@ -22,20 +23,24 @@ from tastypy.errors import (
     TastypyError,
 )
 from tastypy.legacy import import_legacy
-from tastypy.pod import POD, PersistentOrderedDict
+from tastypy.pod import DEFAULT_FILE_SIZE, DEFAULT_SYNC_AT, POD, PersistentOrderedDict
 from tastypy.storage.repair import check, repair
 from tastypy.tracker import ProgressTracker, Tracker
 
-# tastypy 0.0.3's shared objects (a server process behind a proxy) are the
-# plain classes now: any number of processes and hosts may open one POD or
-# tracker, and ``locked()``, ``lock()`` and ``unlock()`` are on both.
-SharedPersistentOrderedDict = SharedPOD = PersistentOrderedDict
-SharedProgressTracker = SharedTracker = ProgressTracker
+from tastypy.shared_progress_tracker import (
+    SharedPersistentOrderedDict,
+    SharedPOD,
+    SharedProgressTracker,
+    SharedTracker,
+)
 
 __version__ = "1.0.0.dev0"
 
 __all__ = [
+    "DEFAULT_FILE_SIZE",
+    "DEFAULT_SYNC_AT",
     "POD",
+    "CalledClosedTrackerError",
     "CorruptFileError",
     "DuplicateKeyError",
     "FormatVersionError",
