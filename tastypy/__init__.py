@@ -24,15 +24,14 @@ from tastypy.errors import (
 )
 from tastypy.legacy import import_legacy
 from tastypy.pod import DEFAULT_FILE_SIZE, DEFAULT_SYNC_AT, POD, PersistentOrderedDict
-from tastypy.storage.repair import check, repair
-from tastypy.tracker import ProgressTracker, Tracker
-
 from tastypy.shared_progress_tracker import (
     SharedPersistentOrderedDict,
     SharedPOD,
     SharedProgressTracker,
     SharedTracker,
 )
+from tastypy.storage.repair import check, repair
+from tastypy.tracker import ProgressTracker, Tracker
 
 __version__ = "1.0.0.dev0"
 

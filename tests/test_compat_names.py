@@ -100,7 +100,9 @@ def test_0_0_3_modules_and_constants(tmp_path):
     assert persistent_ordered_dict.POD is tastypy.POD
     assert progress_tracker.ProgressTracker is progress_tracker.Tracker is tastypy.Tracker
     assert dict(progress_tracker.DEFAULT_PROGRESS_TRACKER_MAPPING) == {
-        "_tries": 0, "_done": False, "_aborted": False
+        "_tries": 0,
+        "_done": False,
+        "_aborted": False,
     }
     assert spt.SharedTracker is spt.SharedProgressTracker is tastypy.Tracker
     assert spt.SharedPOD is spt.SharedPersistentOrderedDict is tastypy.POD

@@ -67,9 +67,7 @@ def run_adders(tmp_path, kind: str, lock: str, block: str) -> int:
         with Tracker(path, lock=lock) as tracker:
             tracker.add("k")
     go = tmp_path / "go"
-    procs = [
-        spawn_python(ADDER, path, kind, lock, block, ROUNDS, go) for _ in range(PROCS)
-    ]
+    procs = [spawn_python(ADDER, path, kind, lock, block, ROUNDS, go) for _ in range(PROCS)]
     go.touch()
     for proc in procs:
         out, err = proc.communicate(timeout=300)

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from tastypy.codec import check_key
 from tastypy.errors import InvalidArgumentError, InvalidValueError
-from tastypy.pod import DEFAULT_FILE_SIZE, DEFAULT_SYNC_AT, _MISSING, PersistentOrderedDict, _Setter
+from tastypy.pod import _MISSING, DEFAULT_FILE_SIZE, DEFAULT_SYNC_AT, PersistentOrderedDict, _Setter
 from tastypy.tracker import _common
 from tastypy.tracker._common import _DEFAULTS, _check_span, _nothing
 from tastypy.tracker.attempts import AttemptsMixin
