@@ -46,15 +46,24 @@ class LockingMixin:
         """
         if self._closed:
             self._refuse_closed()  # type: ignore[attr-defined]
-        with self._sync_lock, self._store.holding():
-            # A transaction with nothing new to write: takes in what others
-            # wrote (and writes what this process changed before the block).
-            self._sync(durable=False)  # type: ignore[attr-defined]
+        store = self._store
+        with self._sync_lock:
             try:
-                yield self
+                with store.holding():
+                    # A transaction with nothing new to write: takes in what
+                    # others wrote (and writes what this process changed
+                    # before the block).
+                    self._sync(durable=False)  # type: ignore[attr-defined]
+                    try:
+                        yield self
+                    finally:
+                        if not self._closed:
+                            self._sync()  # type: ignore[attr-defined]
             finally:
-                if not self._closed:
-                    self._sync()  # type: ignore[attr-defined]
+                if self._closed and not store.held:
+                    # Closed inside the block: the descriptors are given
+                    # back once the lock is released (close() left them).
+                    store.close()
 
     #: The name diskcache gives the same block (``with cache.transact():``).
     transact = locked

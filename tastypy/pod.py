@@ -622,7 +622,8 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
             # Reads of a closed POD still work; they must not try to sync.
             self._held = True
             _exit.unregister(self)
-            self._store.close()
+            if not self._store.held:  # else at the end of locked()
+                self._store.close()
 
     def __enter__(self) -> PersistentOrderedDict:
         return self

@@ -168,3 +168,18 @@ def test_closed_pod_refuses_the_block(tmp_path):
     with pytest.raises(PersistentOrderedDictException, match="closed"):
         with pod.locked():
             pass
+
+
+@pytest.mark.parametrize("lock", ["posix", "soft"])
+def test_closing_inside_the_block_writes_and_releases_the_lock(tmp_path, lock):
+    path = tmp_path / "t"
+    tracker = Tracker(path, lock=lock)
+    with tracker.locked():
+        tracker.add("x")
+        tracker.close()
+    assert tracker.closed
+    # Another handle (its own descriptor of the lock file) takes the lock at once.
+    with Tracker(path, lock=lock, lock_timeout=5) as again:
+        assert "x" in again
+        again.mark_done("x")
+        again.sync()
