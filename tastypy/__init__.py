@@ -6,6 +6,7 @@
 """
 
 from tastypy.errors import (
+    CalledClosedTrackerError,
     CorruptFileError,
     DuplicateKeyError,
     FormatVersionError,
@@ -22,14 +23,23 @@ from tastypy.errors import (
     TastypyError,
 )
 from tastypy.legacy import import_legacy
-from tastypy.pod import POD, PersistentOrderedDict
+from tastypy.pod import DEFAULT_FILE_SIZE, DEFAULT_SYNC_AT, POD, PersistentOrderedDict
+from tastypy.shared_progress_tracker import (
+    SharedPersistentOrderedDict,
+    SharedPOD,
+    SharedProgressTracker,
+    SharedTracker,
+)
 from tastypy.storage.repair import check, repair
 from tastypy.tracker import ProgressTracker, Tracker
 
 __version__ = "1.0.0.dev0"
 
 __all__ = [
+    "DEFAULT_FILE_SIZE",
+    "DEFAULT_SYNC_AT",
     "POD",
+    "CalledClosedTrackerError",
     "CorruptFileError",
     "DuplicateKeyError",
     "FormatVersionError",
@@ -44,6 +54,10 @@ __all__ = [
     "PersistentOrderedDictException",
     "PersistentOrderedDictIntegrityError",
     "ProgressTracker",
+    "SharedPOD",
+    "SharedPersistentOrderedDict",
+    "SharedProgressTracker",
+    "SharedTracker",
     "StorageError",
     "TastypyError",
     "Tracker",

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidValueError",
     "PersistentOrderedDictException",
     "PersistentOrderedDictIntegrityError",
+    "CalledClosedTrackerError",
     "FlowError",
 ]
 
@@ -41,8 +42,19 @@ class NotAPODError(TastypyError, ValueError):
     """The path exists but does not hold a tastypy POD."""
 
 
-class CorruptFileError(TastypyError, ValueError):
-    """A file of the POD holds something that is not a valid record."""
+class PersistentOrderedDictException(TastypyError):
+    """Name kept from tastypy 0.0.3; raised for misuse of a POD or tracker."""
+
+
+class PersistentOrderedDictIntegrityError(PersistentOrderedDictException, ValueError):
+    """Name kept from tastypy 0.0.3 for a damaged file: every
+    :class:`CorruptFileError` is one, so ``except`` clauses written for 0.0.3
+    catch what a corrupt file raises now."""
+
+
+class CorruptFileError(PersistentOrderedDictIntegrityError):
+    """A file of the POD holds something that is not a valid record. Also a
+    ``ValueError`` and a :class:`PersistentOrderedDictIntegrityError` (0.0.3's name)."""
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None):
         super().__init__(message)
@@ -71,10 +83,11 @@ class InvalidArgumentError(TastypyError, ValueError, TypeError):
     (``sync_at=0``, ``file_size="big"``...). Also a ``ValueError`` and a ``TypeError``."""
 
 
-class InvalidKeyError(TastypyError, TypeError):
+class InvalidKeyError(TastypyError, TypeError, ValueError):
     """A key that a POD cannot store: not a ``str``, an ``int`` (``bool`` is refused)
     or a tuple of those, or one JSON cannot spell (an int beyond 64 bits, a lone
-    surrogate). Raised by the line that tried it; nothing is changed."""
+    surrogate). Raised by the line that tried it; nothing is changed. Both a
+    ``TypeError`` and a ``ValueError`` (what 0.0.3 raised for a bad key)."""
 
 
 class InvalidValueError(TastypyError, TypeError, ValueError):
@@ -86,12 +99,9 @@ class InvalidValueError(TastypyError, TypeError, ValueError):
     """
 
 
-class PersistentOrderedDictException(TastypyError):
-    """Name kept from tastypy 0.0.3; raised for misuse of a POD or tracker."""
-
-
-class PersistentOrderedDictIntegrityError(PersistentOrderedDictException, CorruptFileError):
-    """Name kept from tastypy 0.0.3; an alias of a corrupt-file problem."""
+class CalledClosedTrackerError(PersistentOrderedDictException):
+    """A closed POD or tracker was asked to change (name from 0.0.3, whose
+    shared tracker raised it once closed); reopen it to change it."""
 
 
 class DuplicateKeyError(PersistentOrderedDictException, KeyError):

@@ -20,13 +20,21 @@ from tastypy.codec import (
     record_line,
 )
 from tastypy.errors import (
+    CalledClosedTrackerError,
     InvalidArgumentError,
     InvalidValueError,
-    PersistentOrderedDictException,
+    KindMismatchError,
 )
+from tastypy.locking import LockingMixin
+from tastypy.pod_compat import PODCompatMixin
 from tastypy.storage import DELETED, Store, journal
 
-__all__ = ["PersistentOrderedDict", "POD"]
+__all__ = ["PersistentOrderedDict", "POD", "DEFAULT_FILE_SIZE", "DEFAULT_SYNC_AT"]
+
+#: The defaults of ``file_size`` (accepted, no effect) and ``sync_at``, under
+#: the names tastypy 0.0.3 exported them by.
+DEFAULT_FILE_SIZE: Final = 1000
+DEFAULT_SYNC_AT: Final = 1000
 
 log = logging.getLogger("tastypy")
 
@@ -61,7 +69,7 @@ _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 _COMPACT_AFTER: Final = 32
 
 
-class PersistentOrderedDict(MutableMapping):
+class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
     """A dict that lives in the directory ``path`` as human-readable JSON lines.
 
     It is a full :class:`~collections.abc.MutableMapping` that keeps insertion
@@ -93,8 +101,8 @@ class PersistentOrderedDict(MutableMapping):
         path: str | os.PathLike[str],
         init: Mapping | Any = None,
         gzipped: bool = False,
-        file_size: int = 1000,
-        sync_at: int = 1000,
+        file_size: int = DEFAULT_FILE_SIZE,
+        sync_at: int = DEFAULT_SYNC_AT,
         clone: bool = True,
         *,
         lock: str = "auto",
@@ -318,14 +326,19 @@ class PersistentOrderedDict(MutableMapping):
         """Same as ``iter(pod.items())``; kept for code written for tastypy 0.0.3."""
         return iter(self.items())
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        """Like ``dict.update``. ``pod.update(key)`` with one existing key, as in
-        the 0.0.3 manual, syncs that key instead (see :meth:`sync_key`)."""
-        if len(args) == 1 and not kwargs and type(args[0]) in (str, int):
-            if args[0] in self._data:
-                self.sync_key(args[0])
+    def update(self, *mappings: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Like ``dict.update``, taking several mappings (or iterables of
+        pairs) as 0.0.3 did: the ones further right win, keyword arguments
+        last. ``pod.update(key)`` with one existing key, as in the 0.0.3
+        manual, syncs that key instead (see :meth:`sync_key`)."""
+        if len(mappings) == 1 and not kwargs and type(mappings[0]) in (str, int):
+            if mappings[0] in self._data:
+                self.sync_key(mappings[0])
                 return
-        super().update(*args, **kwargs)
+        for mapping in mappings:
+            super().update(mapping)
+        if kwargs:
+            super().update(kwargs)
 
     def clear(self) -> None:
         with self.holding():
@@ -469,7 +482,16 @@ class PersistentOrderedDict(MutableMapping):
                 self._replaced(key, old, value)
 
     def _reload(self, ours: set) -> None:
-        """Load the disk afresh (a compaction ran elsewhere), keeping local changes."""
+        """Load the disk afresh (a compaction ran elsewhere), keeping local
+        changes. Refused if the compaction made the directory another kind's
+        (``convert_to_tracker`` elsewhere): our records would not fit it."""
+        kind = self._store._manifest().get("kind")
+        if kind != self._KIND:
+            raise KindMismatchError(
+                f"{self.path} was made a {kind!r} by another process (convert_to_tracker) "
+                f"while open here as a {self._KIND!r}; nothing was written. Open it again "
+                "with " + ("tastypy.Tracker" if kind == "tracker" else "tastypy.POD") + "."
+            )
         local = self._data
         data = self._store.load()
         # A dict, not a set: keys new here are put back in the order they came.
@@ -604,7 +626,8 @@ class PersistentOrderedDict(MutableMapping):
             # Reads of a closed POD still work; they must not try to sync.
             self._held = True
             _exit.unregister(self)
-            self._store.close()
+            if not self._store.held:  # else at the end of locked()
+                self._store.close()
 
     def __enter__(self) -> PersistentOrderedDict:
         return self
@@ -630,7 +653,7 @@ class PersistentOrderedDict(MutableMapping):
             pass
 
     def _refuse_closed(self) -> None:
-        raise PersistentOrderedDictException(
+        raise CalledClosedTrackerError(
             f"{self!r} is closed; open it again with {type(self).__name__}(path) to change it."
         )
 

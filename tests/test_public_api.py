@@ -37,7 +37,14 @@ REQUIRED = {
 }
 
 #: Aliases that come in pairs: if one is public, so is the other.
-PAIRS = [("POD", "PersistentOrderedDict"), ("Tracker", "ProgressTracker")]
+PAIRS = [
+    ("POD", "PersistentOrderedDict"),
+    ("Tracker", "ProgressTracker"),
+    ("SharedPOD", "POD"),
+    ("SharedPersistentOrderedDict", "POD"),
+    ("SharedTracker", "Tracker"),
+    ("SharedProgressTracker", "Tracker"),
+]
 
 
 def documentation() -> str:

@@ -184,6 +184,8 @@ class Store(SharedLog):
         #: failed), whether or not this client shows them yet.
         self._exists_below = 0
         self.fault: Callable[[str], None] = _faults.HOOK
+        #: How many :meth:`holding` blocks are open (nested ones count).
+        self._holds = 0
         self._make_directory()
         # Writing by name to a directory moved away (and perhaps replaced)
         # since would write to another POD: _manifest checks this first.
@@ -234,6 +236,25 @@ class Store(SharedLog):
     def locked(self) -> Iterator[None]:
         with self._lock.held():
             yield
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the directory lock across several transactions (``with
+        pod.locked():``): every :meth:`transaction` inside runs under this
+        hold, not the kept-open journal's own lock, whose ``flock`` is taken
+        on another descriptor of the lock file and would wait for this one
+        for ever. Re-entrant; the other threads of the process wait."""
+        with self.locked():
+            self._holds += 1
+            try:
+                yield
+            finally:
+                self._holds -= 1
+
+    @property
+    def held(self) -> bool:
+        """Whether a :meth:`holding` block of this process is open."""
+        return self._holds > 0
 
     @property
     def lock_path(self) -> str:
@@ -507,7 +528,16 @@ class Store(SharedLog):
         taken back, and the transaction runs again on what it committed.
 
         Afterwards, still under the lock, the journal is folded into a new
-        snapshot if it is mostly stale, or with ``compact=True`` always."""
+        snapshot if it is mostly stale, or with ``compact=True`` always.
+
+        Inside :meth:`holding`, it runs under that hold: nobody else can
+        commit, so nothing is taken in early and no race is retried (on the
+        shared store, a commit raced there means the lock does not exclude
+        the other writer, and :class:`CommitRaced` is raised)."""
+        if self._holds:
+            with self.locked():
+                self._transaction_locked(writer, durable, compact)
+            return
         if not (durable or compact or self.shared) and self.tail.usable:
             if self.tail.transaction(writer):
                 return

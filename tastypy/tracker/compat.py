@@ -40,6 +40,13 @@ class CompatMixin:
         """Whether the task is done (False if it is not there), as in the 0.0.3 manual."""
         return self.done(key)
 
+    def convert_to_tracker(self, max_tries: Any = None) -> Any:
+        """A tracker is one already (``POD.convert_to_tracker`` makes one):
+        returns itself, with ``max_tries`` set when given."""
+        if max_tries is not None:
+            self.max_tries = max_tries
+        return self
+
     # -- tries counted by hand ---------------------------------------------------
 
     def increment_tries(self, key: Any) -> None:

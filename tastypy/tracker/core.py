@@ -25,7 +25,7 @@ from typing import Any, Final
 from tastypy._args import check_path
 from tastypy.codec import check_key
 from tastypy.errors import InvalidArgumentError, InvalidValueError
-from tastypy.pod import _MISSING, PersistentOrderedDict, _Setter
+from tastypy.pod import _MISSING, DEFAULT_FILE_SIZE, DEFAULT_SYNC_AT, PersistentOrderedDict, _Setter
 from tastypy.tracker import _common
 from tastypy.tracker._common import _DEFAULTS, _check_span, _nothing
 from tastypy.tracker.attempts import AttemptsMixin
@@ -136,8 +136,8 @@ class ProgressTracker(
         max_tries: int | None = 0,
         init: Mapping | Any = None,
         gzipped: bool = False,
-        file_size: int = 1000,
-        sync_at: int = 1000,
+        file_size: int = DEFAULT_FILE_SIZE,
+        sync_at: int = DEFAULT_SYNC_AT,
         clone: bool = True,
         *,
         lock: str = "auto",
@@ -326,15 +326,15 @@ class ProgressTracker(
         Each value is a dict merged into the key's record (``dict.update``);
         a key not there yet is added first. So ``tracker.update({"a":
         {"_done": True}})`` marks ``a`` done and keeps its tries. Everything
-        is checked before anything changes. ``tracker.update(key)``, with one
-        existing key, syncs that key (see :meth:`sync_key`).
+        is checked before anything changes. Several mappings (or iterables
+        of pairs) are merged in turn, keyword arguments last, as in 0.0.3.
+        ``tracker.update(key)``, with one existing key, syncs that key (see
+        :meth:`sync_key`).
         """
         if len(args) == 1 and not kwargs and type(args[0]) in (str, int):
             if args[0] in self._data:
                 self.sync_key(args[0])
                 return
-        if len(args) > 1:
-            raise TypeError(f"update expected at most 1 positional argument, got {len(args)}")
         items: list = []
         for arg in args:
             if isinstance(arg, Mapping):
@@ -344,7 +344,7 @@ class ProgressTracker(
             else:
                 items.extend(arg)
         items.extend(kwargs.items())
-        merged = []
+        merged: dict = {}  # a key in several mappings: merged in turn
         data = self._data
         for key, value in items:
             t = type(key)
@@ -355,7 +355,7 @@ class ProgressTracker(
                     f"tracker.update merges dicts into records; the value for key {key!r} is "
                     f"a {type(value).__name__} ({value!r:.60})."
                 )
-            old = data.get(key)
+            old = merged.get(key, data.get(key))
             record = dict(old) if type(old) is dict else dict(_DEFAULTS)
             record.update(value)
             if record.get("_done") is True and "_lease_until" not in value:
@@ -363,9 +363,9 @@ class ProgressTracker(
                 record.pop("_lease_until", None)
                 record.pop("_holder", None)
             _check_record(key, record)
-            merged.append((key, record))
+            merged[key] = record
         with self.holding():
-            for key, record in merged:
+            for key, record in merged.items():
                 self[key] = record
 
 
