@@ -5,10 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import time
 import pwd
 import shutil
 import tempfile
+import time
 
 import pytest
 from conftest import run_python
