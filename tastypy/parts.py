@@ -29,7 +29,8 @@ from tastypy.parts_run import Running
 from tastypy.storage import parts as files
 from tastypy.storage.fsdetect import choose_lock
 from tastypy.storage.peek import Peeker
-from tastypy.tracker import DEFAULT_LEASE, ProgressTracker
+from tastypy.tracker import DEFAULT_LEASE, ProgressTracker, settings
+from tastypy.tracker.counters import pace
 
 __all__ = ["PartedTracker", "Slice", "split"]
 
@@ -61,6 +62,12 @@ _EMPTY_STATS: Final = {
     "leased": 0,
     "expired": 0,
     "tries": {},
+    "leased_by": {},
+    "recent_done": 0,
+    "recent_since": None,
+    "last_done": None,
+    "rate": None,
+    "eta": None,
 }
 
 
@@ -83,6 +90,18 @@ def _add_stats(into: dict, stats: dict) -> None:
                 if isinstance(tries, str) and tries.lstrip("-").isdigit():
                     tries = int(tries)
                 hist[tries] = hist.get(tries, 0) + count
+        elif name == "leased_by":
+            holders = into["leased_by"]
+            for holder, count in value.items():
+                holders[holder] = holders.get(holder, 0) + count
+        elif name in ("recent_since", "last_done"):
+            # Times as text (ISO 8601, UTC): the earliest, the latest.
+            if value is not None and (
+                into[name] is None or (value < into[name]) == (name == "recent_since")
+            ):
+                into[name] = value
+        elif name in ("rate", "eta"):
+            continue  # of the sums, once they are made
         elif name in into:
             into[name] += value
 
@@ -111,7 +130,7 @@ class PartedTracker(Running, MutableMapping):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        max_tries: int | None = 0,
+        max_tries: int | None = None,
         init: Mapping | Any = None,
         gzipped: bool = False,
         file_size: int = 1000,
@@ -120,11 +139,14 @@ class PartedTracker(Running, MutableMapping):
         *,
         lock: str = "auto",
         lock_timeout: float = 600.0,
-        lease: float | None = DEFAULT_LEASE,
+        lease: float | None = None,
         storage: str | None = None,
         shards: int | str | None = None,
     ):
         self._closed = True
+        # As given: the tracker's stored settings are read (and these stored)
+        # once its directory exists, in _fix.
+        self._given = (max_tries, lease)
         self._path = os.path.abspath(os.fspath(path))
         if shards != "auto" and shards is not None:
             files.check_parts(shards)
@@ -144,13 +166,13 @@ class PartedTracker(Running, MutableMapping):
                 "the count is fixed when the tracker is made. Open it without shards=."
             )
         self._options = {
-            "max_tries": max_tries,
+            "max_tries": 0 if max_tries is None else settings.check_max_tries(max_tries),
             "gzipped": gzipped,
             "file_size": file_size,
             "sync_at": sync_at,
             "lock": lock,
             "lock_timeout": lock_timeout,
-            "lease": lease,
+            "lease": DEFAULT_LEASE if lease is None else settings.check_lease(lease),
             "storage": storage,
         }
         # Open parts, least recently used first.
@@ -178,6 +200,10 @@ class PartedTracker(Running, MutableMapping):
     # -- the part count ----------------------------------------------------------
 
     def _fix(self, manifest: dict) -> None:
+        # One set of settings for all parts, stored at the top (parts store none).
+        self._options["max_tries"], self._options["lease"] = settings.resolve(
+            self._path, *self._given
+        )
         self._parts = manifest["parts"]
         self._claim_at = files.key_hash(self.holder.encode()) % self._parts
 
@@ -224,20 +250,24 @@ class PartedTracker(Running, MutableMapping):
 
     @property
     def max_tries(self) -> int:
-        return self._options["max_tries"] or 0
+        """How many tries a task gets (0: no limit); see ProgressTracker.max_tries."""
+        return self._options["max_tries"]
 
     @max_tries.setter
     def max_tries(self, value: int | None) -> None:
+        value = 0 if value is None else settings.check_max_tries(value)
         for part in self._open.values():
             part.max_tries = value
         self._options["max_tries"] = value
 
     @property
     def lease(self) -> float:
-        return self._options["lease"] or DEFAULT_LEASE
+        """Seconds a claimed task stays leased; see ProgressTracker.lease."""
+        return self._options["lease"]
 
     @lease.setter
     def lease(self, value: float) -> None:
+        value = settings.check_lease(value)
         for part in self._open.values():
             part.lease = value
         self._options["lease"] = value
@@ -267,7 +297,13 @@ class PartedTracker(Running, MutableMapping):
         if not self._n:
             raise self._unsettled()
         self._make_room()
-        part = ProgressTracker(files.part_path(self._path, index), **self._options)
+        options = self._options
+        # The settings are the top's: a part stores none of its own.
+        part = ProgressTracker(
+            files.part_path(self._path, index), **{**options, "max_tries": None, "lease": None}
+        )
+        part.max_tries = options["max_tries"]
+        part.lease = options["lease"]
         if self._held:
             part.hold()
         self._open[index] = part
@@ -376,13 +412,15 @@ class PartedTracker(Running, MutableMapping):
             return part.stats(), part.num_tried()
 
     def _totals(self, exact: bool = False) -> dict:
-        totals = dict(_EMPTY_STATS, tries={}, tried=0)
+        totals = dict(_EMPTY_STATS, tries={}, leased_by={}, tried=0)
         for index in range(self._n):
             stats, tried = self._part_stats(index, exact)
             _add_stats(totals, stats)
             totals["tried"] += tried
         hist = totals["tries"]
         totals["tries"] = dict(sorted(hist.items(), key=lambda kv: (str(type(kv[0])), kv[0])))
+        totals["leased_by"] = dict(sorted(totals["leased_by"].items()))
+        totals["rate"], totals["eta"] = pace(totals, time.time())
         return totals
 
     def stats(self, exact: bool = False) -> dict:
@@ -571,9 +609,37 @@ class PartedTracker(Running, MutableMapping):
         """Extend this process's leases of ``keys`` (see :meth:`ProgressTracker.renew`)."""
         return self._each_part(keys, lambda p, g: p.renew(g, lease))
 
-    def bump(self, keys: Iterable, lease: float = 0) -> None:
+    def bump(self, keys: Iterable, lease: float = 0) -> list:
         """Move tasks ahead (see :meth:`ProgressTracker.bump`)."""
-        self._each_part(keys, lambda p, g: p.bump(g, lease))
+        return self._each_part(keys, lambda p, g: p.bump(g, lease))
+
+    def retry(self, keys: Iterable) -> list:
+        """Give the tasks their tries back (see :meth:`ProgressTracker.retry`)."""
+        return self._each_part(keys, lambda p, g: p.retry(g))
+
+    def end_leases(
+        self, holder: str | None = None, *, expired: bool = False, keys: Iterable | None = None
+    ) -> list:
+        """End other processes' leases now (see :meth:`ProgressTracker.end_leases`);
+        without ``keys``, in every part."""
+        if keys is not None:
+            return self._each_part(keys, lambda p, g: p.end_leases(holder, expired=expired, keys=g))
+        out: list = []
+        for index in range(self._n):
+            with self._visiting(index) as part:
+                if part is not None:
+                    out += part.end_leases(holder, expired=expired)
+        return out
+
+    def errors(self) -> dict:
+        """The last error of each task not done whose last attempt raised
+        (see :meth:`ProgressTracker.errors`), part by part."""
+        out: dict = {}
+        for index in range(self._n):
+            with self._visiting(index) as part:
+                if part is not None:
+                    out.update(part.errors())
+        return out
 
     def lease_info(self, keys: Iterable | None = None) -> dict:
         """Leases of ``keys``, or of every task with one (visits every part)."""
@@ -779,6 +845,7 @@ def _per_part_iter(name: str) -> Callable:
 
 
 for _name in (
+    "failed_keys",
     "todo_items",
     "todo_values",
     "try_keys",

@@ -592,7 +592,7 @@ def test_stats_partitions_the_tasks(mixed):
         with task:
             pass
     stats = mixed.stats()
-    assert stats == {
+    assert {k: stats[k] for k in COUNTS} == {
         "total": 6,
         "done": 2,
         "todo": 2,
@@ -602,9 +602,19 @@ def test_stats_partitions_the_tasks(mixed):
         "leased": 2,  # tried here, not done: leased to this process (docs/leases.md)
         "expired": 0,
         "tries": {0: 3, 1: 2, 2: 1},
+        "leased_by": {mixed.holder: 2},
+        "recent_done": 1,  # "f": the only one whose attempt recorded its end
     }
+    assert stats["last_done"] == stats["recent_since"] == mixed["f"]["_ended"]
     assert type(stats) is dict
     assert sum(stats[k] for k in ("done", "todo", "failed", "aborted", "in_progress")) == 6
+
+
+#: The counts of stats(); the other keys are times and the rate.
+COUNTS = (
+    "total", "done", "todo", "failed", "aborted", "in_progress", "leased", "expired", "tries",
+    "leased_by", "recent_done",
+)  # fmt: skip
 
 
 def test_stats_of_an_empty_tracker(open_tracker):
@@ -618,6 +628,12 @@ def test_stats_of_an_empty_tracker(open_tracker):
         "leased": 0,
         "expired": 0,
         "tries": {},
+        "leased_by": {},
+        "recent_done": 0,
+        "recent_since": None,
+        "last_done": None,
+        "rate": None,
+        "eta": 0.0,
     }
 
 

@@ -27,12 +27,16 @@ JOURNAL_VERSION: Final = 1
 COMMITS_VERSION: Final = 2
 MANIFEST: Final = "manifest.json"
 LOCK_FILE: Final = "tastypy.lock"
+#: A tracker's stored settings (``max_tries``, ``lease``): beside the
+#: manifest, not in it, since a compaction writes the manifest afresh.
+SETTINGS: Final = "tracker.json"
+SETTINGS_FORMAT: Final = "tastypy-tracker-settings"
 
 _LEGACY_SHARD = re.compile(r"^\d+\.json(\.gz)?$")
 _DATA_FILE = re.compile(r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|commits-\d{6,})$")
 _COMMITS_DIR = re.compile(r"^commits-\d{6,}$")
 _TEMP_FILE = re.compile(
-    r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|manifest\.json)\.\d+\.tmp$"
+    r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|manifest\.json|tracker\.json)\.\d+\.tmp$"
 )
 
 
@@ -224,6 +228,43 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
             path,
         )
     return manifest
+
+
+def write_settings(directory: str, settings: dict) -> None:
+    """Write a tracker's stored settings (``tracker.json``) atomically."""
+    body = {"format": SETTINGS_FORMAT, "version": 1, **settings}
+    data = orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    write_atomic(os.path.join(directory, SETTINGS), data, label="settings")
+
+
+def read_settings(directory: str) -> dict[str, Any] | None:
+    """A tracker's stored settings, or None when it has none (made by a
+    tastypy that did not store them, or never given any).
+
+    A file that cannot be read as settings is an error naming it: a tracker
+    opened with wrong settings (no limit of tries, a lease of an hour) would
+    hand out tasks its workers were told to give up.
+    """
+    path = os.path.join(directory, SETTINGS)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        settings = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        settings = exc
+    if not isinstance(settings, dict) or settings.get("format") != SETTINGS_FORMAT:
+        raise CorruptFileError(
+            f"{path} is not a tastypy tracker's settings file. Delete it, then open the "
+            "tracker once with its settings, e.g. Tracker(path, max_tries=3, lease=120), "
+            "to write it again.",
+            path,
+        )
+    return settings
 
 
 def check_directory(directory: str) -> None:
