@@ -27,36 +27,34 @@ _ROWS: Final = 50
 
 def add_commands(sub: Any) -> None:
     """Add this module's subcommands to the ``tastypy`` parser."""
-    stats = sub.add_parser(
-        "stats",
-        help="where a tracker's job stands: counts, leases by holder, rate, ETA",
-    )
-    stats.add_argument(
+    helps = {
+        "stats": "where a tracker's job stands: counts, leases by holder, rate, ETA",
+        "failed": "failed tasks, and tasks whose last attempt raised, with the last error",
+        "leases": "the leases now: key, holder, seconds left",
+        "release": "end leases now, keeping the tries (to recover the tasks of a dead host)",
+        "retry": "give tasks their tries back, so that they run again",
+        "watch": "a live progress bar of a running job, until it is done",
+    }
+    made = {}
+    for name, text in helps.items():
+        made[name] = command = sub.add_parser(name, help=text)
+        command.add_argument("path", help="the tracker's directory")
+        _common_options(command)
+    made["stats"].add_argument(
         "--exact",
         action="store_true",
         help="(a tracker in parts) count again the parts written since their summary",
     )
-    failed = sub.add_parser(
-        "failed", help="failed tasks, and tasks whose last attempt raised, with the last error"
-    )
-    leases = sub.add_parser("leases", help="the leases now: key, holder, seconds left")
-    release = sub.add_parser(
-        "release",
-        help="end leases now, keeping the tries (to recover the tasks of a dead host)",
-    )
-    which = release.add_mutually_exclusive_group(required=True)
+    which = made["release"].add_mutually_exclusive_group(required=True)
     which.add_argument("--holder", metavar="HOST[:PID]", help="the leases of that holder")
     which.add_argument("--expired", action="store_true", help="the leases that ran out")
     which.add_argument("--all", action="store_true", help="every lease (live workers' too)")
-    retry = sub.add_parser("retry", help="give tasks their tries back, so that they run again")
+    retry = made["retry"]
     retry.add_argument("keys", nargs="*", metavar="KEY", help="the tasks (as tastypy shows them)")
     retry.add_argument("--failed", action="store_true", help="every failed task")
-    watch = sub.add_parser("watch", help="a live progress bar of a running job, until it is done")
+    watch = made["watch"]
     watch.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
     watch.add_argument("--plain", action="store_true", help="a line per look, not a tqdm bar")
-    for command in (stats, failed, leases, release, retry, watch):
-        command.add_argument("path", help="the tracker's directory")
-        _common_options(command)
     legacy = sub.add_parser(
         "import-legacy", help="copy a POD or tracker of tastypy 0.0.3 into a new one"
     )

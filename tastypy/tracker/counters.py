@@ -52,6 +52,12 @@ def pace(stats: dict, now: float) -> tuple[float | None, float | None]:
     return round(rate, 3), round(left / rate, 1)
 
 
+def _out_of_tries(rec: dict, max_tries: int) -> bool:
+    """Whether the task of ``rec`` was tried ``max_tries`` times (0: never)."""
+    tries = rec.get("_tries", 0)
+    return bool(max_tries) and type(tries) is int and tries >= max_tries
+
+
 def _contrib(rec: Any) -> int:
     """The counter bits of one record (0 for anything that is not a record)."""
     try:
@@ -203,7 +209,8 @@ class CountersMixin:
         """Where the job stands, as a plain dict.
 
         Every task is in exactly one of ``done``, ``aborted`` (and not
-        done), ``failed`` (tried ``max_tries`` times without success),
+        done), ``failed`` (tried ``max_tries`` times without success, and
+        not running its last try now),
         ``in_progress`` (an attempt started by :meth:`attempts` that has not
         ended: running now, or cut short by a crash) and ``todo`` (the
         rest: still to try). ``tries`` maps a number of tries to how many
@@ -248,8 +255,10 @@ class CountersMixin:
                     if since is None or ended < since:
                         since = ended
                 continue
+            live = False
             if type(rec.get("_lease_until")) in (int, float):
-                if records.lease_runs(rec, records.NOBODY, now, gone):
+                live = records.lease_runs(rec, records.NOBODY, now, gone)
+                if live:
                     leased += 1
                     holder = rec.get("_holder")
                     if type(holder) is str:
@@ -258,7 +267,7 @@ class CountersMixin:
                     expired += 1
             if rec.get("_aborted"):
                 aborted += 1
-            elif max_tries and type(tries) is int and tries >= max_tries:
+            elif _out_of_tries(rec, max_tries) and not live:
                 failed += 1
             elif "_started" in rec and "_ended" not in rec:
                 running += 1
@@ -285,20 +294,22 @@ class CountersMixin:
 
     def failed_keys(self) -> Iterator:
         """The keys of failed tasks, in order: tried :attr:`max_tries` times
-        without success (not done, not aborted), as :meth:`stats` counts
-        them. ``tastypy failed PATH`` lists them, with :meth:`errors`."""
+        without success (not done, not aborted, and not running its last
+        try now under a live lease), as :meth:`stats` counts them. ``tastypy failed PATH`` lists them, with :meth:`errors`."""
         max_tries = self._max_tries
         if not max_tries:
             return
         data = self._data
+        now = self._clock()
+        gone = _gone_memo()
         for key in list(data):
             rec = data.get(key)
             if (
                 type(rec) is dict
                 and not rec.get("_done")
                 and not rec.get("_aborted")
-                and type(rec.get("_tries")) is int
-                and rec["_tries"] >= max_tries
+                and _out_of_tries(rec, max_tries)
+                and not records.lease_runs(rec, records.NOBODY, now, gone)
             ):
                 yield key
 
