@@ -295,7 +295,8 @@ class CountersMixin:
     def failed_keys(self) -> Iterator:
         """The keys of failed tasks, in order: tried :attr:`max_tries` times
         without success (not done, not aborted, and not running its last
-        try now under a live lease), as :meth:`stats` counts them. ``tastypy failed PATH`` lists them, with :meth:`errors`."""
+        try now under a live lease), as :meth:`stats` counts them.
+        ``tastypy failed PATH`` lists them, with :meth:`errors`."""
         max_tries = self._max_tries
         if not max_tries:
             return
