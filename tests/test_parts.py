@@ -331,7 +331,7 @@ def test_the_cli_counts_a_parted_tracker_from_its_summaries(tmp_path):
     with Tracker(path) as tracker:
         for key in tracker.claim(20):
             tracker.mark_done(key)
-    out = cli("stats", path)
+    out = cli("stats", path, "--json")
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
     assert stats["total"] == 300 and stats["done"] == 20 and stats["parts"] == 3
