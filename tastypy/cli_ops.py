@@ -168,7 +168,8 @@ def _stats_table(s: dict) -> str:
     row("expired", s["expired"], "leases that ran out (dead or stopped holders)")
     if s.get("rate"):
         lines.append(f"  {'rate':<12}{s['rate']:>12,.1f}  tasks/s over the last 10 minutes")
-        eta = "done" if s["eta"] == 0 else str(datetime.timedelta(seconds=round(s["eta"])))
+        left = s["todo"] + s["in_progress"]
+        eta = str(datetime.timedelta(seconds=round(s["eta"]))) if left else "nothing left to run"
         lines.append(f"  {'ETA':<12}{eta:>12}")
     else:
         lines.append(
