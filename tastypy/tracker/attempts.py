@@ -206,8 +206,11 @@ class AttemptsMixin:
         the workers must see the same filesystem), claims each task as
         :meth:`try_it` does, runs ``fn(key)``, and writes the outcome to
         the task's record before reporting back: done, with ``fn``'s return
-        value (if not None, and JSON) in ``record[result_field]``; or
-        failed, with the error in ``_error`` as :meth:`attempts` records it.
+        value (if not None) in ``record[result_field]``; or failed, with
+        the error in ``_error`` as :meth:`attempts` records it. A value the
+        codec refuses (what JSON cannot hold: a set, a ``datetime``, NaN)
+        fails its task with ``InvalidValueError`` naming the key and the
+        type, and the run goes on.
         So what was done survives a crash of this process, and calling
         ``run`` again does only what is left (tasks of a dead worker come
         back as their leases end, at once for a worker of this host).
