@@ -219,12 +219,16 @@ def _failed(tracker: Any, args: argparse.Namespace) -> int:
 
 
 def _leases(tracker: Any, args: argparse.Namespace) -> int:
+    from tastypy._identity import holder_gone
+
     info = tracker.lease_info()
     rows = [
         {
             "key": key,
             "holder": lease.holder,
             "expires_in": lease.lease_left,
+            # A holder of this host whose process is gone: its lease is void now.
+            "holder_gone": holder_gone(lease.holder),
             "tries": lease.tries,
             "done": lease.done,
         }
@@ -240,6 +244,8 @@ def _leases(tracker: Any, args: argparse.Namespace) -> int:
     for row in rows[:_ROWS]:
         left = "" if row["expires_in"] is None else f"{row['expires_in']:.1f}"
         holder = row["holder"] or "(bump)"
+        if row["holder_gone"]:
+            holder += " (gone)"
         print(f"{_show(row['key']):<24} {holder:<40} {left:>10}")
     _more(len(rows))
     return 0

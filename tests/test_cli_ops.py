@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -182,8 +183,22 @@ def test_leases_show_holder_and_time_left_negative_once_expired(job):
         assert by_key[key]["holder"] == holder("node-c", c_pid)
         assert by_key[key]["expires_in"] < 0
     assert [r["expires_in"] for r in rows] == sorted(r["expires_in"] for r in rows)
+    assert not any(r["holder_gone"] for r in rows)  # of other hosts: nobody here can tell
     table = tastypy_cmd("leases", job["path"]).stdout.splitlines()
     assert table[0].split() == ["key", "holder", "expires_in"] and len(table) == 8
+
+
+def test_leases_mark_a_holder_of_this_host_that_is_gone(tmp_path):
+    path = tmp_path / "t"
+    worker(path, {"add": ["a", "b"]})
+    got, pid = killed_holder(path, {"claim": 1}, socket.gethostname())
+    [row] = as_json("leases", path)
+    assert (row["key"], row["holder"], row["holder_gone"]) == (
+        "a",
+        holder(socket.gethostname(), pid),
+        True,
+    )
+    assert "(gone)" in tastypy_cmd("leases", path).stdout
 
 
 def test_release_holder_hands_a_dead_hosts_tasks_back_at_once(job):

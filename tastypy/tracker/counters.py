@@ -110,7 +110,9 @@ class CountersMixin:
         self._lent.clear()
         self._recount = False
         self._epoch += 1
-        values = self._data.values()
+        # A list first: the heartbeat's renewal, in another thread, may take
+        # in others' new records meanwhile (a dict must not grow while walked).
+        values = list(self._data.values())
         try:
             done = sum(1 for r in values if r["_done"])
             tried = sum(1 for r in values if r["_tries"] > 0)
@@ -240,7 +242,7 @@ class CountersMixin:
         # Times compare as text (see _iso): no time is parsed in the loop.
         window = _iso(now - RATE_WINDOW)
         last = since = None
-        for rec in self._data.values():
+        for rec in list(self._data.values()):  # see _count_all
             if type(rec) is not dict:
                 continue
             tries = rec.get("_tries", 0)
@@ -321,7 +323,7 @@ class CountersMixin:
         in order. As this process knows them: :meth:`refresh` first to see
         what others wrote."""
         out = {}
-        for key, rec in self._data.items():
+        for key, rec in list(self._data.items()):  # see _count_all
             if type(rec) is dict and not rec.get("_done") and type(rec.get("_error")) is dict:
                 out[key] = rec["_error"]
         return out

@@ -447,7 +447,7 @@ class LeasesMixin:
             self.refresh()
         data = self._data
         if keys is None:
-            keys = [k for k, r in data.items() if type(r) is dict and "_lease_until" in r]
+            keys = [k for k, r in list(data.items()) if type(r) is dict and "_lease_until" in r]
         else:
             keys = _key_list(keys)
         now = self._clock()

@@ -173,7 +173,11 @@ class MarksMixin:
             rec = self._d.get(key)
             if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
                 rec = self._rec(key)
-            changed = "_lease_until" in rec and self._end_lease(key, rec)
+            changed = lost = False
+            if "_lease_until" in rec:
+                changed = self._end_lease(key, rec)
+                # Taken over while this process ran late: say so, once.
+                lost = not changed and self._granted.pop(key, None) is not None
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1
@@ -181,6 +185,8 @@ class MarksMixin:
                 return
             dirty = self._dirty
             dirty[key] = _CHANGED
+            if lost:
+                self._warn_lost(key, rec.get("_holder"))
         if len(dirty) + len(self._pending_keys) >= self.sync_at and not self._held:
             self.sync()
 
