@@ -26,13 +26,15 @@ def watch(tracker: Any, interval: float, plain: bool = False, as_json: bool = Fa
     """Show ``tracker``'s progress until it is finished (exit status 0) or
     Ctrl-C (130); closes the tracker. With ``as_json``, print its last
     :meth:`stats` as one JSON document at the end."""
-    bar = None if plain else _tqdm(tracker)
+    bar = None
     status = 0
     stats: dict = {}
     try:
         view = _View(tracker)
+        stats = view.look()
+        # The bar starts where the job stands: its rate is of what follows.
+        bar = None if plain else _tqdm(stats)
         while True:
-            stats = view.look()
             if bar is not None:
                 _move(bar, stats)
             else:
@@ -40,6 +42,7 @@ def watch(tracker: Any, interval: float, plain: bool = False, as_json: bool = Fa
             if _finished(stats):
                 break
             time.sleep(interval)
+            stats = view.look()
     except KeyboardInterrupt:
         status = 130
     finally:
@@ -87,14 +90,14 @@ def _finished(stats: dict) -> bool:
     return stats["total"] > 0 and left <= 0
 
 
-def _tqdm(tracker: Any) -> Any:
+def _tqdm(stats: dict) -> Any:
     try:
         from tqdm import tqdm
     except ImportError:
         return None
     return tqdm(
-        total=len(tracker),
-        initial=tracker.num_done(),
+        total=stats["total"],
+        initial=stats["done"],
         unit="task",
         desc="done",
         file=sys.stderr,
@@ -113,8 +116,10 @@ def _move(bar: Any, stats: dict) -> None:
         holders=len(stats.get("leased_by") or {}),
         refresh=False,
     )
-    bar.update(stats["done"] - bar.n)
-    bar.refresh()
+    if stats["done"] != bar.n:
+        bar.update(stats["done"] - bar.n)
+    else:
+        bar.refresh()
 
 
 def _line(stats: dict) -> None:
