@@ -928,11 +928,14 @@ class Slice:
 
 def split(source: str | os.PathLike[str], target: str | os.PathLike[str], shards: int) -> None:
     """Copy the single-store tracker ``source`` into a new tracker ``target`` of
-    ``shards`` parts, every record as it is. ``source`` is left as it was."""
+    ``shards`` parts, every record as it is, and its settings (``max_tries``,
+    the lease). ``source`` is left as it was."""
     files.check_parts(shards)
     if files.exists(os.fspath(target)):
         raise InvalidArgumentError(f"{target} already holds a tracker; give a new path.")
-    with ProgressTracker(source) as old, PartedTracker(target, shards=shards) as new:
+    with ProgressTracker(source) as old, PartedTracker(
+        target, old.max_tries, shards=shards, lease=old.lease
+    ) as new:
         groups = new._by_part(old)
         for index in sorted(groups):
             with new._visiting(index, create=True) as part, part.holding():
