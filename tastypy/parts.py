@@ -933,11 +933,11 @@ def split(source: str | os.PathLike[str], target: str | os.PathLike[str], shards
     files.check_parts(shards)
     if files.exists(os.fspath(target)):
         raise InvalidArgumentError(f"{target} already holds a tracker; give a new path.")
-    with ProgressTracker(source) as old, PartedTracker(
-        target, old.max_tries, shards=shards, lease=old.lease
-    ) as new:
-        groups = new._by_part(old)
-        for index in sorted(groups):
-            with new._visiting(index, create=True) as part, part.holding():
-                for key in groups[index]:
-                    part[key] = old[key]
+    with ProgressTracker(source) as old:
+        kept = {"max_tries": old.max_tries, "lease": old.lease}
+        with PartedTracker(target, shards=shards, **kept) as new:
+            groups = new._by_part(old)
+            for index in sorted(groups):
+                with new._visiting(index, create=True) as part, part.holding():
+                    for key in groups[index]:
+                        part[key] = old[key]
