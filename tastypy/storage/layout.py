@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import time
 from typing import Any, Callable, Final
 
 import orjson
@@ -31,6 +33,9 @@ LOCK_FILE: Final = "tastypy.lock"
 #: manifest, not in it, since a compaction writes the manifest afresh.
 SETTINGS: Final = "tracker.json"
 SETTINGS_FORMAT: Final = "tastypy-tracker-settings"
+#: Reads of a file replaced by rename that a shared filesystem answered
+#: ESTALE for, before the error is given up on.
+_STALE_TRIES: Final = 8
 
 _LEGACY_SHARD = re.compile(r"^\d+\.json(\.gz)?$")
 _DATA_FILE = re.compile(r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|commits-\d{6,})$")
@@ -246,13 +251,9 @@ def read_settings(directory: str) -> dict[str, Any] | None:
     hand out tasks its workers were told to give up.
     """
     path = os.path.join(directory, SETTINGS)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    raw = _read_renamed(path)
+    if raw is None:
         return None
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
         settings = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -265,6 +266,23 @@ def read_settings(directory: str) -> dict[str, Any] | None:
             path,
         )
     return settings
+
+
+def _read_renamed(path: str) -> bytes | None:
+    """The bytes of a small file that other hosts replace by rename, or None
+    if there is none. A client of a shared filesystem (GlusterFS, NFS) may
+    answer ESTALE for a name another client just renamed over: ask again."""
+    for attempt in range(_STALE_TRIES):
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt == _STALE_TRIES - 1:
+                raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            time.sleep(0.01 * (attempt + 1))
+    return None  # pragma: no cover - the loop returns or raises
 
 
 def check_directory(directory: str) -> None:
