@@ -33,9 +33,9 @@ LOCK_FILE: Final = "tastypy.lock"
 #: manifest, not in it, since a compaction writes the manifest afresh.
 SETTINGS: Final = "tracker.json"
 SETTINGS_FORMAT: Final = "tastypy-tracker-settings"
-#: Reads of a file replaced by rename that a shared filesystem answered
-#: ESTALE for, before the error is given up on.
-_STALE_TRIES: Final = 8
+#: Seconds a read of a file replaced by rename is tried again while a
+#: shared filesystem's client answers ESTALE for it.
+_STALE_WAIT: Final = 10.0
 
 _LEGACY_SHARD = re.compile(r"^\d+\.json(\.gz)?$")
 _DATA_FILE = re.compile(r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|commits-\d{6,})$")
@@ -271,18 +271,25 @@ def read_settings(directory: str) -> dict[str, Any] | None:
 def _read_renamed(path: str) -> bytes | None:
     """The bytes of a small file that other hosts replace by rename, or None
     if there is none. A client of a shared filesystem (GlusterFS, NFS) may
-    answer ESTALE for a name another client just renamed over: ask again."""
-    for attempt in range(_STALE_TRIES):
+    answer ESTALE for a name another client renamed over, until it looks at
+    the directory again: list it, and ask again, for a few seconds."""
+    deadline = time.monotonic() + _STALE_WAIT
+    pause = 0.01
+    while True:
         try:
             with open(path, "rb") as f:
                 return f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno != errno.ESTALE or attempt == _STALE_TRIES - 1:
+            if exc.errno != errno.ESTALE or time.monotonic() > deadline:
                 raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            time.sleep(0.01 * (attempt + 1))
-    return None  # pragma: no cover - the loop returns or raises
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+        try:
+            os.listdir(os.path.dirname(path) or ".")  # makes some clients look again
+        except OSError:
+            pass
 
 
 def check_directory(directory: str) -> None:
