@@ -561,16 +561,16 @@ def targets(r: Results) -> list[list[str]]:
         rows.append(
             [
                 "W5",
-                "8 processes ≥ 50 % of one process's throughput",
+                "8 processes ≥ 60 % of one process's throughput",
                 f"{x:.0%} at {size_label(n)}" if x else "—",
-                _verdict(None if x is None else x >= 0.5),
+                _verdict(None if x is None else x >= 0.6),
             ]
         )
     else:
         rows.append(
             [
                 "W5",
-                "0 lost; ≥ 50 % of one process's throughput",
+                "0 lost; ≥ 60 % of one process's throughput",
                 "not measured (no Tracker yet)",
                 "—",
             ]
@@ -602,10 +602,10 @@ def targets(r: Results) -> list[list[str]]:
                 "w7", "diskcache", m, "per_second"
             )
             rows.append(
-                ["W7", "≥ 5× diskcache", f"{fmt_ratio(x)} at {size_label(m)}", _verdict(x >= 5)]
+                ["W7", "≥ 10× diskcache", f"{fmt_ratio(x)} at {size_label(m)}", _verdict(x >= 10)]
             )
     else:
-        rows.append(["W7", "≥ 100k tasks/s; ≥ 5× diskcache", "not measured (no Tracker yet)", "—"])
+        rows.append(["W7", "≥ 100k tasks/s; ≥ 10× diskcache", "not measured (no Tracker yet)", "—"])
     rows.append(_w8_target(r))
     return rows
 

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         help="convert to the shared store (one file per commit), for a filesystem whose "
         "clients cache file sizes (GlusterFS, FUSE); run it while no job uses the POD",
     )
-    for command in (repair, compact):
+    for command in (check, repair, compact):
         command.add_argument(
             "--lock",
             choices=("auto", "posix", "soft"),
@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--session", help="a name shared by runs on several hosts at once")
     verify.add_argument("--keep", action="store_true", help="keep the work directory")
 
+    from tastypy.flow.command import add_parser as add_flow_parser
+
+    add_flow_parser(sub)
     return parser
 
 
@@ -82,7 +85,7 @@ def _reliability(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "check":
-            report = check(args.path)
+            report = check(args.path, lock=args.lock)
             print(report)
             return 0 if report.ok else 1
         if args.command == "repair":
@@ -105,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reliability(args)
     if args.command in cli_ops.COMMANDS:
         return cli_ops.main(args)
+    if args.command == "flow":
+        from tastypy.flow.command import main as flow_main
+
+        return flow_main(args)
     if args.command == "verify-fs":
         from tastypy.verify_fs import run
 

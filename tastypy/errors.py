@@ -21,6 +21,7 @@ __all__ = [
     "InvalidValueError",
     "PersistentOrderedDictException",
     "PersistentOrderedDictIntegrityError",
+    "FlowError",
 ]
 
 
@@ -95,3 +96,10 @@ class PersistentOrderedDictIntegrityError(PersistentOrderedDictException, Corrup
 
 class DuplicateKeyError(PersistentOrderedDictException, KeyError):
     """``Tracker.add(key)`` for a key that is already there (name from 0.0.3)."""
+
+
+class FlowError(TastypyError, ValueError):
+    """A flow (``tastypy.flow``) cannot be run as given: a malformed flow file
+    (the file, task and field are named), an unknown task or dependency, a
+    cycle (its tasks are named), a missing parameter, an ``--eval-param``
+    expression outside the helpers. Raised before any task runs."""

@@ -11,7 +11,10 @@ back. So what was done survives the death of the calling process, and
 running the same call again does only what is left. See ``docs/tracker.md``.
 
 Imports point one way: the tracker calls in here, and this module uses only
-the tracker's public API (``tests/test_public_api.py`` checks it).
+the tracker's public API (``tests/test_public_api.py`` checks it). Flows
+(``tastypy.flow``) hand their tasks to executors through the same worker
+side: :func:`run_chunk`, :func:`worker_tracker`, :func:`serving` and
+:func:`as_executor`.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 from tastypy.errors import InvalidArgumentError, InvalidValueError
 
-__all__ = ["run_tasks"]
+__all__ = ["as_executor", "run_chunk", "run_tasks", "serving", "worker_tracker"]
 
 log = logging.getLogger("tastypy")
 
@@ -40,7 +44,10 @@ _open: dict = {}
 _open_lock = threading.Lock()
 
 
-def _tracker_for(path: str, cls: type, options: dict) -> Any:
+def worker_tracker(path: str, cls: type, options: dict) -> Any:
+    """The tracker at ``path`` as this process's workers use it: opened
+    once per process (``cls(path, **options)``), shared by its threads, or
+    the caller's own tracker while :func:`serving` it."""
     key = (path, os.getpid())
     with _open_lock:
         tracker = _open.get(key)
@@ -50,7 +57,25 @@ def _tracker_for(path: str, cls: type, options: dict) -> Any:
         return tracker
 
 
-def _run_chunk(
+@contextmanager
+def serving(tracker: Any) -> Iterator[None]:
+    """While in the block, workers of this process (threads of a pool, or
+    the caller itself) use ``tracker`` instead of opening its path again."""
+    key = (tracker.path, os.getpid())
+    with _open_lock:
+        before = _open.get(key)
+        _open[key] = tracker
+    try:
+        yield
+    finally:
+        with _open_lock:
+            if before is None:
+                _open.pop(key, None)
+            else:
+                _open[key] = before
+
+
+def run_chunk(
     path: str,
     cls: type,
     options: dict,
@@ -61,7 +86,7 @@ def _run_chunk(
     allow_aborted: bool,
 ) -> list:
     """What a worker runs: each key of ``keys`` through :func:`_run_one`."""
-    tracker = _tracker_for(path, cls, options)
+    tracker = worker_tracker(path, cls, options)
     return [_run_one(tracker, fn, key, lease, field, allow_aborted) for key in keys]
 
 
@@ -121,7 +146,10 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _as_executor(executor: Any) -> cf.Executor:
+def as_executor(executor: Any) -> cf.Executor:
+    """``executor`` as a ``concurrent.futures.Executor``: itself, or a dask
+    ``Client``'s (anything with ``get_executor()``), which dask is not
+    imported to recognise."""
     if isinstance(executor, cf.Executor):
         return executor
     # A dask.distributed Client (or anything else offering one). Not "pure":
@@ -197,7 +225,7 @@ def run_tasks(
             for key in todo:
                 tally([_run_one(tracker, fn, key, lease, result_field, allow_aborted)])
         else:
-            _through(tracker, _as_executor(executor), fn, todo, lease, chunksize, max_pending,
+            _through(tracker, as_executor(executor), fn, todo, lease, chunksize, max_pending,
                      result_field, allow_aborted, tally, options)  # fmt: skip
     finally:
         if bar is not None:
@@ -235,10 +263,25 @@ def _through(
     if max_pending is None:
         max_pending = max(64, 4 * (getattr(executor, "_max_workers", None) or os.cpu_count() or 4))
     # Workers that are threads of this process use this very tracker.
-    key = (path, os.getpid())
-    with _open_lock:
-        before = _open.get(key)
-        _open[key] = tracker
+    with serving(tracker):
+        _submit_all(executor, path, cls, options, fn, chunks, lease, field, allow_aborted,
+                    tally, max_pending)  # fmt: skip
+
+
+def _submit_all(
+    executor: cf.Executor,
+    path: str,
+    cls: type,
+    options: dict,
+    fn: Callable[[Any], Any],
+    chunks: list,
+    lease: float | None,
+    field: str | None,
+    allow_aborted: bool,
+    tally: Callable[[list], None],
+    max_pending: int,
+) -> None:
+    """Submit the chunks, at most ``max_pending`` waiting at once; tally each result."""
     pending: set = set()
     try:
         position = 0
@@ -246,7 +289,7 @@ def _through(
             while position < len(chunks) and len(pending) < max_pending:
                 pending.add(
                     executor.submit(
-                        _run_chunk, path, cls, options, fn, chunks[position], lease, field,
+                        run_chunk, path, cls, options, fn, chunks[position], lease, field,
                         allow_aborted,
                     )
                 )  # fmt: skip
@@ -258,9 +301,3 @@ def _through(
         for future in pending:
             future.cancel()
         raise
-    finally:
-        with _open_lock:
-            if before is None:
-                _open.pop(key, None)
-            else:
-                _open[key] = before

@@ -134,7 +134,6 @@ class Running:
             part.flush()
 
 
-
 class _Counts:
     """What a progress display asks of a tracker (``len()`` and
     ``num_done()``), for a parted one: summed over the summaries at most

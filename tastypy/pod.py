@@ -23,8 +23,7 @@ from tastypy.errors import (
     InvalidValueError,
     PersistentOrderedDictException,
 )
-from tastypy.storage import DELETED, Store
-from tastypy.storage.store import RACE_RETRIES, CommitRaced, race_pause
+from tastypy.storage import DELETED, Store, journal
 
 __all__ = ["PersistentOrderedDict", "POD"]
 
@@ -421,55 +420,22 @@ class PersistentOrderedDict(MutableMapping):
             if main:
                 _exit.leave()
 
-    def _sync(self, durable: bool = True) -> None:
+    def _sync(self, durable: bool = True, compact: bool = False) -> None:
+        """Write every unsynced change in one transaction of the store (see
+        :meth:`Store.transaction`), after taking in what others synced."""
         if self._closed:
             self._refuse_closed()
-        with self._locked():
-            data = self._data
-            dirty = self._dirty
-            n_bytes = len(self._pending)
-            n_keys = len(self._pending_keys)
-            body = self._pending[:n_bytes]
-            keys = self._pending_keys[:n_keys]
-            bad: list = []
-            lines, written, handled = self._dirty_records(data, bad)
-            body += b"".join(lines)
-            keys += written
-            for attempt in range(RACE_RETRIES):
-                changes = self._store.read_new()
-                if changes is None or changes:
-                    # Ours: this batch, and lines other threads queued
-                    # meanwhile (written by the next sync, so they win too).
-                    ours = set(keys)
-                    ours.update(self._pending_keys)
-                    if changes is None:
-                        self._reload(ours)
-                    else:
-                        self._take_in(changes, ours)
-                try:
-                    # Counted from the bytes: another thread may be between
-                    # adding its line and its key, and the commit count must
-                    # match the lines.
-                    self._store.append(body, body.count(b"\n"), durable)
-                except CommitRaced:
-                    # Another process committed first (the shared store):
-                    # take its commit in, then ours goes after it.
-                    if attempt == RACE_RETRIES - 1:
-                        raise
-                    race_pause(attempt)
-                    continue
-                break
-            # Written: forget what this sync covered. Threads may have added
-            # more meanwhile; that stays for the next sync.
-            del self._pending[:n_bytes]
-            del self._pending_keys[:n_keys]
-            dirty = self._dirty
-            for key, marker in handled:
-                if dirty.get(key, _MISSING) is marker:
-                    del dirty[key]
-            self._store.maybe_compact(self._live_count(), lambda: self._as_on_disk(bad))
-        if bad:
-            key, exc = bad[0]
+        writer = _Writer(self)
+        with self._sync_lock:
+            # A SIGTERM handler (it syncs) waits until the lock is released.
+            main = _exit.enter()
+            try:
+                self._store.transaction(writer, durable, compact)
+            finally:
+                if main:
+                    _exit.leave()
+        if writer.bad:
+            key, exc = writer.bad[0]
             raise InvalidValueError(
                 f"could not sync key {key!r}: {exc}. Its value was changed in place into "
                 f"something JSON cannot hold; set pod[{key!r}] to a JSON value. Every other key "
@@ -615,14 +581,11 @@ class PersistentOrderedDict(MutableMapping):
         self._loaded()
 
     def compact(self) -> None:
-        """Sync, then fold the journal into a fresh snapshot now."""
-        self.sync()
-        with self._locked():
-            # Others may have synced since our sync released the lock: what
-            # the compaction folds in, this object must hold too, since it
-            # reads on from the new generation's start.
-            self._take_in_new()
-            self._store.compact(self._as_on_disk([]))
+        """Sync, then fold the journal into a fresh snapshot now, in one
+        transaction: what others synced before is taken in first (the
+        compaction folds it in, and this object reads on from the new
+        generation's start)."""
+        self._sync(True, compact=True)
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -669,6 +632,66 @@ class PersistentOrderedDict(MutableMapping):
 
 
 POD = PersistentOrderedDict
+
+
+class _Writer:
+    """A POD's sync, as :meth:`Store.transaction` asks it (:class:`Writer`):
+    others' changes taken in, except where ours win, then every unsynced
+    change written."""
+
+    __slots__ = ("pod", "batch", "bad")
+
+    def __init__(self, pod: PersistentOrderedDict):
+        self.pod = pod
+        self.batch: tuple = ()
+        self.bad: list = []
+
+    def take_in(self, new: tuple | None) -> None:
+        pod = self.pod
+        # Ours: lines queued to be written (by this sync, or by the next if
+        # another thread adds them meanwhile: they win either way).
+        ours = set(pod._pending_keys)
+        if new is None:
+            pod._reload(ours)
+            return
+        text, consumed, first_line = new
+        changes = journal.as_changes(journal.parse(text, pod._store.journal_path, first_line))
+        pod._store.took(consumed, len(changes))
+        pod._take_in(changes, ours)
+
+    def decide(self) -> tuple:
+        pod = self.pod
+        n_bytes = len(pod._pending)
+        n_keys = len(pod._pending_keys)
+        bad = self.bad = []
+        lines, _, handled = pod._dirty_records(pod._data, bad)
+        body = pod._pending[:n_bytes]
+        body += b"".join(lines)
+        self.batch = (n_bytes, n_keys, handled)
+        # Counted from the bytes: another thread may be between adding its
+        # line and its key, and the commit count must match the lines.
+        return body, body.count(b"\n")
+
+    def undo(self) -> None:
+        """Nothing was decided: what was not written stays unsynced."""
+
+    def written(self) -> None:
+        # Forget what this sync covered. Threads may have added more
+        # meanwhile; that stays for the next sync.
+        pod = self.pod
+        n_bytes, n_keys, handled = self.batch
+        del pod._pending[:n_bytes]
+        del pod._pending_keys[:n_keys]
+        dirty = pod._dirty
+        for key, marker in handled:
+            if dirty.get(key, _MISSING) is marker:
+                del dirty[key]
+
+    def live_count(self) -> int:
+        return self.pod._live_count()
+
+    def as_on_disk(self) -> dict | None:
+        return self.pod._as_on_disk(self.bad)
 
 
 class _ValuesView(ValuesView):

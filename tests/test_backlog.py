@@ -106,10 +106,12 @@ def test_close_leaves_the_records_aside_and_a_read_after_it_loads_them(after_oth
         assert again.num_done() == 7 and again["mine"]["note"] == "from the other"
 
 
+@pytest.mark.parametrize("bound", [2, None], ids=["past the bound", "within it"])
 def test_past_its_bound_the_backlog_is_taken_in_and_this_process_writes_merged(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, bound
 ):
-    monkeypatch.setattr(tastypy.tracker.backlog, "_BACKLOG_MAX", 2)
+    if bound is not None:
+        monkeypatch.setattr(tastypy.tracker.backlog, "_BACKLOG_MAX", bound)
     path = tmp_path / "jobs.tracker"
     with Tracker(path, max_tries=3) as tracker:
         tracker.add_many([f"x{i}" for i in range(5)])
@@ -118,16 +120,23 @@ def test_past_its_bound_the_backlog_is_taken_in_and_this_process_writes_merged(
         run_other(path)  # marks x0..x4 done, among others
         tracker.abort("x0")  # here, on what this process knew of x0
         assert tracker.try_it("last")  # writes x0 after the other's records
-        assert not tracker._backlog  # past the bound: taken in
         # The other's records are taken in; where this process wrote after
         # them, its x0 is merged with theirs: aborted here, and still done
         # (a done mark is never undone by a merge), here as on disk.
         assert tracker["x0"]["_aborted"] and tracker["x0"]["_done"]
         assert tracker["mine"]["note"] == "from the other"
         assert tracker.num_done() == 5 and len(tracker) == 8
+        # Then another process writes records of keys this one never
+        # changed: past the bound they are taken in at once; within it they
+        # stay filed until a read needs them.
+        result = run_python(WRITER, path, 5)
+        assert result.returncode == 0, result.stderr
+        assert tracker.try_it("again")
+        assert bool(tracker._backlog) == (bound is None)
+        assert tracker.num_done() == 10 and len(tracker) == 14
     with Tracker(path) as again:
         assert again["x0"]["_aborted"] and again["x0"]["_done"]
-        assert again.num_done() == 5 and again["mine"]["note"] == "from the other"
+        assert again.num_done() == 10 and again["mine"]["note"] == "from the other"
 
 
 WRITER = """

@@ -10,11 +10,12 @@ what was lost. compact folds the journal into a snapshot.
 from __future__ import annotations
 
 import os
+import select
 import zlib
 
 import orjson
 import pytest
-from conftest import run_python
+from conftest import run_python, spawn_python
 from crashkit import files_of, read_pod
 
 import tastypy
@@ -367,3 +368,42 @@ def test_repair_a_tracker_and_open_it_as_one(tmp_path):
         assert len(tracker) == 10
         assert tracker.num_done() >= 4
         assert tracker.done("t9") and not tracker.done("t0")
+
+
+# -- check under the writers' lock ----------------------------------------------------
+
+_SOFT_WRITER = """
+import sys, time, tastypy
+pod = tastypy.POD(sys.argv[1], lock="soft")
+with pod._store.locked():
+    print("held", flush=True)
+    time.sleep(1.5)
+    print("released", flush=True)
+pod.close()
+"""
+
+
+def test_check_waits_for_a_writer_holding_the_soft_lock(tmp_path):
+    # The soft lock is what writers use on NFS and the like; check used to
+    # take flock whatever the writers used, so it read while they wrote.
+    path = tmp_path / "pod"
+    with tastypy.POD(path, lock="soft") as pod:
+        pod["a"] = 1
+    writer = spawn_python(_SOFT_WRITER, path)
+    try:
+        assert writer.stdout.readline().strip() == "held"
+        report = tastypy_check(path)
+        # check returned only once the writer had let go of the lock: the
+        # writer said so (just before letting go) already.
+        assert select.select([writer.stdout], [], [], 0)[0], "check read under a held lock"
+        assert writer.stdout.readline().strip() == "released"
+        assert report.ok and report.keys == 1
+    finally:
+        writer.communicate(timeout=60)
+    assert writer.returncode == 0
+
+
+def tastypy_check(path):
+    from tastypy.storage.repair import check
+
+    return check(path)

@@ -135,7 +135,7 @@ def test_a_pod_that_took_in_others_records_loads_them_to_compact(tmp_path, loads
     assert dict(read_pod(path)) == expected
 
 
-# -- what another process syncs while a compaction starts ----------------------
+# -- what another process synced before a compaction ------------------------------
 
 _OTHER_WRITES = """
 import sys, tastypy
@@ -152,26 +152,21 @@ else:
 """
 
 
-def _other_process_writes_after_sync(handle, kind: str) -> None:
-    """Make ``handle.compact()`` meet another process's sync in the gap
-    between its own sync and its compaction: the other process (a real
-    one) runs to the end right after the sync returns."""
-    sync = handle.sync
-
-    def sync_then_other_writes() -> None:
-        sync()
-        handle.sync = sync
-        result = run_python(_OTHER_WRITES, kind, handle.path)
-        assert result.returncode == 0, result.stderr
-
-    handle.sync = sync_then_other_writes
+def _another_process_writes(handle, kind: str) -> None:
+    """Another process (a real one) syncs after ``handle`` last looked: a
+    compaction must fold that in and leave ``handle`` holding it. (The
+    compaction once synced, released the lock, then compacted, and lost
+    what came in that gap; it is now one transaction, so what another
+    process syncs before it is what it must take in.)"""
+    result = run_python(_OTHER_WRITES, kind, handle.path)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("storage", ["local", "shared"])
 def test_a_pod_compacting_keeps_what_another_process_synced_meanwhile(tmp_path, storage):
     pod = tastypy.POD(tmp_path / "p", storage=storage)
     pod["mine"] = 1
-    _other_process_writes_after_sync(pod, "pod")
+    _another_process_writes(pod, "pod")
     pod.compact()
     assert pod.get("theirs") == {"by": "other"}
     pod.refresh()
@@ -189,7 +184,7 @@ def test_a_tracker_compacting_never_runs_again_a_task_another_process_finished(
     tracker = tastypy.Tracker(path, storage=storage)
     tracker.add_many(["t1", "t2", "t3"])
     tracker.sync()
-    _other_process_writes_after_sync(tracker, "tracker")
+    _another_process_writes(tracker, "tracker")
     tracker.compact()
     assert tracker.done("t2")
     assert not tracker.try_it("t2")

@@ -575,3 +575,43 @@ def test_a_worker_that_lost_the_race_waits_for_the_winners_manifest(tmp_path):
     finally:
         late.communicate(timeout=60)
     assert late.returncode == 0
+
+
+# -- a lost top manifest ----------------------------------------------------------------
+
+
+def _cli(*args):
+    return run_python("import sys\nfrom tastypy.cli import main\nsys.exit(main())", *args)
+
+
+@pytest.mark.parametrize("shards", [3, 7, 40])
+def test_repair_writes_a_lost_top_manifest_again_from_the_parts_keys(tmp_path, shards):
+    path = tmp_path / "jobs.tracker"
+    with Tracker(path, shards=shards) as tracker:
+        tracker.add_many(range(300))
+        for key in range(0, 300, 3):
+            assert tracker.try_it(key)
+            tracker.mark_done(key)
+    (path / "manifest.json").unlink()
+    checked = _cli("check", path)
+    assert checked.returncode == 1 and "tastypy repair" in checked.stdout
+    repaired = _cli("repair", path)
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"written again for {shards} parts" in repaired.stdout
+    assert json.loads((path / "manifest.json").read_text())["parts"] == shards
+    with Tracker(path) as again:
+        assert len(again) == 300 and again.num_done() == 100
+        assert all(again.done(k) == (k % 3 == 0) for k in range(300))
+        assert not again.try_it(0) and again.try_it(1)
+
+
+def test_a_lost_top_manifest_whose_parts_do_not_tell_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "jobs.tracker"
+    with Tracker(path, shards=5) as tracker:
+        tracker.add_many([1, 2])  # two keys: many part counts fit them
+    (path / "manifest.json").unlink()
+    repaired = _cli("repair", path)
+    assert repaired.returncode == 1
+    assert "do not tell how many there were" in repaired.stderr
+    assert '"parts": N' in repaired.stderr
+    assert not (path / "manifest.json").exists()  # nothing guessed

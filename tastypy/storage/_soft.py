@@ -93,6 +93,8 @@ _CACHED_VIEW_SETTLE: Final = 2.5
 def _caches(directory: str) -> bool:
     mount = fsdetect.find_mount(directory)
     return mount is not None and fsdetect.caches_sizes(mount.fstype)
+
+
 #: link() errors that mean "no hard links here", so create the file instead.
 _NO_LINKS: Final = frozenset(
     e
@@ -372,6 +374,36 @@ def _link_back(aside: str, path: str) -> None:
             if exc.errno != errno.ESTALE or attempt == 4:
                 raise
             time.sleep(0.01 * (attempt + 1))
+
+
+def _stale_ident(holder: Holder | None, st: os.stat_result) -> str:
+    """The name a lock file judged stale is claimed and tombstoned by: its
+    holder's token, or, for a file that holds no record, its inode and mtime."""
+    return holder.token if holder is not None else f"{st.st_ino:x}-{st.st_mtime_ns:x}"
+
+
+def _is_judged(
+    found: tuple[Holder | None, os.stat_result] | None,
+    holder: Holder | None,
+    st: os.stat_result,
+) -> bool:
+    """Whether ``found`` (the marker read now) is still the lock file judged
+    stale from ``holder`` and ``st``, and not one a new holder made since."""
+    if found is None:
+        return False
+    h, s = found
+    if holder is not None:
+        return h is not None and h.token == holder.token
+    return h is None and (s.st_ino, s.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+
+
+def _whose(holder: Holder | None) -> str:
+    """Whose stale lock was removed, and why it was judged stale, for the log."""
+    if holder is None:
+        return "a holder that never wrote its record"
+    if holder.local():
+        return f"{holder.describe()}, whose process is gone"
+    return f"{holder.describe()}, unrefreshed for a lease"
 
 
 class SoftLock:
@@ -778,61 +810,16 @@ class SoftLock:
         breaker would judge it again and rename aside the live lock of the
         process that took it since.
         """
-        ident = holder.token if holder is not None else f"{st.st_ino:x}-{st.st_mtime_ns:x}"
-
-        def same(found: tuple[Holder | None, os.stat_result] | None) -> bool:
-            if found is None:
-                return False
-            h, s = found
-            if holder is not None:
-                return h is not None and h.token == ident
-            return h is None and (s.st_ino, s.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
-
+        ident = _stale_ident(holder, st)
         claim = self._claim(ident)
         if claim is None:
             return
-        tombstone = os.path.join(self.workdir, f"broken.{ident}")
         try:
-            if os.path.lexists(tombstone) or not same(_read_marker(self.path)):
+            if os.path.lexists(self._tombstone(ident)):
                 return
-            me = _identity.me()
-            aside = os.path.join(self.workdir, f"aside.{me.token}{next(me.count)}")
-            try:
-                os.rename(self.path, aside)
-            except FileNotFoundError:
+            if not _is_judged(_read_marker(self.path), holder, st):
                 return
-            try:
-                if same(_read_marker(aside)):
-                    if holder is None:
-                        whose = "a holder that never wrote its record"
-                    elif holder.local():
-                        whose = f"{holder.describe()}, whose process is gone"
-                    else:
-                        whose = f"{holder.describe()}, unrefreshed for a lease"
-                    log.warning("tastypy: removed the stale lock %s of %s", self.path, whose)
-                    _leave_tombstone(tombstone)
-                    self._seen = None
-                    self._claims_seen.clear()
-                    if holder is not None and holder.file and "/" not in holder.file:
-                        try:
-                            os.unlink(os.path.join(self.workdir, holder.file))
-                        except OSError:
-                            pass
-                    self._sweep_claims(ident, keep=claim)
-                else:
-                    # Its holder came back to life and a new holder took the
-                    # lock meanwhile: put the new one back (link never
-                    # replaces a file another waiter created since).
-                    try:
-                        _link_back(aside, self.path)
-                    except FileExistsError:
-                        log.error(
-                            "tastypy: two processes may have held the lock %s at once: "
-                            "a holder judged stale came back",
-                            self.path,
-                        )
-            finally:
-                os.unlink(aside)
+            self._move_aside(holder, st, ident, claim)
         except OSError as exc:
             log.warning("tastypy: could not remove the stale lock %s: %s", self.path, exc)
         finally:
@@ -840,6 +827,55 @@ class SoftLock:
                 os.unlink(claim)
             except OSError:
                 pass
+
+    def _tombstone(self, ident: str) -> str:
+        """Where the tombstone for the lock file ``ident`` lies (see :meth:`_break`)."""
+        return os.path.join(self.workdir, f"broken.{ident}")
+
+    def _move_aside(
+        self, holder: Holder | None, st: os.stat_result, ident: str, claim: str
+    ) -> None:
+        """Under the claim, rename the lock file aside and check that what the
+        rename took is the file judged: then it is gone for good, else its
+        holder came back and a new holder took the lock, which is put back."""
+        me = _identity.me()
+        aside = os.path.join(self.workdir, f"aside.{me.token}{next(me.count)}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if _is_judged(_read_marker(aside), holder, st):
+                self._broken(holder, ident, claim)
+            else:
+                # Its holder came back to life and a new holder took the
+                # lock meanwhile: put the new one back (link never
+                # replaces a file another waiter created since).
+                try:
+                    _link_back(aside, self.path)
+                except FileExistsError:
+                    log.error(
+                        "tastypy: two processes may have held the lock %s at once: "
+                        "a holder judged stale came back",
+                        self.path,
+                    )
+        finally:
+            os.unlink(aside)
+
+    def _broken(self, holder: Holder | None, ident: str, claim: str) -> None:
+        """What follows the removal of a stale lock file, before the claim is
+        given up: the tombstone (see :meth:`_break`), a fresh watch, and the
+        gone holder's template and dead breakers' claims swept."""
+        log.warning("tastypy: removed the stale lock %s of %s", self.path, _whose(holder))
+        _leave_tombstone(self._tombstone(ident))
+        self._seen = None
+        self._claims_seen.clear()
+        if holder is not None and holder.file and "/" not in holder.file:
+            try:
+                os.unlink(os.path.join(self.workdir, holder.file))
+            except OSError:
+                pass
+        self._sweep_claims(ident, keep=claim)
 
     def _claim(self, ident: str) -> str | None:
         """Create the claim to remove the lock file ``ident``: the first free

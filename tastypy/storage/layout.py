@@ -337,3 +337,24 @@ def classify_foreign(directory: str) -> None:
         f"{directory} is not empty and is not a tastypy POD (it holds {shown}). "
         "Give a new or empty directory."
     )
+
+
+def os_error(action: str, path: str, exc: OSError) -> StorageError:
+    """The error to raise when ``action`` on ``path`` failed with ``exc``: what
+    failed, why, and what to do about it."""
+    why = exc.strerror or str(exc)
+    hint = ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = " Free some space; the next sync retries and nothing synced is lost."
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = " Check the permissions of the POD directory."
+    elif exc.errno == errno.ELOOP:
+        hint = (
+            " It is a symbolic link, and tastypy does not write through links in a POD "
+            "directory; replace the link with the file it points to."
+        )
+    elif exc.errno == errno.EISDIR:
+        hint = " A directory stands where tastypy keeps a file; move it out of the POD."
+    err = StorageError(f"cannot {action} {path}: {why}.{hint}")
+    err.errno = exc.errno
+    return err

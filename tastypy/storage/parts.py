@@ -149,6 +149,15 @@ def create(directory: str, parts: int, kind: str) -> dict:
     if os.path.isdir(directory):
         layout.classify_foreign(directory)
     layout.make_dirs(directory)
+    link_manifest(directory, parts, kind)
+    # Made after the manifest: a directory holding only it would look foreign.
+    layout.make_dirs(os.path.join(directory, SUMMARIES))
+    return _created(directory)
+
+
+def link_manifest(directory: str, parts: int, kind: str) -> None:
+    """Write the parted manifest under a temporary name and link it into
+    place, unless a manifest is there already (another process's: it wins)."""
     manifest = {
         "format": layout.FORMAT_NAME,
         "version": PARTS_VERSION,
@@ -179,9 +188,6 @@ def create(directory: str, parts: int, kind: str) -> dict:
     finally:
         os.unlink(tmp)
     layout.fsync_dir(directory)
-    # Made after the manifest: a directory holding only it would look foreign.
-    layout.make_dirs(os.path.join(directory, SUMMARIES))
-    return _created(directory)
 
 
 #: How long a process that lost the race to create a tracker waits to read

@@ -544,12 +544,14 @@ def _directory(path: str | os.PathLike[str]) -> str:
 # -- the public functions ----------------------------------------------------------
 
 
-def check(path: str | os.PathLike[str]) -> CheckReport:
+def check(path: str | os.PathLike[str], *, lock: str = "auto") -> CheckReport:
     """Read every file of the POD at ``path`` and report what is wrong (of a
     tracker split into parts: of each part, summed into one report).
 
     Nothing on disk is changed. The report's ``problems`` name the file and
-    line of each; ``ok`` is true when there are none.
+    line of each; ``ok`` is true when there are none. The files are read
+    under ``lock``, the lock mode the POD's writers use (``auto``: the one
+    they pick there), so a write is never read half done.
     """
     try:
         directory = _directory(path)
@@ -557,19 +559,31 @@ def check(path: str | os.PathLike[str]) -> CheckReport:
         report = CheckReport(os.path.abspath(os.fspath(path)))
         report.problems.append(Problem(report.path, None, str(exc)))
         return report
-    if parts.is_parted(directory):
-        from tastypy.storage import repair_parts  # it calls back in here for each part
+    from tastypy.storage import repair_parts  # it calls back in here for each part
 
-        return repair_parts.check(directory)
-    lock = _lock(directory, "posix", create=False)
+    if parts.is_parted(directory):
+        return repair_parts.check(directory, lock)
+    if repair_parts.lost_manifest(directory):
+        report = CheckReport(directory)
+        report.problems.append(
+            Problem(
+                os.path.join(directory, layout.MANIFEST),
+                None,
+                "missing, beside the part-NNNNN directories of a tracker split into parts. "
+                f"Run `tastypy repair {directory}` to write it again (the part count is read "
+                "from the keys the parts hold).",
+            )
+        )
+        return report
+    held = _lock(directory, lock, create=False)
     try:
-        if lock is None:
+        if held is None:
             return _read(directory).report
-        with lock.held():
+        with held.held():
             return _read(directory).report
     finally:
-        if lock is not None:
-            lock.close()
+        if held is not None:
+            held.close()
 
 
 def repair(
@@ -584,9 +598,9 @@ def repair(
     not tell. The report lists what could not be salvaged.
     """
     directory = _directory(path)
-    if parts.is_parted(directory):
-        from tastypy.storage import repair_parts
+    from tastypy.storage import repair_parts
 
+    if parts.is_parted(directory) or repair_parts.lost_manifest(directory):
         return repair_parts.repair(directory, lock)
     dlock = _lock(directory, lock, create=True)
     assert dlock is not None

@@ -45,7 +45,7 @@ def _strays(directory: str, count: int) -> list[str]:
     return found
 
 
-def check(directory: str) -> CheckReport:
+def check(directory: str, lock: str = "auto") -> CheckReport:
     """Check every part of the parted tracker at ``directory``; one report."""
     report = CheckReport(directory)
     try:
@@ -56,7 +56,7 @@ def check(directory: str) -> CheckReport:
     written = _written(directory, count)
     stale = 0
     for part in written:
-        one = single.check(part)
+        one = single.check(part, lock=lock)
         report.problems += one.problems
         report.notes += [f"{os.path.basename(part)}: {note}" for note in one.notes]
         report.keys += one.keys
@@ -90,10 +90,12 @@ class PartsRepairReport:
     path: str
     parts: int
     reports: list[RepairReport] = field(default_factory=list)
+    #: Whether the top manifest was lost and written again.
+    rebuilt: bool = False
 
     @property
     def repaired(self) -> bool:
-        return any(r.repaired for r in self.reports)
+        return self.rebuilt or any(r.repaired for r in self.reports)
 
     @property
     def keys(self) -> int:
@@ -105,23 +107,104 @@ class PartsRepairReport:
 
     def __str__(self) -> str:
         fixed = [r for r in self.reports if r.repaired]
+        head = (
+            [f"{self.path}: its manifest was missing; written again for {self.parts} parts, "
+             "the count the parts' keys tell."]  # fmt: skip
+            if self.rebuilt
+            else []
+        )
         if not fixed:
+            if head:
+                return "\n".join(head + [f"{self.keys} keys in {self.parts} parts."])
             return f"{self.path}: nothing to repair ({self.keys} keys in {self.parts} parts)."
         names = ", ".join(os.path.basename(r.path) for r in fixed)
         lines = [f"{self.path}: repaired {len(fixed)} of {self.parts} parts ({names}); "
                  f"{self.keys} keys in all."]  # fmt: skip
         lines += [str(r) for r in fixed]
-        return "\n".join(lines)
+        return "\n".join(head + lines)
+
+
+def lost_manifest(directory: str) -> bool:
+    """Whether ``directory`` holds the parts of a tracker whose top manifest
+    is gone (deleted by hand, or lost with a disk block)."""
+    if os.path.lexists(os.path.join(directory, "manifest.json")):
+        return False
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    return any(
+        _PART_DIR.match(n) and files.exists(os.path.join(directory, n)) for n in names
+    )
+
+
+def _part_keys(part: str, most: int = 64) -> list:
+    """Up to ``most`` keys a part holds, read without changing it."""
+    from tastypy.storage.store import Store
+
+    store = Store(part, kind="tracker")
+    try:
+        with store.locked():
+            data = store.load()
+    finally:
+        store.close()
+    return list(data)[:most]
+
+
+def infer_parts(directory: str) -> int:
+    """The part count of a parted tracker, from the keys its parts hold: each
+    key lives in the part its hash names under the true count
+    (``parts.part_of_hash``), and with a few keys in a few parts only one
+    count puts every one of them where it is. Raises ``CorruptFileError``
+    when the parts do not tell (too few keys, or keys in the wrong parts)."""
+    import orjson
+
+    from tastypy.errors import CorruptFileError
+
+    written = [
+        os.path.join(directory, n)
+        for n in sorted(os.listdir(directory))
+        if _PART_DIR.match(n) and files.exists(os.path.join(directory, n))
+    ]
+    samples = [
+        (_index(part), files.key_hash(orjson.dumps(key)))
+        for part in written
+        for key in _part_keys(part)
+    ]
+    lowest = max(_index(part) for part in written) + 1
+    fits = [
+        count
+        for count in range(lowest, files.MAX_PARTS + 1)
+        if all(files.part_of_hash(h, count) == index for index, h in samples)
+    ]
+    path = os.path.join(directory, "manifest.json")
+    if len(samples) < 8 or len(fits) != 1:
+        raise CorruptFileError(
+            f"{path} is missing and the parts do not tell how many there were "
+            f"({len(samples)} keys read; {len(fits)} part counts fit them). Write it back "
+            f'by hand: {{"format": "tastypy", "version": {files.PARTS_VERSION}, "kind": '
+            f'"tracker", "layout": "parts", "parts": N, "hash": "{files.HASH_RULE}"}} with '
+            "N the shards= the tracker was made with.",
+            path,
+        )
+    return fits[0]
 
 
 def repair(directory: str, lock: str) -> PartsRepairReport:
-    """Repair every damaged part of the parted tracker at ``directory``.
+    """Repair every damaged part of the parted tracker at ``directory``; a
+    lost top manifest is written again, with the part count the parts'
+    keys tell (:func:`infer_parts`).
 
     A repaired part's summary is removed, so that its counts are taken
     afresh from what was salvaged the next time they are asked for.
     """
+    rebuilt = None
+    if lost_manifest(directory):
+        rebuilt = infer_parts(directory)
+        files.link_manifest(directory, rebuilt, "tracker")
+        os.makedirs(os.path.join(directory, files.SUMMARIES), exist_ok=True)
     count = _manifest(directory)["parts"]
-    report = PartsRepairReport(directory, count)
+    report = PartsRepairReport(directory, count, rebuilt=rebuilt is not None)
     for part in _written(directory, count):
         one = single.repair(part, kind="tracker", lock=lock)
         report.reports.append(one)

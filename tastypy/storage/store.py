@@ -7,13 +7,12 @@ see one consistent state of the directory.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Final, Iterator
+from typing import Any, Callable, Final, Iterator, Protocol
 
 from tastypy import _faults
 from tastypy.codec import LINE_OPTIONS, _has_nonfinite, dumps
@@ -26,9 +25,21 @@ from tastypy.errors import (
 )
 from tastypy.storage import commits, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
+from tastypy.storage.layout import os_error as _os_error
 from tastypy.storage.locks import DirectoryLock
+from tastypy.storage.shared import CommitRaced, SharedLog
+from tastypy.storage.shared import first_line as _first_line
+from tastypy.storage.tail import TailAppender
 
-__all__ = ["DELETED", "RACE_RETRIES", "STORAGE_MODES", "CommitRaced", "Store", "race_pause"]
+__all__ = [
+    "DELETED",
+    "RACE_RETRIES",
+    "STORAGE_MODES",
+    "CommitRaced",
+    "Store",
+    "Writer",
+    "race_pause",
+]
 
 log = logging.getLogger("tastypy")
 
@@ -59,27 +70,9 @@ _KEY_TYPES: Final = frozenset({str, int, tuple})
 #: are at least this many.
 _COMPACT_MIN_COMMITS: Final = 2_000
 
-#: How long a shared store waits for a commit that the server says exists
-#: to show through this client's cache of missing names.
-_HIDDEN_COMMIT_WAIT: Final = 120.0
-
 #: How many times a load starts over when a compaction elsewhere removed a
 #: file it was about to read.
 _LOAD_ATTEMPTS: Final = 5
-
-
-def _first_line() -> int:
-    return 1
-
-
-class CommitRaced(StorageError):
-    """Another process created the commit this one was about to create.
-
-    Under a lock that excludes every process this cannot happen; it means
-    the lock does not reach across the clients sharing the POD. Nothing was
-    written; the caller reads what the other process committed and decides
-    again.
-    """
 
 
 #: How many times a sync or a tracker's transaction takes in a commit another
@@ -95,6 +88,37 @@ def race_pause(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 50)))
 
 
+class Writer(Protocol):
+    """What :meth:`Store.transaction` asks of its caller (a POD, a tracker).
+
+    The transaction calls, with the lock held: :meth:`take_in` with what
+    others appended since this handle last looked, then :meth:`decide`,
+    whose batch it appends, then :meth:`written`; or :meth:`undo` if the
+    append failed (or another process committed first, on the shared store:
+    then the whole transaction runs again)."""
+
+    def take_in(self, new: tuple[bytes, int, Callable[[], int]] | None) -> None:
+        """Take in others' committed batches ``(text, bytes or commits they
+        take, first line number)``, telling the store with :meth:`Store.took`;
+        None: the files were replaced (a compaction), load afresh."""
+
+    def decide(self) -> tuple:
+        """Decide, and return what to append: a tuple whose first two items
+        are the body and the number of record lines in it."""
+
+    def undo(self) -> None:
+        """The batch of :meth:`decide` was not written: take the decision back."""
+
+    def written(self) -> None:
+        """The batch of :meth:`decide` was written."""
+
+    def live_count(self) -> int:
+        """How many keys the caller holds (a compaction's arithmetic)."""
+
+    def as_on_disk(self) -> dict | None:
+        """The caller's data if it is exactly what the files hold, else None."""
+
+
 def _storage_mode(storage: str | None) -> str:
     if storage is None:
         storage = os.environ.get(STORAGE_ENV) or "auto"
@@ -108,6 +132,25 @@ def _storage_mode(storage: str | None) -> str:
     return storage
 
 
+#: How long a directory another client of a network filesystem just made
+#: may look unwritable here (a GlusterFS client answered "no access" for
+#: one, then "access" a moment later).
+_ACCESS_SETTLE: Final = 2.0
+
+
+def _writable(directory: str) -> bool:
+    if os.access(directory, os.W_OK):
+        return True
+    if fsdetect.is_known_local(directory):
+        return False
+    deadline = time.monotonic() + _ACCESS_SETTLE
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if os.access(directory, os.W_OK):
+            return True
+    return False
+
+
 class _Vanished(Exception):
     """A file named by the manifest is not there."""
 
@@ -116,26 +159,7 @@ class _Vanished(Exception):
         self.path = path
 
 
-def _os_error(action: str, path: str, exc: OSError) -> StorageError:
-    why = exc.strerror or str(exc)
-    hint = ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        hint = " Free some space; the next sync retries and nothing synced is lost."
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = " Check the permissions of the POD directory."
-    elif exc.errno == errno.ELOOP:
-        hint = (
-            " It is a symbolic link, and tastypy does not write through links in a POD "
-            "directory; replace the link with the file it points to."
-        )
-    elif exc.errno == errno.EISDIR:
-        hint = " A directory stands where tastypy keeps a file; move it out of the POD."
-    err = StorageError(f"cannot {action} {path}: {why}.{hint}")
-    err.errno = exc.errno
-    return err
-
-
-class Store:
+class Store(SharedLog):
     """Files of one POD directory."""
 
     def __init__(
@@ -160,22 +184,7 @@ class Store:
         #: failed), whether or not this client shows them yet.
         self._exists_below = 0
         self.fault: Callable[[str], None] = _faults.HOOK
-        layout.check_directory(self.path)
-        if os.path.isdir(self.path) and not os.path.lexists(
-            os.path.join(self.path, layout.MANIFEST)
-        ):
-            # Refuse a directory that is not a POD before a lock file is
-            # dropped into it: opening must not change what it refuses.
-            layout.classify_foreign(self.path)
-        try:
-            layout.make_dirs(self.path)
-        except OSError as exc:
-            raise _os_error("create the directory", self.path, exc) from exc
-        if not os.access(self.path, os.W_OK):
-            raise StorageError(
-                f"the POD directory {self.path} is not writable by you. tastypy writes to it on "
-                "every sync; fix its permissions or copy it somewhere writable."
-            )
+        self._make_directory()
         self._lock = DirectoryLock(os.path.join(self.path, layout.LOCK_FILE), lock, lock_timeout)
         self.generation = -1
         self.journal_path = ""
@@ -196,6 +205,28 @@ class Store:
         except BaseException:
             self._lock.close()
             raise
+        #: The journal and lock file kept open on a local filesystem (see
+        #: :mod:`tastypy.storage.tail`): how transactions skip reopening them.
+        self.tail = TailAppender(self)
+
+    def _make_directory(self) -> None:
+        """Check the POD's directory, or make it: a directory that is not a
+        POD is refused before a lock file is dropped into it (opening must
+        not change what it refuses), and so is one we cannot write to."""
+        layout.check_directory(self.path)
+        if os.path.isdir(self.path) and not os.path.lexists(
+            os.path.join(self.path, layout.MANIFEST)
+        ):
+            layout.classify_foreign(self.path)
+        try:
+            layout.make_dirs(self.path)
+        except OSError as exc:
+            raise _os_error("create the directory", self.path, exc) from exc
+        if not _writable(self.path):
+            raise StorageError(
+                f"the POD directory {self.path} is not writable by you. tastypy writes to it on "
+                "every sync; fix its permissions or copy it somewhere writable."
+            )
 
     # -- locking ---------------------------------------------------------
 
@@ -209,8 +240,12 @@ class Store:
         return self._lock.path
 
     def close(self) -> None:
-        """Give back the lock file's descriptor (reopened if used again)."""
+        """Give back the descriptors of the lock file and the journal
+        (reopened if used again)."""
         self._lock.close()
+        tail = getattr(self, "tail", None)
+        if tail is not None:
+            tail.close()
 
     # -- manifest --------------------------------------------------------
 
@@ -256,21 +291,6 @@ class Store:
                 "sync; fix its permissions or copy the POD somewhere writable."
             )
         return manifest
-
-    def _refuse_journal_on_caching_mount(self) -> None:
-        """A journal is appended at the size its writer sees; a client that
-        caches sizes (FUSE, GlusterFS) may show an old one, and the append
-        then lands on another host's batch. Refuse rather than corrupt."""
-        mount = fsdetect.find_mount(self.path)
-        if mount is None or not fsdetect.caches_sizes(mount.fstype):
-            return
-        raise StorageError(
-            f"{self.path} keeps its log in one journal file (the local store), but it is on "
-            f"{mount.point}, a {mount.fstype} mount whose clients may cache file sizes, where "
-            "appending to a journal can write over another host's data. Convert it to the "
-            f"shared store once, with no job using it: `tastypy compact --storage shared "
-            f"{self.path}` (or open it where its filesystem is local)."
-        )
 
     def _manifest(self) -> dict:
         manifest = layout.read_manifest(self.path)
@@ -363,42 +383,6 @@ class Store:
         self._check_keys(data, texts)
         self._loaded_state(manifest, consumed, journal_records, snapshot_records)
         return data
-
-    def _load_commits(self, manifest: dict) -> dict:
-        """Load a POD of the shared store: the snapshot, then every commit of
-        the generation's log; a seal sends the load on to the generation it
-        names (the manifest this client read may be an old copy)."""
-        while True:
-            data: dict = {}
-            texts: list = []
-            snapshot_records = self._load_snapshot(manifest, data, texts)
-            directory = os.path.join(self.path, manifest["journal"])
-            number = records = 0
-            sealed = None
-            while sealed is None:
-                got = commits.read(directory, number, self.gzipped)
-                if got is None:
-                    break
-                if isinstance(got, commits.Sealed):
-                    sealed = got
-                    break
-                text, path = got
-                records += journal.load_into(text, data, path)
-                texts.append((text, path, _first_line))
-                number += 1
-            if sealed is None:
-                break
-            manifest = self._sealed_manifest(sealed)
-        self._check_keys(data, texts)
-        self._loaded_state(manifest, number, records, snapshot_records)
-        return data
-
-    def _sealed_manifest(self, sealed: commits.Sealed) -> dict:
-        manifest = layout.new_manifest(
-            self.kind, sealed.generation, self.gzipped, sealed.snapshot_records, shared=True
-        )
-        manifest["snapshot"] = sealed.snapshot
-        return manifest
 
     @staticmethod
     def _check_keys(data: dict, texts: list) -> None:
@@ -499,28 +483,82 @@ class Store:
         except _Vanished:
             return None
 
-    def _read_new_commits(self, manifest: dict) -> tuple[bytes, int, Callable[[], int]] | None:
-        """:meth:`read_new_text` of the shared store: the commits numbered from
-        :attr:`journal_pos` on, until one that does not exist; ``consumed``
-        counts commits. None when the log was sealed (or the manifest names a
-        newer generation): the caller loads afresh."""
-        if manifest["generation"] > self.generation:
-            return None
-        texts = []
-        number = self.journal_pos
-        while True:
-            got = commits.read(self.journal_path, number, self.gzipped)
-            if got is None and number < self._exists_below:
-                got = commits.read_existing(
-                    self.journal_path, number, self.gzipped, _HIDDEN_COMMIT_WAIT
-                )
-            if got is None:
-                break
-            if isinstance(got, commits.Sealed):
-                return None
-            texts.append(got[0])
-            number += 1
-        return b"".join(texts), number - self.journal_pos, _first_line
+    # -- the one write path ------------------------------------------------
+
+    def transaction(self, writer: Writer, durable: bool = True, compact: bool = False) -> None:
+        """Every change that reaches the files goes through here: take the
+        lock, take in what others appended since this handle last looked,
+        decide, append, release (see :class:`Writer`). ``durable=False``
+        skips the fsync: the batch survives the death of the process, not a
+        power loss.
+
+        On a local filesystem the lock file and the journal stay open
+        between transactions that need no fsync
+        (:meth:`TailAppender.transaction`). A durable one (every ``sync_at``
+        of a tracker's, every POD sync) takes the lock and opens the files
+        afresh, reading the manifest: it confirms that the journal kept
+        open is still the live one, and repairs what needs repairing. So
+        does every transaction where the files cannot stay open (the soft
+        lock, the shared store, a compaction since, a torn tail). On the
+        shared store, another process may commit first: the decision is
+        taken back, and the transaction runs again on what it committed.
+
+        Afterwards, still under the lock, the journal is folded into a new
+        snapshot if it is mostly stale, or with ``compact=True`` always."""
+        if not (durable or compact or self.shared) and self.tail.usable:
+            if self.tail.transaction(writer):
+                return
+        for attempt in range(RACE_RETRIES):
+            self._take_in_early(writer)
+            try:
+                with self.locked():
+                    self._transaction_locked(writer, durable, compact)
+                return
+            except CommitRaced:
+                if attempt == RACE_RETRIES - 1:
+                    raise
+                race_pause(attempt)
+
+    def _take_in_early(self, writer: Writer) -> None:
+        """Before taking the lock: take in what others committed since this
+        handle last looked (committed batches and commit files never change,
+        so this is safe without the lock), so the hold is only for what
+        comes meanwhile. On a shared filesystem each commit is a file to
+        open, and several hosts wait for the lock: holds kept short keep
+        their leases from running out while they wait. Anything unusual (a
+        compaction since, a file being replaced) is left to the locked read."""
+        try:
+            new = self.read_new_text()
+        except (OSError, TastypyError):
+            return
+        if new is not None and new[0]:
+            writer.take_in(new)
+
+    def _transaction_locked(self, writer: Writer, durable: bool, compact: bool) -> None:
+        new = self.read_new_text()
+        if new is None or new[0]:
+            writer.take_in(new)
+        batch = writer.decide()
+        count = batch[1]
+        try:
+            self.append(batch[0], count, durable)
+        except BaseException:
+            writer.undo()
+            raise
+        if durable and not count:
+            # Nothing appended, so no fsync happened: make what the kept-open
+            # journal took without fsync durable now.
+            self.tail.fsync()
+        writer.written()
+        self.fold(writer, compact)
+
+    def fold(self, writer: Writer, always: bool) -> None:
+        """After a transaction's write, under the lock: compact if the journal
+        is mostly stale, or ``always``."""
+        if always:
+            self.compact(writer.as_on_disk())
+        else:
+            self.maybe_compact(writer.live_count(), writer.as_on_disk)
 
     # -- writing ---------------------------------------------------------
 
@@ -548,26 +586,6 @@ class Store:
             raise _os_error("append to", self.journal_path, exc) from exc
         self.journal_records += count
 
-    def _commit(self, batch: bytes, durable: bool) -> None:
-        try:
-            created = commits.write(
-                self.journal_path, self.journal_pos, batch, self.gzipped, durable, self.fault
-            )
-        except OSError as exc:
-            raise _os_error("commit to", self.journal_path, exc) from exc
-        if not created:
-            self._exists_below = self.journal_pos + 1
-            mount = fsdetect.find_mount(self.path)
-            where = f"{mount.point} ({mount.fstype})" if mount else "its filesystem"
-            raise CommitRaced(
-                f"another process created commit {self.journal_pos} of {self.journal_path} "
-                f"while this one held the lock of {self.path}: the lock does not exclude the "
-                f"processes sharing {where}. Nothing was written. Open every handle with "
-                "lock='soft' (see docs/locks.md), and check the mount with `python -m tastypy "
-                "verify-fs DIR`."
-            )
-        self.journal_pos += 1
-
     def stale_records(self, live: int) -> int:
         return self.snapshot_records + self.journal_records - live
 
@@ -581,7 +599,8 @@ class Store:
             # Every commit of the shared store is a file that each new
             # reader opens: fold them once they outnumber a hundredth of
             # the keys (a compaction then costs ~100 records per commit).
-            self.shared and self.journal_pos >= _COMPACT_MIN_COMMITS
+            self.shared
+            and self.journal_pos >= _COMPACT_MIN_COMMITS
             and self.journal_pos * 100 >= live
         ):
             self.compact(None if self.mixed or data is None else data())
@@ -643,6 +662,18 @@ class Store:
             if sealed is not None and self._generation_on_disk() == self.generation:
                 journal.unseal(self.journal_path, sealed)  # it stays the live journal
             raise _os_error("compact into", snap_path, exc) from exc
+        self._remove_old(old, snap)
+        self.shared = convert
+        self.generation = generation
+        self.journal_path = os.path.join(self.path, manifest["journal"])
+        self.journal_pos = 0
+        self.journal_records = 0
+        self.snapshot_records = count
+        self._exists_below = 0
+
+    def _remove_old(self, old: list, snap: str) -> None:
+        """After a compaction switched the manifest: delete the files of the
+        old generation (``old``, our own names only), but the new snapshot."""
         deleted = 0
         for name in old:
             if name != snap:
@@ -656,13 +687,6 @@ class Store:
                 if deleted == 1:
                     self.fault("compact-mid-delete")
         self.fault("compact-after-delete")
-        self.shared = convert
-        self.generation = generation
-        self.journal_path = os.path.join(self.path, manifest["journal"])
-        self.journal_pos = 0
-        self.journal_records = 0
-        self.snapshot_records = count
-        self._exists_below = 0
 
     def _snapshot_body(self, data: dict | None) -> tuple[bytearray, int]:
         """The record lines of a new snapshot, and how many: of ``data``, if
@@ -685,51 +709,3 @@ class Store:
         for item in data.items():
             body += dumps(item, option=LINE_OPTIONS)
         return body, len(data)
-
-    def _compact_commits(self, body: bytearray, count: int, generation: int) -> None:
-        """:meth:`compact` for the shared store: write the next generation's
-        snapshot, then seal this generation's log with a commit naming it.
-        The seal is what makes the new generation live (a reader follows it
-        whatever copy of the manifest it has); the manifest, written next,
-        lets new readers start there. The generation before this one is
-        deleted; this one stays, for readers whose manifest is an old copy."""
-        snap = layout.snapshot_name(generation, self.gzipped) if count else None
-        snap_path = os.path.join(self.path, snap) if snap else ""
-        manifest = layout.new_manifest(self.kind, generation, self.gzipped, count, shared=True)
-        stray = os.path.join(self.path, manifest["journal"])
-        seal = commits.seal_line(commits.Sealed(generation, snap, count))
-        try:
-            self.fault("compact-before-snapshot")
-            if snap:
-                layout.write_atomic(
-                    snap_path, journal.frame(body, count, self.gzipped), self.fault, "snapshot"
-                )
-            # Left by a compaction that died before its seal; never live.
-            commits.remove_log(stray)
-            self.fault("compact-before-seal")
-            self._commit(journal.gzip_member(seal) if self.gzipped else seal, durable=True)
-        except BaseException as exc:
-            if snap:
-                try:
-                    os.unlink(snap_path)
-                except OSError:
-                    pass
-            if isinstance(exc, OSError):
-                raise _os_error("compact into", snap_path or stray, exc) from exc
-            raise
-        self.fault("compact-before-manifest")
-        try:
-            layout.write_manifest(self.path, manifest, self.fault)
-        except OSError as exc:
-            # Sealed already: readers find the new generation through the seal.
-            log.warning("tastypy: could not update the manifest of %s: %s", self.path, exc)
-        self.fault("compact-after-manifest")
-        commits.remove_generations_before(self.path, self.generation)
-        commits.sweep_temporaries(self.journal_path)
-        self.fault("compact-after-delete")
-        self.generation = generation
-        self.journal_path = stray
-        self.journal_pos = 0
-        self.journal_records = 0
-        self.snapshot_records = count
-        self._exists_below = 0

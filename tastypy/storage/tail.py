@@ -1,32 +1,31 @@
-"""Cheap reads and appends at the end of a store's journal, for a tracker's per-task writes.
+"""The local store's transaction with its files kept open.
 
-A tracker claims every task on disk before the task runs: under the
-directory lock it takes in what other processes wrote, checks that the task
-is still free, and appends the claim. The ordinary path (take the lock, read
-the manifest, stat and read the journal, open it again, append, close) costs
-some 40 µs, most of it system calls, which caps a try loop at ~25k tasks/s.
-This keeps the lock file and the journal open: a claim costs four system
-calls (flock, lseek, pwrite, unlock) when nobody else wrote since the store
-last looked, and one more (pread) when somebody did. No fsync: a write in
-the page cache survives the death of the process; only a power loss needs
-the fsync, which the tracker still does every ``sync_at`` tries.
+Every write to a store is one transaction (:meth:`Store.transaction`): take
+the lock, take in what others appended, decide, append, release. Done by
+opening the files each time (take the lock, read the manifest, stat and
+read the journal, open it again, append, close), it costs some 40 µs, most
+of it system calls, which caps a tracker's try loop at ~25k tasks/s. On a
+local filesystem under flock this keeps the lock file and the journal open:
+a transaction costs five system calls (flock, lseek, fstat, pwrite, unlock)
+when nobody else wrote since the store last looked, and one more (pread)
+when somebody did. No fsync but every ``sync_at`` writes: a write in the
+page cache survives the death of the process; only a power loss needs the
+fsync.
 
-A session (:meth:`TailAppender.begin`) goes on only while the journal is the
-one the store last read, still linked, no shorter than the store's committed
-offset, and whatever others appended since is whole committed batches. A
-journal that ends exactly where the store last read it was not replaced
-either: a compaction or a repair seals the journal it replaces first
-(:func:`journal.seal` appends a torn batch), so one ``lseek`` tells what
-an ``fstat`` would, for a third of its cost; the ``fstat`` is made only when
-the size changed.
-Anything else (a compaction, a torn tail, the lock busy for long, a gzipped
-journal that grew) answers None, and the caller takes the ordinary path,
-which reads the manifest, repairs what needs repairing and waits for the
-lock with a timeout.
+The kept-open journal is used only while it is the one the store last
+read, still linked, no shorter than the store's committed offset, and
+whatever others appended since is whole committed batches. A compaction or
+a repair seals the journal it replaces first (:func:`journal.seal` appends a
+torn batch), so a replaced journal never looks unchanged. Anything else (a
+compaction, a torn tail, the lock busy for long, a gzipped journal that
+grew) hands the transaction back, with nothing taken in or decided, to the
+store, which reads the manifest, repairs what needs repairing and waits for
+the lock with a timeout.
 
 It is used only on local filesystems with flock locking: on a network
 filesystem a descriptor kept open may report a cached size, so there every
-write goes through the ordinary path, which reopens the file each time.
+transaction opens the files afresh (and the shared store never appends at
+all: see :mod:`tastypy.storage.commits`).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Iterable
 from typing import Callable, Final
 
 try:
@@ -47,8 +45,8 @@ except ImportError:  # Windows: no flock, no fast path
 import orjson
 
 from tastypy import _faults
-from tastypy.codec import dumps, key_from_json
-from tastypy.errors import CorruptFileError, TastypyError
+from tastypy.codec import key_from_json
+from tastypy.errors import TastypyError
 from tastypy.storage import journal, layout
 from tastypy.storage.fsdetect import is_known_local
 
@@ -103,8 +101,8 @@ _PAUSE_FIRST: Final = 0.00005
 _PAUSE_MAX: Final = 0.001
 _WAIT: Final = 5.0
 
-#: What :meth:`TailAppender.begin` returns when nobody else wrote.
-_NOTHING: Final[list] = []
+#: The commit lines of small batches, made once.
+_COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
 
 
 class _Fallback(Exception):
@@ -117,7 +115,9 @@ if fcntl is not None:
     _LOCK_UN: Final = fcntl.LOCK_UN
 
 
-def changes_of(text: bytes, path: str) -> tuple[list, int]:
+def changes_of(
+    text: bytes, path: str, first_line: Callable[[], int] | None = None
+) -> tuple[list, int]:
     """The changes in the committed batches ``text`` of the journal ``path``,
     as ``(key, value or DELETED)`` pairs, and how many records they came
     from: :func:`journal.parse` and :func:`journal.as_changes` in one pass,
@@ -131,15 +131,15 @@ def changes_of(text: bytes, path: str) -> tuple[list, int]:
     those allocations would trigger, each walking the young objects, cost
     more than the parse itself (2.5 µs a record against 1 µs here)."""
     if not gc.isenabled():
-        return _changes_of(text, path)
+        return _changes_of(text, path, first_line)
     gc.disable()
     try:
-        return _changes_of(text, path)
+        return _changes_of(text, path, first_line)
     finally:
         gc.enable()
 
 
-def _changes_of(text: bytes, path: str) -> tuple[list, int]:
+def _changes_of(text: bytes, path: str, first_line: Callable[[], int] | None) -> tuple[list, int]:
     try:
         items = _loads(b"[" + text[:-1].replace(b"\n", b",") + b"]")
     except ValueError:
@@ -195,8 +195,13 @@ def _changes_of(text: bytes, path: str) -> tuple[list, int]:
         else:
             if not count:  # ends with a commit line
                 return out, len(out)
-    out = journal.as_changes(journal.parse(text, path))
+    # Anything else: the journal's parser, which names a damaged line.
+    out = journal.as_changes(journal.parse(text, path, first_line or _line_one))
     return out, len(out)
+
+
+def _line_one() -> int:
+    return 1
 
 
 def _write_all(fd: int, data: bytes, pos: int) -> None:
@@ -204,6 +209,15 @@ def _write_all(fd: int, data: bytes, pos: int) -> None:
         written = _pwrite(fd, data, pos)
         data = data[written:]
         pos += written
+
+
+def _truncate(fd: int, size: int) -> None:
+    """Cut a failed write off again (a failure to do so leaves a torn batch,
+    which readers ignore and the next locked transaction cuts)."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
 
 
 def _write_hooked(fd: int, batch: bytes, pos: int, hook) -> None:
@@ -220,13 +234,11 @@ def _write_hooked(fd: int, batch: bytes, pos: int, hook) -> None:
 class TailAppender:
     """Reads and appends at the end of ``store``'s journal with a few system calls.
 
-    Either :meth:`append_after` a batch decided on what the store knows of
-    one task (it is written unless what others wrote since mentions that
-    task), or, to take in what others wrote first: ``changes =
-    tail.begin()``; if not None the lock is held: take ``changes`` in,
-    decide, :meth:`write` at most once, then :meth:`end` (always).
-    The caller makes sure no other thread of this process uses the same
-    store meanwhile.
+    :meth:`transaction` runs a :meth:`Store.transaction` with the lock file
+    and the journal kept open: :meth:`peek` without the lock, then the lock
+    taken and what came meanwhile read, the caller's decision appended, and
+    the lock given back. The caller makes sure no other thread of this
+    process uses the same store meanwhile.
     """
 
     def __init__(self, store):
@@ -234,7 +246,7 @@ class TailAppender:
         # The lock the store runs (``auto`` resolved): only a flock on
         # ``tastypy.lock`` excludes the store's writers as this one does.
         lock_mode = getattr(getattr(store, "_lock", None), "mode", None)
-        self._usable = (
+        self.usable = (
             fcntl is not None
             and lock_mode == "posix"
             and sys.platform != "win32"
@@ -244,6 +256,10 @@ class TailAppender:
         self._lock_fd = -1
         self._fd = -1
         self._journal = ""
+        # Whether a write since the last fsync was not fsynced.
+        self._unsynced = False
+        # Whether others had written at the last transaction.
+        self._others = True
 
     def _open(self) -> bool:
         """(Re)open the lock file and the store's current journal."""
@@ -271,9 +287,10 @@ class TailAppender:
         self._journal = store.journal_path
         return True
 
-    def _take_lock(self, on_wait: Callable[[], object] | None) -> bool:
+    def _take_lock(self, writer) -> bool:
         """Wait for the lock held by another process (see ``_SPINS``),
-        calling ``on_wait()`` before each new try after a sleep."""
+        giving ``writer`` (if any) what others committed meanwhile before
+        each new try after a sleep."""
         lock_fd = self._lock_fd
         pause = 0.0
         deadline = 0.0
@@ -288,8 +305,8 @@ class TailAppender:
                     return False
                 time.sleep(pause)
                 pause = min(pause * 2, _PAUSE_MAX)
-                if on_wait is not None:
-                    on_wait()
+                if writer is not None:
+                    self._take_in_early(writer)
             try:
                 _flock(lock_fd, _LOCK_EX_NB)
                 return True
@@ -299,9 +316,9 @@ class TailAppender:
                 return False
         return False  # pragma: no cover - itertools.count() does not end
 
-    def _locked(self, on_wait: Callable[[], object] | None) -> bool:
+    def _locked(self, writer) -> bool:
         """Open the files if needed and take the lock (see :meth:`_take_lock`);
-        False, with the lock not held, when the ordinary path must run."""
+        False, with the lock not held, when the store must run the transaction."""
         store = self.store
         if self._journal != store.journal_path or self._fork != _forks:
             if not self.enabled or not self._open():
@@ -309,7 +326,7 @@ class TailAppender:
         try:
             _flock(self._lock_fd, _LOCK_EX_NB)
         except BlockingIOError:
-            return self._take_lock(on_wait)
+            return self._take_lock(writer)
         except OSError:
             return False
         return True
@@ -318,14 +335,14 @@ class TailAppender:
     def enabled(self) -> bool:
         """Whether the store is a journal this appender may keep open: not
         the shared store, which a POD may be converted to while open."""
-        return self._usable and not self.store.shared
+        return self.usable and not self.store.shared
 
     def peek(self) -> bytes | None:
         """Read, without the lock, the whole batches others appended since the
-        store last looked: their bytes (``b""`` if none), for the caller to
-        take in and count into the store's records (see :meth:`records_of`);
-        or None if the journal was replaced (a compaction: load afresh).
-        Taking them in before :meth:`begin` keeps the lock short: it then
+        store last looked: their bytes (``b""`` if none; the caller takes
+        them in and tells the store with ``store.took``), or None if the
+        journal was replaced (a compaction: load afresh). Taking them in
+        before taking the lock keeps the hold short: the transaction then
         reads only what came meanwhile. Safe without the lock because a
         committed batch is never changed or cut, and a batch being written
         has no commit line yet."""
@@ -343,13 +360,9 @@ class TailAppender:
                 return None
             if store.gzipped:
                 return b""
-            chunk = self._read_raw(pos, size)
+            return self._read_raw(pos, size)
         except OSError:
             return b""
-        if chunk:
-            store.journal_pos = pos + len(chunk)
-            store.mixed = True
-        return chunk
 
     def sealed(self) -> bool:
         """Whether the journal this appender has open ends with a seal: a
@@ -371,7 +384,7 @@ class TailAppender:
         new generation without loading it, when that is sure to give the
         same data. Returns the whole batches to take in, in this order: the
         rest of the old journal (not counted into the store's records), then
-        the new journal so far (to be counted, see :meth:`records_of`); or
+        the new journal so far (to be counted by the caller); or
         None (nothing changed in the store) when the caller must load afresh.
 
         The new snapshot holds exactly what the old generation held at its
@@ -404,33 +417,37 @@ class TailAppender:
             ):
                 return None
             new_path = os.path.join(store.path, manifest["journal"])
-            try:
-                fd = os.open(new_path, os.O_RDWR | _NOFOLLOW)
-            except FileNotFoundError:
-                fd = -1  # no sync since the compaction
-            if fd >= 0:
-                old_fd, old_journal = self._fd, self._journal
-                self._fd, self._journal = fd, new_path
-                try:
-                    more = self._read_raw(0, _fstat(fd).st_size)
-                except BaseException:
-                    self._fd, self._journal = old_fd, old_journal
-                    os.close(fd)
-                    raise
-                os.close(old_fd)
-            else:
-                more = b""
+            fd, more = self._switch_to(new_path)
         except (OSError, TastypyError, KeyError, TypeError):
             return None
         store.generation = manifest["generation"]
         store.mixed = True
         store.journal_path = new_path
         store.journal_pos = len(more)
-        store.journal_records = 0  # the caller counts ``more`` (records_of)
+        store.journal_records = 0  # the caller counts ``more``
         store.snapshot_records = manifest["snapshot_records"]
         if fd < 0:
             self._journal = ""  # reopened once the journal exists
         return rest, more
+
+    def _switch_to(self, new_path: str) -> tuple[int, bytes]:
+        """Keep the new journal open instead of the old one, and read it:
+        its descriptor (-1 if no journal was written since the compaction)
+        and its whole batches."""
+        try:
+            fd = os.open(new_path, os.O_RDWR | _NOFOLLOW)
+        except FileNotFoundError:
+            return -1, b""  # no sync since the compaction
+        old_fd, old_journal = self._fd, self._journal
+        self._fd, self._journal = fd, new_path
+        try:
+            more = self._read_raw(0, _fstat(fd).st_size)
+        except BaseException:
+            self._fd, self._journal = old_fd, old_journal
+            os.close(fd)
+            raise
+        os.close(old_fd)
+        return fd, more
 
     def _read_raw(self, pos: int, size: int) -> bytes:
         """The whole batches between ``pos`` and ``size`` (``b""`` if none)."""
@@ -444,123 +461,84 @@ class TailAppender:
         keep = journal.committed_part(chunk)
         return chunk[:keep] if keep != len(chunk) else chunk
 
-    def _read(self, pos: int, size: int) -> tuple[list, int, int]:
-        """The changes in the whole batches between ``pos`` and ``size``, how
-        many records they came from, and how many bytes they take."""
-        chunk = self._read_raw(pos, size)
-        if not chunk:
-            return [], 0, 0
-        try:
-            changes, n = changes_of(chunk, self._journal)
-            return changes, n, len(chunk)
-        except CorruptFileError:
-            raise _Fallback from None  # the ordinary path names the line
+    def line_at(self, pos: int) -> Callable[[], int]:
+        """The line number at byte ``pos`` of the open journal, counted only
+        when asked (an error message names the line)."""
+        fd = self._fd
 
-    def begin(self, on_wait: Callable[[], object] | None = None) -> list | None:
-        """Take the lock and read what others committed since the store last
-        looked: their changes as ``(key, value or DELETED)`` pairs, ``[]`` if
-        none. None, with the lock not held, when the ordinary path must run.
+        def first_line() -> int:
+            try:
+                return _pread(fd, pos, 0).count(b"\n") + 1
+            except OSError:
+                return 1
 
-        While the lock is busy, ``on_wait()`` is called between tries: a
-        caller that takes in what others wrote meanwhile (:meth:`peek`)
-        then holds the lock only for what comes after."""
+        return first_line
+
+    def transaction(self, writer) -> bool:
+        """:meth:`Store.transaction` without fsync, with the files kept open:
+        False when the store must run it instead (with nothing taken in, or
+        with what was taken in counted and the decision taken back). The
+        journal is not compacted here: the store's durable transactions,
+        every ``sync_at``, do that. While the lock is busy, what others
+        commit meanwhile is taken in, so the hold is only for what comes
+        after."""
         store = self.store
-        if not self._locked(on_wait):
-            return None
+        if self._others:
+            # Others wrote at the last transaction: take in what they wrote
+            # since before taking the lock, which is then held only for
+            # what comes meanwhile.
+            early = self.peek()
+            if early is None:
+                return False  # replaced: the store loads afresh
+            if early:
+                writer.take_in((early, len(early), self.line_at(store.journal_pos)))
+        lock_fd = self._lock_fd
+        if self._journal is store.journal_path and self._fork == _forks:
+            try:
+                _flock(lock_fd, _LOCK_EX_NB)
+            except BlockingIOError:
+                if not self._take_lock(writer):
+                    return False
+            except OSError:
+                return False
+        elif self._locked(writer):
+            lock_fd = self._lock_fd
+        else:
+            return False
         try:
             fd = self._fd
             pos = store.journal_pos
             if _lseek(fd, 0, _SEEK_END) == pos:
-                return _NOTHING  # unchanged, so not replaced either (journal.seal)
-            st = _fstat(fd)
-            size = st.st_size
-            if size < pos or not st.st_nlink or store.gzipped:
-                raise _Fallback
-            records, n, keep = self._read(pos, size)
-            if pos + keep != size:
-                raise _Fallback  # a torn batch: the ordinary path cuts it
-            store.journal_pos = pos + keep
-            store.journal_records += n
-            if records:
-                store.mixed = True
-            return records
-        except (_Fallback, OSError):
-            _flock(self._lock_fd, _LOCK_UN)
-            return None
-        except BaseException:
-            _flock(self._lock_fd, _LOCK_UN)
-            raise
-
-    def append_after(
-        self,
-        batch: bytes | bytearray,
-        count: int,
-        keys: Iterable,
-    ) -> bytes | None:
-        """Take the lock (waiting for it if busy), append ``batch`` after
-        whatever others appended since the store last looked, provided that
-        none of it holds a record of one of ``keys`` (the task the caller
-        decided on, and the others it writes: a byte search for the start
-        of each one's record), and give the lock back.
-
-        Returns the bytes others had appended (whole committed batches,
-        ``b""`` if none), which the caller must take in at once (they come
-        before its own in the journal; :func:`records_of`); or None, with
-        nothing written, when the caller must take the full path: a needle
-        was found, the journal was replaced or has a torn tail, the write
-        failed, or the lock stayed busy. Taking in what others wrote after
-        the lock is given back keeps each process's turn at the lock short."""
-        store = self.store
-        if not self._locked(None):
-            return None
-        lock_fd = self._lock_fd
-        try:
-            fd = self._fd
-            pos = store.journal_pos
-            # A journal replaced since was sealed first (journal.seal): it
-            # ends with a torn batch, refused below.
-            size = _lseek(fd, 0, _SEEK_END)
-            if size < pos:
-                return None
-            chunk = b""
-            if size > pos:
-                if store.gzipped:
-                    return None
-                chunk = _pread(fd, size - pos, pos)
-                while len(chunk) < size - pos:
-                    more = _pread(fd, size - pos - len(chunk), pos + len(chunk))
-                    if not more:
-                        return None
-                    chunk += more
-                if journal.committed_part(chunk) != len(chunk):
-                    return None  # a torn batch: the ordinary path cuts it
-                for key in keys:
-                    key_json = dumps(key)
-                    if b"[%b," % key_json in chunk or b"[%b]" % key_json in chunk:
-                        return None
-            store.journal_pos = size
-            if chunk:
-                store.mixed = True
-            if not self.write(batch, count):
-                store.journal_pos = pos
-                return None
-            return chunk
+                # Unchanged, so not replaced either: a compaction or a
+                # repair seals the journal it replaces (journal.seal).
+                self._others = False
+            else:
+                new = self._new_since(pos)
+                if new is None:
+                    return False
+                self._others = True
+                writer.take_in((new, len(new), self.line_at(pos)))
+            batch = writer.decide()
+            count = batch[1]
+            if count and not self._append(batch[0], count):
+                # Cut off again before anyone read it; the store tries once
+                # more and says what is wrong.
+                writer.undo()
+                return False
+            writer.written()
         finally:
             _flock(lock_fd, _LOCK_UN)
+        return True
 
-    def records_of(self, chunk: bytes) -> list:
-        """The changes in ``chunk`` (from :meth:`append_after` or
-        :meth:`peek`), counted into the store's records."""
-        changes, n = changes_of(chunk, self._journal)
-        self.store.journal_records += n
-        return changes
-
-    def write(self, batch: bytes | bytearray, count: int) -> bool:
-        """Append ``batch`` (``count`` records and their commit line) without
-        fsync, between :meth:`begin` and :meth:`end`. False, with nothing
-        written, when the ordinary path must do it."""
+    def _append(self, body: bytes | bytearray, count: int) -> bool:
+        """Append ``count`` records in ``body`` and their commit line, under the
+        lock; False, with nothing left written, if the write failed."""
         store = self.store
         fd = self._fd
+        if store.gzipped:
+            batch = journal.frame(body, count, True)
+        else:
+            batch = body + (_COMMITS[count] if count < 64 else journal.commit_line(count))
         pos = store.journal_pos
         try:
             if store.fault is _no_fault:
@@ -570,26 +548,46 @@ class TailAppender:
             else:
                 _write_hooked(fd, batch, pos, store.fault)
         except OSError:
-            # Take the part written back before anyone can read it; the
-            # ordinary path then retries and reports what is wrong.
-            try:
-                os.ftruncate(fd, pos)
-            except OSError:
-                pass
+            _truncate(fd, pos)
             return False
+        self._unsynced = True
         store.journal_pos = pos + len(batch)
         store.journal_records += count
         return True
 
-    def end(self) -> None:
-        """Give the lock back."""
-        _flock(self._lock_fd, _LOCK_UN)
+    def _new_since(self, pos: int) -> bytes | None:
+        """Under the lock, the journal grown past ``pos``: the whole batches
+        others committed since, or None when the store must take over (the
+        journal was unlinked or cut, it is gzipped, or it ends torn)."""
+        try:
+            st = _fstat(self._fd)
+            size = st.st_size
+            if not st.st_nlink or size < pos or self.store.gzipped:
+                return None
+            chunk = self._read_raw(pos, size)
+        except OSError:
+            return None
+        if pos + len(chunk) != size:
+            return None  # a torn batch: the store cuts it, under its lock
+        return chunk
+
+    def _take_in_early(self, writer) -> None:
+        """While waiting for the lock: take in what others committed meanwhile."""
+        early = self.peek()
+        if early:
+            writer.take_in((early, len(early), self.line_at(self.store.journal_pos)))
 
     def fsync(self) -> None:
-        """Make what this appended durable (if its journal is still current:
-        a compaction since has fsynced its own copy of the records)."""
-        if self._fd >= 0 and self._fork == _forks and self._journal == self.store.journal_path:
+        """Make what this appended without fsync durable (if its journal is
+        still current: a compaction since has fsynced its own copy)."""
+        if (
+            self._unsynced
+            and self._fd >= 0
+            and self._fork == _forks
+            and self._journal == self.store.journal_path
+        ):
             os.fsync(self._fd)
+        self._unsynced = False
 
     def close(self) -> None:
         if self._fork == _forks:

@@ -23,9 +23,6 @@ log = logging.getLogger("tastypy")
 
 _DEFAULTS: Final = records.DEFAULTS
 
-#: With a huge ``sync_at``, an ordinary sync (no fsync) still runs after
-#: this many quick writes, to confirm they went to the live journal.
-_CONFIRM_AT: Final = 10_000
 
 #: ``claim`` passes this as the keys it decides on: it may take any key.
 _ANY: Final = object()

@@ -12,9 +12,8 @@ from typing import Any, Final
 
 import orjson
 
-from tastypy.errors import CorruptFileError
-from tastypy.storage import DELETED, journal
-from tastypy.storage.tail import TailAppender
+from tastypy.storage import DELETED
+from tastypy.storage.tail import changes_of
 from tastypy.tracker._common import _ANY, _NOT_OURS
 
 #: Keys of others' records kept filed, not taken in, at most (a line each:
@@ -134,23 +133,27 @@ class BacklogMixin:
             self._absorb(changes, claims)
 
     def _take_in_text(self, new: tuple, claims: Any) -> None:
-        """Others' committed batches read by the store (``(text, bytes
-        consumed, first line)``, see :meth:`Store.read_new_text`): filed
-        into the backlog, or parsed and taken in."""
+        """Others' committed batches read by the store (``(text, bytes or
+        commits consumed, first line)``, see :meth:`Store.read_new_text`):
+        filed into the backlog, or parsed and taken in, and counted."""
         text, consumed, first_line = new
-        store = self._store
+        self._store.took(consumed, self._take_in_bytes(text, claims, first_line))
+
+    def _take_in_bytes(self, text: bytes, claims: Any, first_line: Any = None) -> int:
+        """Others' whole committed batches ``text``: filed into the backlog
+        (the records of ``claims`` taken in at once), or parsed and taken
+        in. Returns how many records they hold."""
         filed = self._file(text)
         if filed is None:
-            records = journal.parse(text, store.journal_path, first_line)
-            store.took(consumed, len(records))
-            self._absorb(journal.as_changes(records), claims)
+            changes, count = changes_of(text, self._store.journal_path, first_line)
+            self._absorb(changes, claims)
+            return count
+        if claims is _ANY or len(self._backlog) > _BACKLOG_MAX:
+            self._flush_backlog(claims)  # memory stays bounded
         else:
-            store.took(consumed, filed)
-            if claims is _ANY:
-                self._flush_backlog(claims)
-            else:
-                for key in claims:
-                    self._take_key(key, claims)
+            for key in claims:
+                self._take_key(key, claims)
+        return filed
 
     def _take_key(self, key: Any, claims: Any = ()) -> None:
         """Take in others' last record of ``key`` if the backlog holds one
@@ -238,47 +241,3 @@ class BacklogMixin:
         ]
         for key in keys:
             self._take_key_locked(key, ())
-
-    def _took_chunk(self, tail: TailAppender, chunk: bytes, written: list) -> None:
-        """After a quick write: others' batches ``chunk``, before ours in the
-        journal (none of them about a key we wrote), filed or taken in."""
-        filed = None
-        if chunk:
-            self._contended = True
-            filed = self._file(chunk)
-            if filed is not None:
-                self._store.journal_records += filed
-        else:
-            self._contended = False
-        if self._backlog:
-            self._drop_written(written)
-            if len(self._backlog) > _BACKLOG_MAX:
-                self._flush_backlog()  # memory stays bounded
-        if chunk and filed is None:
-            self._take_in(tail.records_of(chunk), set(written))
-
-    def _take_in_chunk(self, chunk: bytes, claims: Any, count: bool = True) -> bool:
-        """Others' whole batches read by the tail: filed into the backlog
-        (the records of ``claims`` taken in at once), or parsed and taken in;
-        counted into the store's records unless ``count`` is False. False,
-        with nothing taken in, if a line is damaged (loading names it)."""
-        store = self._store
-        records = store.journal_records
-        filed = self._file(chunk)
-        if filed is None:
-            try:
-                changes = self._tail.records_of(chunk)
-            except CorruptFileError:
-                return False
-            if not count:
-                store.journal_records = records
-            self._absorb(changes, claims)
-            return True
-        if count:
-            store.journal_records += filed
-        if claims is _ANY or len(self._backlog) > _BACKLOG_MAX:
-            self._flush_backlog(claims)
-        else:
-            for key in claims:
-                self._take_key(key, claims)
-        return True

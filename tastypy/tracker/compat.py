@@ -44,33 +44,36 @@ class CompatMixin:
 
     def increment_tries(self, key: Any) -> None:
         """Count one more try (without the checks and the write of :meth:`try_it`)."""
-        rec = self._rec(key)
-        tries = rec["_tries"]
-        rec["_tries"] = tries + 1
-        if not tries:
-            self._n_tried += 1
-        self._touch(key)
+        with self._sync_lock:  # see mark_done
+            rec = self._rec(key)
+            tries = rec["_tries"]
+            rec["_tries"] = tries + 1
+            if not tries:
+                self._n_tried += 1
+            self._touch(key)
 
     def decrement_tries(self, key: Any) -> None:
         """Count one try less; a task never tried is refused."""
-        rec = self._rec(key)
-        tries = rec["_tries"]
-        if tries <= 0:
-            raise InvalidArgumentError(
-                f"{key!r} has 0 tries; tries cannot go below 0 (see reset_tries)."
-            )
-        rec["_tries"] = tries - 1
-        if tries == 1:
-            self._n_tried -= 1
-        self._touch(key)
+        with self._sync_lock:  # see mark_done
+            rec = self._rec(key)
+            tries = rec["_tries"]
+            if tries <= 0:
+                raise InvalidArgumentError(
+                    f"{key!r} has 0 tries; tries cannot go below 0 (see reset_tries)."
+                )
+            rec["_tries"] = tries - 1
+            if tries == 1:
+                self._n_tried -= 1
+            self._touch(key)
 
     def reset_tries(self, key: Any) -> None:
         """Set the task's tries back to 0."""
-        rec = self._rec(key)
-        if rec["_tries"]:
-            rec["_tries"] = 0
-            self._n_tried -= 1
-            self._touch(key)
+        with self._sync_lock:  # see mark_done
+            rec = self._rec(key)
+            if rec["_tries"]:
+                rec["_tries"] = 0
+                self._n_tried -= 1
+                self._touch(key)
 
     # -- iterating -------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from typing import Any
 from tastypy.codec import check_key
 from tastypy.errors import InvalidValueError
 from tastypy.pod import _MISSING, PersistentOrderedDict, _Setter
-from tastypy.storage.tail import TailAppender
 from tastypy.tracker import _common, heartbeat, settings
 from tastypy.tracker._common import _DEFAULTS, _check_span, _nothing
 from tastypy.tracker.attempts import AttemptsMixin
@@ -150,7 +149,6 @@ class ProgressTracker(
         # Bumped whenever changes of other processes are taken in.
         self._absorbed = 0
         self._init_counters()
-        self._tail: TailAppender | None = None
         super().__init__(
             path,
             init,
@@ -162,7 +160,6 @@ class ProgressTracker(
             lock_timeout=lock_timeout,
             storage=storage,
         )
-        self._tail = TailAppender(self._store)
         try:
             self._max_tries, self._lease = settings.resolve(
                 self.path, max_tries, lease, self._locked
@@ -227,13 +224,13 @@ class ProgressTracker(
             if index is not None:
                 index[key] = None
 
-    def _sync(self, durable: bool = True) -> None:
-        # The tracker's own ordinary write, not the POD's: it takes in what
-        # others wrote before it encodes what to write, which records added
-        # here need (they give way to others' records, see _add_new).
+    def _sync(self, durable: bool = True, compact: bool = False) -> None:
+        # The tracker's transaction, which takes in what others wrote
+        # before it encodes what to write, as records added here need
+        # (they give way to others' records, see _add_new).
         if self._closed:
             self._refuse_closed()
-        self._transact_ordinary(_nothing, (), durable)
+        self._transact(_nothing, (), durable, compact, write=True)
 
     def _exit_sync(self) -> None:
         if self._closed:
@@ -247,14 +244,10 @@ class ProgressTracker(
 
     def close(self) -> None:
         heartbeat.unwatch(self)
-        try:
-            if not self._closed:
-                self._release_held()
-            with self._leaving_backlog():
-                super().close()
-        finally:
-            if self._tail is not None:
-                self._tail.close()
+        if not self._closed:
+            self._release_held()
+        with self._leaving_backlog():
+            super().close()
 
     def __del__(self) -> None:
         if sys.is_finalizing():
@@ -262,13 +255,10 @@ class ProgressTracker(
             # be gone): the exit sync has run already, and a second try could
             # only add a confusing error to the one it logged.
             self._closed = True
-        elif not getattr(self, "_closed", True) and getattr(self, "_tail", None) is not None:
+        elif not getattr(self, "_closed", True):
             # Dropped without close(): nobody can end its leases any more.
             self._release_held()
         super().__del__()
-        tail = getattr(self, "_tail", None)
-        if tail is not None:
-            tail.close()
 
     # -- the mapping -------------------------------------------------------------
 

@@ -367,9 +367,9 @@ class LeasesMixin:
         """
         keys = _key_list(keys)
         span = _check_span(lease, "lease", negative=True)
-        data = self._data
 
         def decide() -> list:
+            data = self._data
             for key in keys:
                 if key not in data:
                     raise self._missing(key)

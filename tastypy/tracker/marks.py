@@ -233,11 +233,12 @@ class MarksMixin:
 
     def mark_not_done(self, key: Any) -> None:
         """Mark the task not done."""
-        rec = self._rec(key)
-        if rec["_done"]:
-            rec["_done"] = False
-            self._n_done -= 1
-            self._touch(key)
+        with self._sync_lock:  # see mark_done
+            rec = self._rec(key)
+            if rec["_done"]:
+                rec["_done"] = False
+                self._n_done -= 1
+                self._touch(key)
 
     def tries(self, key: Any) -> int:
         """How many times the task was tried."""
@@ -245,19 +246,21 @@ class MarksMixin:
 
     def abort(self, key: Any) -> None:
         """Mark the task aborted: it is skipped unless ``allow_aborted=True``."""
-        rec = self._rec(key)
-        if not rec["_aborted"]:
-            rec["_aborted"] = True
-            self._n_aborted += 1
-            self._touch(key)
+        with self._sync_lock:  # see mark_done
+            rec = self._rec(key)
+            if not rec["_aborted"]:
+                rec["_aborted"] = True
+                self._n_aborted += 1
+                self._touch(key)
 
     def unabort(self, key: Any) -> None:
         """Mark the task not aborted."""
-        rec = self._rec(key)
-        if rec["_aborted"]:
-            rec["_aborted"] = False
-            self._n_aborted -= 1
-            self._touch(key)
+        with self._sync_lock:  # see mark_done
+            rec = self._rec(key)
+            if rec["_aborted"]:
+                rec["_aborted"] = False
+                self._n_aborted -= 1
+                self._touch(key)
 
     def aborted(self, key: Any) -> bool:
         """Whether the task was aborted (``KeyError`` if it is not there)."""

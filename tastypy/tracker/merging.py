@@ -10,7 +10,7 @@ from typing import Any
 
 from tastypy import records
 from tastypy._identity import holder_gone
-from tastypy.codec import dumps
+from tastypy.errors import CorruptFileError
 from tastypy.pod import _CHANGED, _MISSING
 from tastypy.storage import DELETED
 from tastypy.tracker import _common
@@ -77,26 +77,6 @@ class MergingMixin:
         if slow:
             self._take_in_ours(slow, ours)
 
-    def _catch_up(self, claims: Any) -> None:
-        """Take in, without the directory lock, what other processes wrote
-        since this process last looked (or load afresh after a compaction),
-        so that the write that follows holds the lock only for what comes
-        meanwhile: with many processes taking turns at the lock, the turns
-        stay short. The caller holds ``_sync_lock``."""
-        tail = self._tail
-        if tail is not None and tail.enabled:
-            chunk = tail.peek()
-            if chunk is None:
-                self._reload_merging(claims)
-            elif chunk and not self._take_in_chunk(chunk, claims):
-                self._reload_merging(claims)
-            return
-        changes = self._store.read_new()
-        if changes is None:
-            self._reload_merging(claims)
-        elif changes:
-            self._absorb(changes, claims)
-
     def _reload_merging(self, claims: Any) -> None:
         """Load the disk afresh (another process compacted), keeping this
         process's unsynced changes, merged with the disk's records of their
@@ -106,49 +86,28 @@ class MergingMixin:
         new snapshot already, and only takes in the new journal (see
         :meth:`TailAppender.follow`): with many processes, each would
         otherwise parse the whole tracker again after every compaction."""
-        tail = self._tail
-        if tail is not None and tail.enabled:
+        tail = self._store.tail
+        if tail.enabled:
             texts = tail.follow()
             if texts is not None:
-                # Every quick write went to the old journal before the
-                # compaction took it in (each checked, under the lock,
-                # that the journal was still the live one).
-                self._unconfirmed.clear()
                 rest, more = texts
-                if (not rest or self._take_in_chunk(rest, claims, count=False)) and (
-                    not more or self._take_in_chunk(more, claims)
-                ):
+                try:
+                    if rest:
+                        self._take_in_bytes(rest, claims)  # the old journal's, not counted
+                    if more:
+                        self._store.journal_records += self._take_in_bytes(more, claims)
                     return
+                except CorruptFileError:
+                    pass  # loading afresh names the damaged line
         ours = set(self._pending_keys)
         ours.update(self._dirty)
         self._reload(ours)
 
     def _reload(self, ours: set) -> None:
-        # The files were replaced since we last looked. What the quick path
-        # wrote since the store last confirmed the live journal is in the
-        # new generation when the old journal ends with a seal: a compaction
-        # or a repair took it in under the lock, then sealed it. Writing
-        # those keys again would then undo what others wrote of them since,
-        # from our older copies. Without a seal, the journal was deleted or
-        # moved by something else, and the quick writes went to a dead file:
-        # keep those keys as unsynced changes, written again into the live
-        # generation instead of being lost.
-        keys = self._unconfirmed
-        if keys:
-            self._unconfirmed = []
-        tail = self._tail
-        if keys and (tail is None or not tail.sealed()):
-            data = self._data
-            dirty = self._dirty
-            for key in dict.fromkeys(keys):
-                if key in data:
-                    dirty[key] = _CHANGED
-                else:
-                    self._pending += b"[%b]\n" % dumps(key)
-                    self._pending_keys.append(key)
-        # Records added here and not yet written: as added, they yield to
-        # the disk's record of their key; changed since, they win; either
-        # way they are kept where the disk has none.
+        # The files were replaced since we last looked. Records added here
+        # and not yet written: as added, they yield to the disk's record of
+        # their key; changed since, they win; either way they are kept
+        # where the disk has none.
         added = self._added
         adds = [(k, rec) for k, rec in added.items() if self._d.get(k) is rec]
         pending = set(self._pending_keys) if adds else set()

@@ -1,8 +1,11 @@
-"""Writing under the lock: every change goes through :meth:`_transact`,
-which takes in what others wrote, decides and appends in one hold of the
-directory lock, by the quick route (the tail appender) or the ordinary one
-(the store), and takes a decision back if its write fails. Also the lease
-clock, measured against the filesystem's.
+"""Writing: every change of a tracker reaches the files through one
+transaction (:meth:`Store.transaction`): take the lock, take in what others
+appended since this handle last looked, decide, append, release. A try, a
+claim, a release, a renewal, an attempt's end, a sync, a close: each is a
+decision run inside it. Done marks and other changes made between two
+transactions ride with the next one's append.
+
+Also the lease clock, measured against the filesystem's.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tastypy import _exit
+from tastypy.codec import LINE_OPTIONS, _has_nonfinite
+from tastypy.codec import dumps as _dumps
 from tastypy.errors import InvalidValueError
-from tastypy.pod import _MISSING
-from tastypy.storage import journal
-from tastypy.storage.store import RACE_RETRIES, CommitRaced, race_pause
-from tastypy.storage.tail import TailAppender, file_time
-from tastypy.tracker._common import _CONFIRM_AT, _nothing, _time, log
+from tastypy.pod import _CHANGED, _MISSING
+from tastypy.storage.tail import file_time
+from tastypy.tracker._common import _nothing, _time, log
 from tastypy.tracker.counters import _contrib
 
 #: Seconds between two measures of how far this host's clock is from the
@@ -27,17 +30,81 @@ _CLOCK_EVERY: Final = 30.0
 _CLOCK_WARN: Final = 5.0
 _CLOCK_SAMPLES: Final = 5
 
-#: The commit lines of small batches, made once.
-_COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
+
+#: A writer's batch before its decision: nothing written, nothing bad.
+_NO_BATCH: Final = (b"", 0, 0, 0, [], [], [])
 
 
-def _framed(lines: list, count: int, gzipped: bool) -> bytes:
-    """One batch for the appender: ``count`` record ``lines`` (the list is
-    extended) and their commit line."""
-    if gzipped:
-        return journal.frame(b"".join(lines), count, True)
-    lines.append(_COMMITS[count] if count < 64 else journal.commit_line(count))
-    return b"".join(lines)
+class _Writer:
+    """One transaction of a tracker, as the store asks it (:class:`Writer`):
+    ``decide`` run on what every process wrote, and every unsynced change
+    of this handle written with what it decided."""
+
+    __slots__ = ("tracker", "decide_fn", "args", "claims", "result", "batch", "grants")
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+        self.decide_fn: Callable[..., Any] | None = None
+        self.args: tuple = ()
+        # The keys ``decide`` may lease (``_ANY``: any): others' records of
+        # them are taken in at once, not filed (see BacklogMixin).
+        self.claims: Any = ()
+        self.result: Any = None
+        self.batch: tuple = _NO_BATCH
+        self.grants: list = []
+
+    def take_in(self, new: tuple | None) -> None:
+        tracker = self.tracker
+        if new is None:
+            tracker._reload_merging(self.claims)
+        else:
+            tracker._take_in_text(new, self.claims)
+
+    def decide(self) -> tuple:
+        tracker = self.tracker
+        if tracker._added:
+            tracker._settle_adds()
+        grants = tracker._undo = self.grants
+        try:
+            self.result = self.decide_fn(*self.args)  # type: ignore[misc]
+            batch = self.batch = tracker._collect()
+        except BaseException:
+            tracker._undo = None
+            tracker._rollback(grants)
+            raise
+        tracker._undo = None
+        return batch
+
+    def undo(self) -> None:
+        self.tracker._rollback(self.grants)
+
+    def written(self) -> None:
+        """Written: forget what the batch covered (changes made meanwhile by
+        other threads stay for the next write)."""
+        if self.grants:
+            self.grants.clear()
+        tracker = self.tracker
+        _, _, n_bytes, n_keys, handled, _, written = self.batch
+        if tracker._backlog:
+            # Others' records there came before ours in the journal: ours win.
+            tracker._drop_written(written)
+            tracker._drop_written(tracker._pending_keys[:n_keys])
+        dirty = tracker._dirty
+        get = dirty.get
+        for key, marker in handled:
+            if get(key, _MISSING) is marker:
+                del dirty[key]
+        if tracker._added:
+            tracker._prune_added(handled)
+        if n_bytes:
+            del tracker._pending[:n_bytes]
+            del tracker._pending_keys[:n_keys]
+
+    def live_count(self) -> int:
+        return self.tracker._live_count()
+
+    def as_on_disk(self) -> dict | None:
+        return self.tracker._as_on_disk(self.batch[5])
 
 
 class TransactMixin:
@@ -47,18 +114,13 @@ class TransactMixin:
         """Start with nothing written yet, the lease clock as this host's."""
         # Grants made by the decision running now, to take back if its write fails.
         self._undo: list | None = None
-        # Whether others wrote at our last quick write: then claims take in
-        # what is new before deciding, rather than deciding first.
-        self._contended = False
         # This host's clock + offset = the filesystem's clock (see _clock).
         self._clock_offset = 0.0
         self._clock_samples: list = []
         self._clock_next = 0.0
-        # Tries written without fsync since the last durable sync.
+        # Transactions written without fsync since the last durable one.
         self._since_durable = 0
-        # Keys written by the quick path since the store last confirmed that
-        # its journal is still the live one (see _reload).
-        self._unconfirmed: list = []
+        self._writer = _Writer(self)
 
     # -- the lease clock --------------------------------------------------------
 
@@ -69,8 +131,9 @@ class TransactMixin:
         return _time() + self._clock_offset
 
     def _measure_clock(self) -> None:
-        """After an append through the ordinary path: compare the journal's
-        modification time, just set by the filesystem, with this host's clock."""
+        """After an append to a filesystem hosts may share, every
+        ``_CLOCK_EVERY`` seconds: compare the journal's modification time,
+        just set by the filesystem's server, with this host's clock."""
         now = time.monotonic()
         if now < self._clock_next:
             return
@@ -91,275 +154,116 @@ class TransactMixin:
             )
         self._clock_offset = offset
 
-    # -- writing under the lock -------------------------------------------------
+    # -- the transaction --------------------------------------------------------
 
-    def _transact(self, decide: Callable[[], Any], claims: Any = (), durable: bool | None = None):
-        """Run ``decide()`` under the directory lock, after taking in what
-        other processes wrote, then write every unsynced change (the
-        decision's too) before the lock is released. Returns what
-        ``decide`` returned.
+    def _transact(
+        self,
+        decide: Callable[[], Any],
+        claims: Any = (),
+        durable: bool | None = None,
+        compact: bool = False,
+        write: bool = False,
+        args: tuple = (),
+    ):
+        """Run ``decide()`` in one transaction: under the directory lock,
+        after taking in what other processes wrote, then write every
+        unsynced change (the decision's too) before the lock is released.
+        Returns what ``decide(*args)`` returned.
 
         ``claims``: the keys ``decide`` may lease (``_ANY``: any). Without
-        fsync, except every ``sync_at`` writes (or with ``durable=True``).
-        Inside :meth:`hold`, decides on what this process knows and writes
-        nothing.
+        fsync, except every ``sync_at`` transactions (or with
+        ``durable=True``); ``compact``: then fold the journal into a new
+        snapshot. Inside :meth:`hold`, decides on what this process knows
+        and writes nothing, unless ``write`` (a sync).
         """
         if self._closed:
             self._refuse_closed()
-        if self._held:
-            return decide()
-        if durable is None:
-            self._since_durable += 1
-            durable = self._since_durable >= self.sync_at
-        if not durable and len(self._unconfirmed) < _CONFIRM_AT:
-            tail = self._tail
-            if tail is not None and tail.enabled:
-                done, result = self._transact_quick(tail, decide, claims)
-                if done:
-                    return result
-        for attempt in range(RACE_RETRIES):
-            try:
-                return self._transact_ordinary(decide, claims, durable)
-            except CommitRaced:
-                # Another process committed first (the shared store): the
-                # decision was taken back; take its commit in, decide again.
-                if attempt == RACE_RETRIES - 1:
-                    raise
-                race_pause(attempt)
-        raise AssertionError("the loop above returns or raises")
-
-    def _transact_quick(self, tail: TailAppender, decide: Callable[[], Any], claims: Any):
-        """The transaction through the tail appender; ``(False, None)``, with
-        nothing decided, if the ordinary path must do it (see
-        :mod:`tastypy.storage.tail`)."""
+        if self._held and not write:
+            return decide(*args)
+        # The sync lock from the first look at what others wrote to the
+        # write: a thread must not decide on what it knew before another
+        # thread took in another process's claim.
         with self._sync_lock:
-            # A SIGTERM handler (it syncs) must wait until the lock file is
-            # released again.
+            # One writer per tracker, reused: transactions of one tracker
+            # never nest (the sync lock is held throughout, and nothing in
+            # a decision starts another).
+            writer = self._writer
+            writer.decide_fn = decide
+            writer.args = args
+            writer.claims = claims
+            # A SIGTERM handler (it syncs) waits until the lock is released.
             main = _exit.enter()
             try:
-                return self._session(tail, decide, claims)
+                if durable is None:
+                    since = self._since_durable = self._since_durable + 1
+                    durable = since >= self.sync_at
+                self._store.transaction(writer, durable, compact)
+                if durable:
+                    self._since_durable = 0
             finally:
                 if main:
                     _exit.leave()
-
-    def _session(self, tail: TailAppender, decide: Callable[[], Any], claims: Any):
-        """Take in what others wrote, then, under the lock, what came
-        meanwhile; ``decide()`` and write. ``(True, what decide returned)``,
-        or ``(False, None)`` with nothing decided or written when the
-        ordinary path must do it. The caller holds ``_sync_lock``."""
-        self._catch_up(claims)
-        changes = tail.begin(lambda: self._catch_up(claims))
-        if changes is None:
-            return False, None
-        undo = self._undo = []
-        written = False
-        try:
-            if changes:
-                self._absorb(changes, claims)
-            else:
-                self._contended = False
-            if self._added:
-                self._settle_adds()
-            result = decide()
-            written = self._write_session(tail)
-        finally:
-            self._undo = None
-            tail.end()
-            if not written:
-                self._rollback(undo)
-        if written:
-            return True, result
-        return False, None
-
-    def _quick_write(self, tail: TailAppender, key: Any) -> bool | None:
-        """Append every unsynced change, after what others wrote since the
-        store last looked if none of it mentions ``key`` (the task being
-        claimed) or another key written (ours would go over theirs
-        unmerged), then file that (the appender takes and gives back the
-        lock). True if written (or nothing to write); False, with nothing
-        written, if that cannot be (a key mentioned, the journal changed,
-        the lock stayed busy, the write failed); None if a value JSON cannot
-        hold is waiting (the ordinary sync names it).
-
-        The hot path of a try loop: :meth:`_batch` and :meth:`_written`
-        written out in one."""
-        data = self._d
-        dirty = self._dirty
-        pending = self._pending
-        n_bytes = len(pending)
-        if n_bytes:
-            n_keys = len(self._pending_keys)
-            lines = [bytes(pending[:n_bytes])]
-            count = lines[0].count(b"\n")
-        else:
-            lines = []
-            count = 0
-        waiting = self._dirty_records(data)
-        if waiting is None:
-            return None
-        more, written, handled = waiting
-        lines += more
-        count += len(more)
-        if not count:
-            return True
-        if n_bytes:
-            written += self._pending_keys[:n_keys]
-        written.append(key)
-        chunk = tail.append_after(_framed(lines, count, self._store.gzipped), count, written)
-        if chunk is None:
-            return False
-        unconfirmed = self._unconfirmed
-        if n_bytes:
-            unconfirmed.extend(self._pending_keys[:n_keys])
-            del pending[:n_bytes]
-            del self._pending_keys[:n_keys]
-        for other, marker in handled:
-            unconfirmed.append(other)
-            if dirty.get(other, _MISSING) is marker:
-                del dirty[other]
-        self._took_chunk(tail, chunk, written)
-        return True
-
-    def _batch(self) -> tuple | None:
-        """Every unsynced change as one framed batch for the appender:
-        ``(batch, count, n_bytes, n_keys, handled)``; None if a value JSON
-        cannot hold is waiting."""
-        data = self._data
-        pending = self._pending
-        n_bytes = len(pending)
-        n_keys = len(self._pending_keys)
-        body = pending[:n_bytes]
-        records = self._dirty_records(data)
-        if records is None:
-            return None
-        lines, _, handled = records
-        count = body.count(b"\n") + len(lines)
-        if count:
-            return (
-                _framed([body, *lines], count, self._store.gzipped),
-                count,
-                n_bytes,
-                n_keys,
-                handled,
-            )
-        return body, count, n_bytes, n_keys, handled
-
-    def _written(self, n_bytes: int, n_keys: int, handled: list) -> None:
-        """A quick write went through: forget what it covered (changes other
-        threads made meanwhile stay), and remember its keys until the store
-        confirms that the journal is still the live one."""
-        unconfirmed = self._unconfirmed
-        dirty = self._dirty
-        if n_bytes:
-            unconfirmed.extend(self._pending_keys[:n_keys])
-            del self._pending[:n_bytes]
-            del self._pending_keys[:n_keys]
-        for key, marker in handled:
-            unconfirmed.append(key)
-            if dirty.get(key, _MISSING) is marker:
-                del dirty[key]
-        if self._added:
-            self._prune_added(handled)
-
-    def _write_session(self, tail: TailAppender) -> bool | None:
-        """Append every unsynced change inside the appender's session (the
-        lock is held). True if written (or nothing to write); False, with
-        nothing written, if the write failed; None if a value JSON cannot
-        hold is waiting (the ordinary sync names it)."""
-        batch = self._batch()
-        if batch is None:
-            return None
-        body, count, n_bytes, n_keys, handled = batch
-        if count and not tail.write(body, count):
-            return False
-        self._written(n_bytes, n_keys, handled)
-        return True
-
-    def _transact_ordinary(self, decide: Callable[[], Any], claims: Any, durable: bool):
-        store = self._store
-        bad: list = []
-        if self._contended:
-            with self._sync_lock:
-                self._catch_up(claims)
-        with self._locked():
-            confirmed = len(self._unconfirmed)
-            if self._tail is not None and self._tail.enabled:
-                new = store.read_new_text()
-                if new is None:
-                    self._reload_merging(claims)
-                elif new[0]:
-                    self._take_in_text(new, claims)
-                self._contended = new is None or bool(new[0])
-            else:
-                changes = store.read_new()
-                if changes is None:
-                    self._reload_merging(claims)
-                elif changes:
-                    self._absorb(changes, claims)
-                self._contended = bool(changes)
-            # Read under the lock, in our generation: earlier quick writes
-            # went to the live journal.
-            del self._unconfirmed[:confirmed]
-            if self._added:
-                self._settle_adds()
-            undo = self._undo = []
-            try:
-                result = decide()
-                batch = self._collect()
-                count = batch[1]
-                if count:
-                    store.append(batch[0], count, durable)
-            except BaseException:
-                self._rollback(undo)
-                raise
-            finally:
-                self._undo = None
-            bad = batch[5]
-            self._forget(batch)
-            if durable:
-                if not count and self._since_durable and self._tail is not None:
-                    # Nothing appended, so no fsync happened: make the quick
-                    # path's writes durable now.
-                    self._tail.fsync()
-                self._since_durable = 0
-            if count and (self._tail is None or not self._tail.enabled):
-                self._measure_clock()
-            store.maybe_compact(self._live_count(), lambda: self._as_on_disk(bad))
-        if bad:
-            self._refuse_bad(bad)
+            batch = writer.batch
+            result = writer.result
+            writer.batch = _NO_BATCH
+            writer.result = writer.decide_fn = None
+        if batch[1] and not self._store.tail.enabled:
+            # Only where hosts may share the files: a local file's time is
+            # this host's clock, but coarser (it runs milliseconds behind).
+            self._measure_clock()
+        if batch[5]:
+            self._refuse_bad(batch[5])
         return result
 
     def _collect(self) -> tuple:
-        """The unsynced changes as one batch body for the ordinary path:
-        ``(body, count, n_bytes, n_keys, handled, bad, written)``. A value
-        JSON cannot hold is left out and listed in ``bad``; ``written``: the
-        keys of ``handled`` whose record is in the body."""
-        data = self._d
-        n_bytes = len(self._pending)
-        n_keys = len(self._pending_keys)
-        body = self._pending[:n_bytes]
-        bad: list = []
-        lines, written, handled = self._dirty_records(data, bad)
-        body += b"".join(lines)
-        return body, body.count(b"\n"), n_bytes, n_keys, handled, bad, written
-
-    def _forget(self, batch: tuple) -> None:
-        """Written: forget what the batch covered (changes made meanwhile by
-        other threads stay for the next write)."""
-        _, _, n_bytes, n_keys, handled, _, written = batch
+        """The unsynced changes as one batch body: ``(body, count, n_bytes,
+        n_keys, handled, bad, written)``. ``handled``: the dirty marks the
+        batch covers; a value JSON cannot hold is left out and listed in
+        ``bad``; ``written``: the keys whose record is in the body (a record
+        read but whose line did not change is not written again). The
+        records added here and not yet written go first, each marked by its
+        record (which no hash equals, so it is written; and which
+        :meth:`_prune_added` recognises after the write)."""
         if self._backlog:
-            # Others' records there came before ours in the journal: ours win.
-            self._drop_written(written)
-            self._drop_written(self._pending_keys[:n_keys])
-        dirty = self._dirty
-        for key, marker in handled:
-            if dirty.get(key, _MISSING) is marker:
-                del dirty[key]
-        if self._added:
-            self._prune_added(handled)
-        if n_bytes:
-            del self._pending[:n_bytes]
-            del self._pending_keys[:n_keys]
+            self._take_ours()
+        added = self._added
+        marks = [*added.items(), *self._dirty.items()] if added else [*self._dirty.items()]
+        get = self._d.get
+        lines: list = []
+        written: list = []
+        bad = None
+        for key, marker in marks:
+            value = get(key, _MISSING)
+            if value is _MISSING:
+                continue  # a deletion's line is in _pending
+            try:
+                line = _dumps((key, value), option=LINE_OPTIONS)
+                if b"null" in line and _has_nonfinite(value):
+                    raise ValueError("it holds NaN or infinity")
+            except (TypeError, ValueError) as exc:
+                if bad is None:
+                    bad = []
+                bad.append((key, exc))
+                continue
+            if marker is _CHANGED or hash(line) != marker:
+                lines.append(line)
+                written.append(key)
+        pending = self._pending
+        if pending:
+            n_bytes = len(pending)
+            n_keys = len(self._pending_keys)
+            body = pending[:n_bytes]
+            body += b"".join(lines)
+            count = body.count(b"\n")
+        else:
+            n_bytes = n_keys = 0
+            body = b"".join(lines)
+            count = len(lines)
+        if bad is None:
+            return body, count, n_bytes, n_keys, marks, (), written
+        failed = {key for key, _ in bad}
+        marks = [(key, marker) for key, marker in marks if key not in failed]
+        return body, count, n_bytes, n_keys, marks, bad, written
 
     def _refuse_bad(self, bad: list) -> None:
         key, exc = bad[0]
@@ -391,7 +295,7 @@ class TransactMixin:
 
     def _rollback(self, undo: list) -> None:
         """Take back the grants of a decision whose write failed."""
-        data = self._data
+        data = self._d
         dirty = self._dirty
         granted = self._granted
         for key, rec, saved, marker, grant in reversed(undo):
@@ -412,6 +316,7 @@ class TransactMixin:
                 dirty.pop(key, None)
             else:
                 dirty[key] = marker
+        del undo[:]
 
     def flush(self) -> None:
         """Write every change not written yet to the journal now, without
