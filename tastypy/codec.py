@@ -154,3 +154,172 @@ def record_line(key: Any, value: Any) -> bytes:
     if b"null" in line and _has_nonfinite(value):
         raise ValueError("it holds NaN or infinity")
     return line
+
+
+# -- what orjson reads but cannot write back, or reads inexactly ----------------
+
+#: The integers orjson reads and writes exactly. A JSON number outside this
+#: range is read as a rounded float (and orjson refuses to write the int).
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
+
+#: The deepest record line orjson writes: ``[key, value]`` counts one level,
+#: so a value may be nested one level less. orjson reads up to 1024 levels.
+MAX_DEPTH: Final = 254
+
+#: ``text.translate(_OPENERS, _NOT_OPENERS)`` keeps only the brackets that
+#: open (``{`` as ``[``) and the newlines: a line deeper than MAX_DEPTH has
+#: MAX_DEPTH + 1 of them in a row there.
+_OPENERS: Final = bytes(ord("[") if b == ord("{") else b for b in range(256))
+_NOT_OPENERS: Final = bytes(b for b in range(256) if b not in b"[{\n")
+
+#: ``text.translate(_DIGITS)``: digits become ``0``, every other byte ``x``
+#: (offsets stay those of ``text``). A number beyond 64 bits has 20 digits or
+#: more, or is negative with 19 or more: it holds 19 digits in a row.
+_DIGITS: Final = bytes(ord("0") if 48 <= b <= 57 else ord("x") for b in range(256))
+_RUN: Final = b"0" * 19
+#: What may come right before a JSON number (or its minus sign) in a line.
+_BEFORE_NUMBER: Final = frozenset(b"[,: \t\r")
+_DEEP: Final = b"[" * (MAX_DEPTH + 1)
+
+
+def suspect_lines(text: bytes) -> list[tuple[int, int]]:
+    """The ``(start, end)`` offsets of the lines of ``text`` that may hold a
+    value nested deeper than orjson writes or an integer beyond 64 bits: a
+    cheap filter (two ``bytes.translate`` and a ``find``, about 2 ns a byte,
+    no Python per line), to be confirmed line by line with :func:`unwritable`."""
+    found: set[int] = set()
+    if len(text) > 2 * MAX_DEPTH:
+        _deep_lines(text, found)
+    if len(text) > 20:
+        _long_numbers(text, found)
+    lines = []
+    for start in sorted(found):
+        end = text.find(b"\n", start)
+        lines.append((start, len(text) if end < 0 else end))
+    return lines
+
+
+#: The digit runs are looked for in pieces of this many bytes, so that the
+#: mapped copy of a large file never doubles the memory a load takes.
+_PIECE: Final = 1 << 20
+
+
+def _long_numbers(text: bytes, found: set[int]) -> None:
+    for piece in range(0, len(text), _PIECE):
+        # Each piece overlaps the next by a run's length, so that no run is
+        # cut in two; a run is counted in the piece where it starts.
+        mapped = text[piece : piece + _PIECE + len(_RUN)].translate(_DIGITS)
+        at = mapped.find(_RUN)
+        while 0 <= at < _PIECE:
+            if at == 0 or mapped[at - 1] != 48:  # the start of a run
+                start = piece + at
+                before = text[start - 1] if start else 10
+                if before == 45:  # "-"
+                    before = text[start - 2] if start > 1 else 10
+                if before in _BEFORE_NUMBER:
+                    found.add(text.rfind(b"\n", 0, start) + 1)
+            end = mapped.find(b"x", at)
+            if end < 0:
+                break
+            at = mapped.find(_RUN, end)
+
+
+def _deep_lines(text: bytes, found: set[int]) -> None:
+    openers = text.translate(_OPENERS, _NOT_OPENERS)
+    at = openers.find(_DEEP)
+    if at < 0:
+        return
+    # Rare (a line of 255 opening brackets): map line numbers to offsets.
+    line = 0
+    offset = 0
+    while at >= 0:
+        target = openers.count(b"\n", 0, at)
+        while line < target:
+            offset = text.index(b"\n", offset) + 1
+            line += 1
+        found.add(offset)
+        end = openers.find(b"\n", at)
+        if end < 0:
+            break
+        at = openers.find(_DEEP, end)
+
+
+class _BigInt(Exception):
+    pass
+
+
+def _exact_int(literal: str) -> int:
+    number = int(literal)
+    if not INT_MIN <= number <= INT_MAX:
+        raise _BigInt(number)
+    return number
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    todo = [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if type(item) is list:
+            children = item
+        elif type(item) is dict:
+            children = item.values()
+        else:
+            continue
+        deepest = max(deepest, level)
+        todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def unwritable(line: bytes) -> str | None:
+    """Why the record ``line`` (valid JSON, read by orjson) could not be
+    written back as it is: nested deeper than orjson writes, or holding an
+    integer beyond 64 bits, which orjson reads as a rounded float. None if
+    it can be (or is no record at all: the parser reports that)."""
+    try:
+        item = loads(line)
+    except JSONDecodeError as exc:
+        if "depth" not in str(exc):
+            return None
+        return (
+            "is nested more than 1024 levels deep. tastypy writes JSON at most "
+            f"{MAX_DEPTH} levels deep, so it can never write this record back"
+        )
+    if type(item) is not list or not item:
+        return None
+    key = item[0]
+    try:
+        dumps(item)
+    except TypeError:
+        return (
+            f"holds a record nested {_depth(item)} levels deep (key {_short(key)}). tastypy "
+            f"writes JSON at most {MAX_DEPTH} levels deep ({MAX_DEPTH - 1} for a value), so "
+            "it can never write this record back; store deeper data as a JSON string"
+        )
+    import json  # the one reader that gives such numbers exactly; rarely needed
+
+    try:
+        json.loads(line, parse_int=_exact_int)
+    except _BigInt as big:
+        number = big.args[0]
+        exact = json.loads(line)
+        where = (
+            "as its key"
+            if _holds(exact[0], number)
+            else f"in the value of key {_short(key_from_json(exact[0]))}"
+        )
+        return (
+            f"holds the integer {number} {where}, beyond the 64 bits tastypy keeps exactly "
+            f"(it would be read as the float {float(number)!r} and rounded for good at the "
+            f'next compaction); such a number must be written as a string ("{number}")'
+        )
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def _holds(part: Any, number: int) -> bool:
+    if type(part) is list:
+        return any(_holds(sub, number) for sub in part)
+    return type(part) is int and part == number

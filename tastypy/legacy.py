@@ -11,14 +11,18 @@ is only read, never changed.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import re
+import zlib
 from typing import Any
 
+from tastypy._args import check_flag, check_path
 from tastypy.codec import key_from_json
-from tastypy.errors import CorruptFileError, NotAPODError, TastypyError
+from tastypy.errors import CorruptFileError, NotAPODError, StorageError, TastypyError
 from tastypy.pod import POD
+from tastypy.storage import files
 
 __all__ = ["import_legacy", "read_legacy"]
 
@@ -74,18 +78,36 @@ def _decode_key(text: str) -> Any:
     return key_from_json(json.loads(text))
 
 
+def _text_of(path: str) -> io.TextIOWrapper:
+    """The text of a shard file, read as every file in a POD directory is
+    (never through a link, never a FIFO or a device: files.read_regular)."""
+    try:
+        raw = files.read_regular(path)
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}.") from exc
+    if path.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptFileError(
+                f"{path} is not a whole gzip file ({exc}). Restore it from a backup, or "
+                "decompress what is readable (zcat) into the .json file it stood for.",
+                path,
+            ) from None
+    return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")
+
+
 def read_legacy(directory: str | os.PathLike[str]) -> list[tuple[Any, Any]]:
     """The ``(key, value)`` items of a tastypy 0.0.3 POD directory, in order.
 
     Raises :class:`~tastypy.errors.CorruptFileError` naming the file and line
     of anything that cannot be read.
     """
-    directory = os.fspath(directory)
+    directory = check_path(directory, "the old POD's path")
     items: list[tuple[Any, Any]] = []
     for _, name in _shards(directory):
         path = os.path.join(directory, name)
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        with _text_of(path) as f:
             for number, line in enumerate(f, 1):
                 line = line.rstrip("\n")
                 if not line:
@@ -132,7 +154,8 @@ def import_legacy(
         1520
     """
     items = read_legacy(old)
-    new = os.fspath(new)
+    new = check_path(new, "the new POD's path")
+    check_flag(gzipped, "gzipped")
     if os.path.isdir(new) and os.listdir(new):
         raise NotAPODError(
             f"{new} is not empty; import_legacy writes a new POD. Give a path that does "

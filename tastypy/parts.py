@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from tastypy import _exit
+from tastypy._args import check_flag, check_path
 from tastypy.errors import InvalidArgumentError
 from tastypy.parts_counts import CountsMixin
 from tastypy.parts_keys import KeysMixin
@@ -101,7 +102,9 @@ class PartedTracker(
         shards: int | str | None = None,
     ):
         self._closed = True
-        self._path = os.path.abspath(os.fspath(path))
+        self._path = os.path.abspath(check_path(path))
+        check_flag(gzipped, "gzipped")
+        check_flag(clone, "clone")
         # As given: the tracker's stored settings are read (and these stored)
         # once its directory exists, in _fix.
         self._given = (max_tries, lease)

@@ -86,7 +86,7 @@ class LoadingMixin:
         options = self._options
         # The settings are the top's: a part stores none of its own.
         part = ProgressTracker(
-            files.part_path(self._path, index), **{**options, "max_tries": None, "lease": None}
+            files.part_dir(self._path, index), **{**options, "max_tries": None, "lease": None}
         )
         part.max_tries = options["max_tries"]
         part.lease = options["lease"]

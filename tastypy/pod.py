@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
 from tastypy import _exit
+from tastypy._args import check_flag, check_path
 from tastypy.codec import (
     LINE_OPTIONS,
     _has_nonfinite,
@@ -100,6 +101,9 @@ class PersistentOrderedDict(MutableMapping):
         lock_timeout: float = 600.0,
         storage: str | None = None,
     ):
+        path = check_path(path)
+        gzipped = check_flag(gzipped, "gzipped")
+        check_flag(clone, "clone")
         if type(sync_at) is not int or sync_at <= 0:
             raise InvalidArgumentError(
                 f"sync_at must be a positive int (how many changed keys trigger a sync), "
@@ -121,7 +125,7 @@ class PersistentOrderedDict(MutableMapping):
         self._store = Store(
             path,
             kind=self._KIND,
-            gzipped=bool(gzipped),
+            gzipped=gzipped,
             lock=lock,
             lock_timeout=lock_timeout,
             storage=storage,

@@ -213,8 +213,15 @@ def _check(workdir: str, report: ModeReport) -> None:
             latest_end = max(latest_end, ended)
             previous_value = value
     try:
-        with open(os.path.join(workdir, "counter"), "rb") as f:
-            report.counter = int(f.read() or b"0")
+        # Under the lock: a worker of another host still counting rewrites
+        # the counter (truncate, then write), and read between the two it
+        # would show none of the updates.
+        lock = DirectoryLock(os.path.join(workdir, "tastypy.lock"), report.mode, timeout=600)
+        try:
+            with lock.held(), open(os.path.join(workdir, "counter"), "rb") as f:
+                report.counter = int(f.read() or b"0")
+        finally:
+            lock.close()
     except (OSError, ValueError) as exc:
         report.errors.append(f"cannot read the counter: {exc}")
     # Workers of another host may still be counting; the counter may run

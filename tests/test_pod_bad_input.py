@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import time
 import pwd
 import shutil
 import tempfile
@@ -371,3 +372,169 @@ def test_a_lock_mode_that_does_not_exist(tmp_path):
 
 def test_storage_error_is_an_os_error():
     assert issubclass(StorageError, OSError) and issubclass(StorageError, TastypyError)
+
+
+# -- empty paths and flags that are not bools ---------------------------------------------
+
+
+def _compact(path):
+    from tastypy.storage.repair import compact
+
+    return compact(path)
+
+
+EMPTY_PATH_CALLS = {
+    "POD": lambda: POD(""),
+    "Tracker": lambda: tastypy.Tracker(""),
+    "parted Tracker": lambda: tastypy.Tracker("", shards=2),
+    "check": lambda: tastypy.check(""),
+    "repair": lambda: tastypy.repair(""),
+    "compact": lambda: _compact(""),
+    "import_legacy": lambda: tastypy.import_legacy("", "new.pod"),
+}
+
+
+@pytest.mark.parametrize("call", list(EMPTY_PATH_CALLS.values()), ids=list(EMPTY_PATH_CALLS))
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(tmp_path, monkeypatch, call):
+    monkeypatch.chdir(tmp_path)  # empty: it would become a POD
+    with pytest.raises(InvalidArgumentError, match="path is empty") as info:
+        call()
+    assert "'.'" in str(info.value)  # how to ask for the current directory
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["check", "repair", "compact"])
+def test_the_commands_refuse_an_empty_path(tmp_path, command):
+    proc = run_python(
+        "import sys\nfrom tastypy.cli import main\nsys.exit(main())", command, "", cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    assert f"tastypy {command}: path is empty" in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("path", [None, b"/tmp/x.pod", 3, "a\0b"], ids=repr)
+def test_a_path_that_is_no_path_is_refused(tmp_path, path):
+    with pytest.raises(InvalidArgumentError, match="path"):
+        POD(path)
+
+
+FLAG_CALLS = {
+    "POD": lambda path, **kw: POD(path, **kw),
+    "Tracker": lambda path, **kw: tastypy.Tracker(path, **kw),
+    "parted Tracker": lambda path, **kw: tastypy.Tracker(path, shards=2, **kw),
+}
+
+
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None], ids=repr)
+@pytest.mark.parametrize("flag", ["gzipped", "clone"])
+@pytest.mark.parametrize("make", list(FLAG_CALLS.values()), ids=list(FLAG_CALLS))
+def test_a_flag_must_be_true_or_false(tmp_path, make, flag, value):
+    with pytest.raises(InvalidArgumentError, match=f"{flag} must be True or False") as info:
+        make(tmp_path / "p", **{flag: value})
+    assert repr(value) in str(info.value)
+    assert not (tmp_path / "p").exists()  # refused before touching the disk
+
+
+def test_import_legacy_refuses_a_gzipped_flag_that_is_not_a_bool(tmp_path):
+    old = tmp_path / "old.pod"
+    write_legacy(old, [[('"x"', "1")]])
+    with pytest.raises(InvalidArgumentError, match="gzipped must be True or False"):
+        tastypy.import_legacy(old, tmp_path / "new.pod", gzipped="no")
+    assert not (tmp_path / "new.pod").exists()
+
+
+# -- a read-only filesystem; a directory moved while open ---------------------------------
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A tmpfs holding the POD ``p`` (keys a, b), remounted read-only. Mounting
+    needs root, as the shared-filesystem tests do; unmounted afterwards."""
+    import subprocess
+
+    point = tmp_path / "mnt"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(point)], check=True)
+    try:
+        with POD(point / "p") as pod:
+            pod["a"] = 1
+            pod["b"] = 2
+        subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_a_read_only_filesystem_is_named_as_such(read_only_mount):
+    path = read_only_mount / "p"
+    before = snapshot_of(path)
+    with pytest.raises(StorageError) as info:
+        POD(path)
+    message = str(info.value)
+    assert f"{path} is on a read-only filesystem ({read_only_mount}, a tmpfs mount" in message
+    assert "remount it read-write" in message and "permissions" not in message
+    with pytest.raises(StorageError, match="Read-only file system.*remount it read-write"):
+        POD(read_only_mount / "new")
+    report = tastypy.check(path)  # reads it where it is
+    assert report.ok and report.keys == 2
+    assert snapshot_of(path) == before
+
+
+def test_a_pod_directory_moved_while_open_is_not_written_by_its_old_name(tmp_path):
+    path = tmp_path / "p"
+    moved = tmp_path / "moved"
+    pod = POD(path)
+    try:
+        pod["a"] = 1
+        pod.sync()
+        os.rename(path, moved)
+        shutil.copytree(moved, path)  # another directory now has its name
+        before = snapshot_of(path), snapshot_of(moved)
+        pod["b"] = 2
+        with pytest.raises(StorageError) as info:
+            pod.sync()
+        message = str(info.value)
+        assert f"the POD directory {path} is no longer the directory that was opened" in message
+        assert "moved or renamed" in message and "Nothing was written" in message
+        assert (snapshot_of(path), snapshot_of(moved)) == before
+        assert pod.to_dict() == {"a": 1, "b": 2}  # memory is whole
+    finally:
+        with pytest.raises(StorageError):
+            pod.close()
+
+
+def data_of(directory) -> dict:
+    """The files of a POD directory but its lock's (which a waiter may touch)."""
+    files = snapshot_of(directory)
+    return {name: data for name, data in files.items() if not name.startswith("tastypy.lock")}
+
+
+@pytest.mark.parametrize("lock", ["soft", "posix"])
+@pytest.mark.parametrize("replaced", [False, True], ids=["renamed", "renamed-and-replaced"])
+def test_a_tracker_directory_moved_while_it_runs_is_not_written(tmp_path, replaced, lock):
+    # Every transaction checks the directory before it writes (with the
+    # files kept open, lock="posix" on a local disk: at most every 50 ms, and
+    # this test waits that long).
+    path = tmp_path / "t"
+    moved = tmp_path / "moved"
+    tracker = tastypy.Tracker(path, lock=lock)
+    try:
+        tracker.add_many(["t1", "t2", "t3"])
+        tracker.sync()
+        assert tracker.try_it("t1")
+        tracker.sync()
+        os.rename(path, moved)
+        if replaced:
+            shutil.copytree(moved, path, ignore=shutil.ignore_patterns("tastypy.lock*"))
+        before = data_of(moved), path.exists() and data_of(path)
+        time.sleep(0.06)
+        with pytest.raises(StorageError) as info:
+            tracker.try_it("t2")
+        message = str(info.value)
+        assert str(path) in message and "Nothing was written" in message
+        assert ("no longer the directory" if replaced else "has disappeared") in message
+        assert (data_of(moved), path.exists() and data_of(path)) == before
+    finally:
+        with pytest.raises(StorageError):
+            tracker.close()

@@ -84,8 +84,8 @@ def test_records_are_utf8_text_not_escapes(tmp_path):
 
 @pytest.mark.parametrize(
     "tail",
-    [b'["c",3', b'["c",3]\n', b'["c",3]\n{"sync":', b'["c",3]\n{"sync":1}', b"\x00\x00\x00"],
-    ids=["half-record", "no-commit", "half-commit", "commit-without-newline", "zeros"],
+    [b'["c",3', b'["c",3]\n', b'["c",3]\n{"sync":', b'["c",3]\n{"sync":1', b"\x00\x00\x00"],
+    ids=["half-record", "no-commit", "half-commit", "commit-without-brace", "zeros"],
 )
 def test_torn_tail_is_ignored_and_cut_by_the_next_writer(tmp_path, tail):
     p = tmp_path / "p"
@@ -102,6 +102,23 @@ def test_torn_tail_is_ignored_and_cut_by_the_next_writer(tmp_path, tail):
     assert data == good + b'["d",4]\n{"sync":1}\n'  # the tail is gone
     with POD(p) as pod:
         assert dict(pod) == {"a": 1, "b": 2, "d": 4}
+
+
+def test_a_whole_batch_without_its_final_newline_is_kept_and_the_writer_adds_it(tmp_path):
+    # An editor saving the journal drops the final newline: the batch is
+    # whole (its commit line counts it), so it is no torn tail.
+    p = tmp_path / "p"
+    with POD(p) as pod:
+        pod["a"] = 1
+        pod.sync()
+        pod["b"] = 2
+    good = journal_file(p).read_bytes()
+    journal_file(p).write_bytes(good[:-1])
+    with POD(p) as pod:
+        assert dict(pod) == {"a": 1, "b": 2}
+        pod.refresh()  # one byte short of what was read: nothing new, not a replacement
+        pod["d"] = 4
+    assert journal_file(p).read_bytes() == good + b'["d",4]\n{"sync":1}\n'
 
 
 def test_a_reader_never_truncates(tmp_path):

@@ -18,12 +18,12 @@ from typing import Final
 import filelock
 
 from tastypy.errors import LockTimeoutError, StorageError
+from tastypy.storage import files
 
 __all__ = ["PosixLock"]
 
 _POLL_FIRST: Final = 0.00005
 _POLL_MAX: Final = 0.001
-_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 
 try:
     import fcntl as _fcntl
@@ -144,9 +144,9 @@ class PosixLock:
         # flock would then treat parent and child as one holder.
         if self._pid != os.getpid():
             try:
-                # O_NOFOLLOW: a link planted as the lock file must not make
-                # us create a file wherever it points.
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+                # A link planted as the lock file must not make us create a
+                # file wherever it points; a FIFO or a device is no lock file.
+                self._fd = files.open_regular(self.path, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
                 raise StorageError(
                     f"cannot open the lock file {self.path}: {exc.strerror or exc}. "

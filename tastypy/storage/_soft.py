@@ -41,7 +41,7 @@ import orjson
 
 from tastypy import _identity
 from tastypy.errors import LockTimeoutError, StorageError
-from tastypy.storage import fsdetect, layout
+from tastypy.storage import files, fsdetect, layout
 
 __all__ = ["DEFAULT_LEASE", "SOFT_SUFFIX", "WORK_SUFFIX", "Holder", "SoftLock", "read_holder"]
 
@@ -347,9 +347,9 @@ def _leave_tombstone(path: str) -> None:
 
 def _remove_if_ours(path: str, token: bytes) -> None:
     try:
-        with open(path, "rb") as f:
-            if f.read() != token:
-                return
+        # Read as every file of a POD directory is (a FIFO must not block).
+        if files.read_regular(path, 0, len(token) + 1) != token:
+            return
         os.unlink(path)
     except OSError:
         pass
@@ -493,6 +493,18 @@ class SoftLock:
         except LockTimeoutError:
             raise
         except OSError as exc:
+            directory = os.path.dirname(self.path)
+            if isinstance(exc, FileNotFoundError) and not os.path.isdir(directory):
+                raise StorageError(
+                    f"the POD directory {directory} has disappeared (deleted, moved or renamed "
+                    "while open): its lock cannot be taken. Nothing was written; the data in "
+                    "memory is intact: save it elsewhere, e.g. with pod.to_dict(), or open the "
+                    "POD where it is now."
+                ) from exc
+            if isinstance(exc, files.NotRegularFile):  # a name planted in its work directory
+                raise StorageError(
+                    f"cannot create the lock file {self.path}: {exc.filename}: {exc.strerror}."
+                ) from exc
             raise StorageError(
                 f"cannot create the lock file {self.path}: {exc.strerror or exc}. Check that "
                 "the POD directory is writable by you."
@@ -513,6 +525,9 @@ class SoftLock:
                 return False
             return True
         try:
+            # The work directory must be one (a link planted in its place
+            # would have the want file made elsewhere).
+            files.check_directory(self.workdir)
             fd = os.open(want, _CREATE, 0o644)
         except FileExistsError:
             _remove_if_older(want, _WANT_STALE)
@@ -520,7 +535,7 @@ class SoftLock:
         except FileNotFoundError:
             # A lock taken by O_EXCL creation makes no template, so nothing
             # may have made the work directory yet.
-            layout.make_dirs(self.workdir)
+            layout.make_dir(self.workdir)
             return False
         try:
             os.write(fd, self._want_token())
@@ -538,9 +553,9 @@ class SoftLock:
         if time.time() - st.st_mtime > _WANT_FRESH:
             return
         try:
-            with open(want, "rb") as f:
-                if f.read() == self._want_token():
-                    return
+            token = self._want_token()
+            if files.read_regular(want, 0, len(token) + 1) == token:
+                return
         except OSError:
             return
         until = time.monotonic() + _STAND_BACK
@@ -581,7 +596,7 @@ class SoftLock:
             return None
         me = _identity.me()
         first = template is None
-        layout.make_dirs(self.workdir)
+        layout.make_dir(self.workdir)
         name = f"{me.key}.{me.pid}.{me.token}{next(me.count)}"
         path = os.path.join(self.workdir, name)
         template = self._template = _Template(path, os.open(path, _CREATE, 0o644))
@@ -881,7 +896,7 @@ class SoftLock:
         """Create the claim to remove the lock file ``ident``: the first free
         generation after claims whose holders are provably gone."""
         record, _ = _record(self.lease)
-        layout.make_dirs(self.workdir)
+        layout.make_dir(self.workdir)
         for generation in itertools.count():
             claim = os.path.join(self.workdir, f"break.{ident}.{generation}")
             try:

@@ -38,7 +38,7 @@ from typing import Callable, Final, NamedTuple
 import orjson
 
 from tastypy.errors import CorruptFileError, StorageError
-from tastypy.storage import journal, layout
+from tastypy.storage import files, journal, layout
 
 __all__ = [
     "SEAL_PREFIX",
@@ -91,22 +91,20 @@ def seal_line(sealed: Sealed) -> bytes:
 
 
 def _read_file(path: str) -> bytes | None:
+    """The bytes of the commit file ``path``, None if there is none. Neither
+    the log directory nor the file may be a link (files.open_directory)."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        dir_fd = files.open_directory(os.path.dirname(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return files.read_regular(os.path.basename(path), dir_fd=dir_fd)
     except FileNotFoundError:
         return None
-    except NotADirectoryError:
-        return None
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
+    except files.NotRegularFile as exc:
+        raise files.NotRegularFile(path, exc.kind) from None
     finally:
-        os.close(fd)
-    return b"".join(chunks)
+        os.close(dir_fd)
 
 
 def read(directory: str, number: int, gzipped: bool) -> tuple[bytes, str] | Sealed | None:
@@ -120,6 +118,8 @@ def read(directory: str, number: int, gzipped: bool) -> tuple[bytes, str] | Seal
     if raw is None:
         return None
     text = journal.gunzip_members(raw)[0] if gzipped else raw
+    if journal.unterminated(text):
+        text += b"\n"  # saved by an editor without its final newline: still whole
     if text.startswith(SEAL_PREFIX):
         try:
             info = orjson.loads(text)["sealed"]
@@ -147,6 +147,7 @@ def write(
     """Create commit ``number`` holding ``data``; False, with nothing
     written, if that number exists already (another process committed it)."""
     layout.make_dirs(directory)
+    files.check_directory(directory)
     tmp = os.path.join(
         directory, f"{_TEMP_PREFIX}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
     )

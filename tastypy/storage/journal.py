@@ -20,8 +20,9 @@ from typing import Any, Callable, Final
 import orjson
 
 from tastypy._faults import no_fault
-from tastypy.codec import key_from_json
+from tastypy.codec import key_from_json, suspect_lines, unwritable
 from tastypy.errors import CorruptFileError
+from tastypy.storage import files, layout
 
 COMMIT_PREFIX: Final = b'{"sync":'
 
@@ -70,6 +71,24 @@ def committed_part(chunk: bytes) -> int:
         end = pos
 
 
+def unterminated(text: bytes) -> bool:
+    """Whether ``text`` ends with a whole commit line that lacks only its
+    newline: a complete batch, saved by an editor that drops the final
+    newline (or cut by exactly that byte). It is kept: a torn write cannot
+    end with a complete commit line counting a complete batch, and the
+    batch's count is still checked."""
+    if text[-1:] != b"}":
+        return False
+    last = text[text.rfind(b"\n") + 1 :]
+    return last.startswith(COMMIT_PREFIX) and last[len(COMMIT_PREFIX) : -1].isdigit()
+
+
+def member_text(text: bytes) -> bytes:
+    """A gzip member's text, with the newline of its last commit line put
+    back if it was saved without one (see :func:`unterminated`)."""
+    return text + b"\n" if unterminated(text) else text
+
+
 def gunzip_members(raw: bytes) -> tuple[bytes, int]:
     """Decompress whole gzip members; return the text and the bytes consumed."""
     out = []
@@ -78,7 +97,7 @@ def gunzip_members(raw: bytes) -> tuple[bytes, int]:
     while rest:
         d = zlib.decompressobj(31)
         try:
-            text = d.decompress(rest)
+            text = member_text(d.decompress(rest))
         except zlib.error:
             break
         if not d.eof:
@@ -96,9 +115,7 @@ def read_from(path: str, offset: int, gzipped: bool) -> tuple[bytes, int, int]:
     Returns ``(text, consumed, size)``: the text of the committed batches, how
     many file bytes they take, and the file size seen.
     """
-    with open(path, "rb") as f:
-        f.seek(offset)
-        raw = f.read()
+    raw = files.read_regular(path, offset)
     size = offset + len(raw)
     if gzipped:
         text, consumed = gunzip_members(raw)
@@ -112,6 +129,12 @@ def read_from(path: str, offset: int, gzipped: bool) -> tuple[bytes, int, int]:
         return text, consumed, size
     keep = committed_part(raw)
     if keep != len(raw):
+        if unterminated(raw):
+            # A complete last batch without its final newline: kept, with the
+            # newline counted as read. The next writer writes it first
+            # (:func:`append`); until then the file is one byte shorter than
+            # what was read, which readers take for "nothing new".
+            return raw + b"\n", len(raw) + 1, size
         _check_tail(raw, keep, path, offset)
     return raw[:keep], keep, size
 
@@ -136,7 +159,7 @@ def _check_gz_tail(rest: bytes, path: str, at: int) -> None:
         return
     raise CorruptFileError(
         f"{path}: the compressed data is damaged at byte {at} ({why}), before the end of the "
-        f"file. Run `tastypy repair {os.path.dirname(path)}` to salvage every readable batch "
+        f"file. Run `tastypy repair {pod_directory(path)}` to salvage every readable batch "
         "(the damaged file is kept aside).",
         path,
     )
@@ -160,12 +183,12 @@ def _check_tail(raw: bytes, keep: int, path: str, offset: int) -> None:
             item = None
         if type(item) is list and len(item) in (1, 2):
             continue
-        with open(path, "rb") as f:
-            line_no = f.read(offset).count(b"\n") + raw.count(b"\n", 0, keep) + number + 1
+        before = files.read_regular(path, 0, offset) if offset else b""
+        line_no = before.count(b"\n") + raw.count(b"\n", 0, keep) + number + 1
         raise CorruptFileError(
             f"{path}, line {line_no} is neither a record nor a commit line, after the last "
             f"complete batch ({line[:80]!r}). Fix or delete that line by hand, or run "
-            f"`tastypy repair {os.path.dirname(path)}` to salvage every readable record "
+            f"`tastypy repair {pod_directory(path)}` to salvage every readable record "
             "(the damaged file is kept aside).",
             path,
             line_no,
@@ -179,7 +202,7 @@ def _trim_gz(raw: bytes, keep: int) -> tuple[bytes, int]:
     rest = raw
     while rest and total < keep:
         d = zlib.decompressobj(31)
-        text = d.decompress(rest)
+        text = member_text(d.decompress(rest))
         if total + len(text) > keep:
             break
         out.append(text)
@@ -189,15 +212,55 @@ def _trim_gz(raw: bytes, keep: int) -> tuple[bytes, int]:
     return b"".join(out), consumed
 
 
+def pod_directory(path: str) -> str:
+    """The POD directory of one of its files (a commit file is one level down)."""
+    directory = os.path.dirname(path)
+    if layout.is_commits_dir(os.path.basename(directory)):
+        return os.path.dirname(directory)
+    return directory
+
+
+def _advice(path: str) -> str:
+    return (
+        f"Fix or delete that line by hand, or run `tastypy repair {pod_directory(path)}` "
+        "to salvage every readable record (the damaged file is kept aside)."
+    )
+
+
+def refuse_unwritable(text: bytes, path: str, first_line: Callable[[], int] = lambda: 1) -> None:
+    """Refuse ``text`` if a line of it holds what tastypy could not write back
+    exactly: a value nested deeper than orjson writes, or an integer beyond
+    64 bits, which orjson reads as a rounded float. Loaded, the first would
+    make every later sync of the key fail, the second would be rounded for
+    good by the next compaction; both come only from other tools."""
+    for start, end in suspect_lines(text):
+        why = unwritable(text[start:end])
+        if why is not None:
+            number = first_line() + text.count(b"\n", 0, start)
+            raise CorruptFileError(f"{path}, line {number} {why}. {_advice(path)}", path, number)
+
+
+def holds_unwritable(text: bytes) -> bool:
+    """Whether :func:`refuse_unwritable` would refuse ``text`` (for readers
+    that cannot name the line: they leave it to one that can)."""
+    return any(unwritable(text[start:end]) is not None for start, end in suspect_lines(text))
+
+
 def parse(text: bytes, path: str, first_line: Callable[[], int] = lambda: 1) -> list[Any]:
     """Decode the committed ``text`` into a flat list of JSON records.
 
     Commit lines are checked against the count of the records before them
-    and dropped. A line that is not a valid record raises CorruptFileError
-    naming the file and line.
+    and dropped. A line that is not a valid record, or one holding what
+    could not be written back (:func:`refuse_unwritable`), raises
+    CorruptFileError naming the file and line.
     """
     if not text:
         return []
+    refuse_unwritable(text, path, first_line)
+    return _parse(text, path, first_line)
+
+
+def _parse(text: bytes, path: str, first_line: Callable[[], int]) -> list[Any]:
     try:
         items = orjson.loads(b"[" + text[:-1].replace(b"\n", b",") + b"]")
     except orjson.JSONDecodeError:
@@ -236,12 +299,9 @@ def is_key(obj: Any) -> bool:
 def _parse_slow(text: bytes, path: str, first_line: Callable[[], int]) -> list[Any]:
     out = []
     count = 0
+    advice = _advice(path)
     for number, line in enumerate(text.split(b"\n")[:-1], first_line()):
         where = f"{path}, line {number}"
-        advice = (
-            f"Fix or delete that line by hand, or run `tastypy repair {os.path.dirname(path)}` "
-            "to salvage every readable record (the damaged file is kept aside)."
-        )
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
@@ -286,8 +346,10 @@ def load_into(text: bytes, data: dict, path: str, first_line: Callable[[], int] 
     per-record Python code: loading runs at the speed of parsing). A batch
     that holds deletions or tuple keys, or anything odd, is replayed again
     record by record, which is harmless: replaying a set twice changes
-    nothing, and that path checks every line and names a bad one.
+    nothing, and that path checks every line and names a bad one. What
+    could not be written back is refused first (:func:`refuse_unwritable`).
     """
+    refuse_unwritable(text, path, first_line)
     total = 0
     start = 0
     end = len(text)
@@ -314,7 +376,7 @@ def load_into(text: bytes, data: dict, path: str, first_line: Callable[[], int] 
             except (ValueError, TypeError):
                 fast = False
         if not fast:
-            records = parse(text[start : eol + 1], path, _shifted(text, start, first_line))
+            records = _parse(text[start : eol + 1], path, _shifted(text, start, first_line))
             apply(records, data)
         total += n
         start = eol + 1
@@ -360,12 +422,16 @@ def append(
 
     Returns the new committed size. The caller holds the lock.
     """
-    # O_NOFOLLOW: a journal that is a symbolic link is refused, so a POD
-    # directory cannot redirect our writes to a file outside it.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+    # A journal that is a symbolic link (or a FIFO, a device...) is refused,
+    # so a POD directory cannot redirect our writes to a file outside it.
+    fd = files.open_regular(path, os.O_RDWR | os.O_CREAT)
     try:
         size = os.fstat(fd).st_size
-        if size != committed_size:
+        if size == committed_size - 1 and _lacks_newline(fd, size, batch):
+            # Its last batch was read without its final newline (read_from).
+            batch = b"\n" + bytes(batch)
+            committed_size = size
+        elif size != committed_size:
             _check_cuttable(fd, path, committed_size, size)
             hook("before-truncate")
             os.ftruncate(fd, committed_size)
@@ -400,7 +466,19 @@ def append(
     return committed_size + len(batch)
 
 
-_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+def _ends_unterminated(fd: int, size: int) -> bool:
+    """Whether the plain journal open as ``fd`` ends as :func:`unterminated`
+    says (a commit line is short: its last 64 bytes tell)."""
+    n = min(size, 64)
+    tail = os.pread(fd, n, size - n)
+    return (n == size or b"\n" in tail) and unterminated(tail)
+
+
+def _lacks_newline(fd: int, size: int, batch: bytes | bytearray) -> bool:
+    """Whether a plain journal of ``size`` bytes ends with a commit line
+    without its newline (a gzipped one is never read so)."""
+    return size > 0 and batch[:3] != GZIP_MAGIC and os.pread(fd, 1, size - 1) == b"}"
+
 
 #: What :func:`seal` appends: a torn batch (a partial line; for a gzipped
 #: journal, the header of a gzip member cut short), which readers ignore and
@@ -425,12 +503,17 @@ def seal(path: str, gzipped: bool) -> int | None:
     journal), for :func:`unseal` when the replacement fails.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
+        fd = files.open_regular(path, os.O_RDWR | os.O_APPEND)
     except FileNotFoundError:
         return None
     try:
         size = os.fstat(fd).st_size
-        _write_all(fd, memoryview(GZIP_SEAL if gzipped else SEAL))
+        seal = GZIP_SEAL if gzipped else SEAL
+        if not gzipped and _ends_unterminated(fd, size):
+            # The last batch lacks its final newline (see unterminated): the
+            # seal must not make it look torn, were the compaction to die.
+            seal = b"\n" + seal
+        _write_all(fd, memoryview(seal))
     finally:
         os.close(fd)
     return size
@@ -442,15 +525,14 @@ def unseal(path: str, size: int | None) -> None:
     if size is None:
         return
     try:
-        fd = os.open(path, os.O_RDWR | _NOFOLLOW)
+        fd = files.open_regular(path, os.O_RDWR)
     except OSError:
         return
     try:
         end = os.fstat(fd).st_size
-        if end - size in (len(SEAL), len(GZIP_SEAL)) and os.pread(fd, end - size, size) in (
-            SEAL,
-            GZIP_SEAL,
-        ):
+        if end - size in (len(SEAL), len(SEAL) + 1, len(GZIP_SEAL)) and os.pread(
+            fd, end - size, size
+        ) in (SEAL, b"\n" + SEAL, GZIP_SEAL):
             os.ftruncate(fd, size)
     except OSError:
         pass  # a seal left is a torn batch: the next writer cuts it

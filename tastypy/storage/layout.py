@@ -18,6 +18,7 @@ from tastypy.errors import (
     NotAPODError,
     StorageError,
 )
+from tastypy.storage import files, fsdetect
 
 FORMAT_NAME: Final = "tastypy"
 #: The newest format version this tastypy reads. Version 1 keeps a
@@ -87,6 +88,18 @@ def make_dirs(path: str) -> None:
         os.makedirs(path)
     except FileExistsError:
         pass
+
+
+def make_dir(path: str) -> None:
+    """:func:`make_dirs` of one directory whose parent must exist: a lock's
+    work directory inside a POD directory that was deleted or moved must
+    not bring the POD directory back (empty) by creating it. One found
+    there must be a directory, not a link that would have files made
+    elsewhere (files.NotRegularFile, an ``OSError``)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        files.check_directory(path)
 
 
 def fsync_dir(path: str) -> None:
@@ -170,12 +183,11 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
     """Return the manifest, or None when the directory has none."""
     path = os.path.join(directory, MANIFEST)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = files.read_regular(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}.") from exc
     try:
         manifest = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -277,8 +289,7 @@ def _read_renamed(path: str) -> bytes | None:
     pause = 0.01
     while True:
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            return files.read_regular(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -290,6 +301,65 @@ def _read_renamed(path: str) -> bytes | None:
             os.listdir(os.path.dirname(path) or ".")  # makes some clients look again
         except OSError:
             pass
+
+
+def not_writable(path: str, what: str) -> StorageError:
+    """The error for a POD ``what`` (``"directory"``, ``"journal"``) at ``path``
+    that this process may not write: a read-only filesystem is named as such,
+    since no change of permissions would help there."""
+    try:
+        read_only = bool(os.statvfs(path).f_flag & getattr(os, "ST_RDONLY", 1))
+    except (OSError, AttributeError):
+        read_only = False
+    if read_only:
+        mount = fsdetect.find_mount(path)
+        where = f"{mount.point}, a {mount.fstype} mount" if mount else "its filesystem"
+        return StorageError(
+            f"the POD {what} {path} is on a read-only filesystem ({where}, mounted read-only). "
+            "tastypy writes to a POD on every sync and takes its lock file to read it; remount "
+            "it read-write, or copy the POD somewhere writable (`tastypy check DIR` reads it "
+            "where it is)."
+        )
+    return StorageError(
+        f"the POD {what} {path} is not writable by you. tastypy writes to it on every sync; "
+        "fix its permissions or copy the POD somewhere writable."
+    )
+
+
+def identity(directory: str) -> tuple[int, int]:
+    """What tells the directory ``directory`` from another one given its name
+    later (device and inode); :func:`check_identity` compares."""
+    st = os.stat(directory)
+    return st.st_dev, st.st_ino
+
+
+def check_identity(directory: str, known: tuple[int, int]) -> None:
+    """Refuse, before anything is written, when the POD directory opened as
+    ``directory`` is gone or is no longer the one with that name (moved or
+    renamed, and perhaps another made in its place): writing by the name
+    would go to the wrong POD, without its lock."""
+    try:
+        now: tuple[int, int] | None = identity(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        now = None
+    except OSError as exc:
+        raise StorageError(
+            f"cannot look at the POD directory {directory}: {exc.strerror or exc}. Nothing was "
+            "written."
+        ) from exc
+    if now == known:
+        return
+    if now is None:
+        what = "has disappeared (deleted, moved or renamed while open)"
+    else:
+        what = (
+            "is no longer the directory that was opened: that one was moved or renamed "
+            "while open, and another now has its name"
+        )
+    raise StorageError(
+        f"the POD directory {directory} {what}. Nothing was written; the data in memory is "
+        "intact: save it elsewhere, e.g. with pod.to_dict(), or open the POD where it is now."
+    )
 
 
 def check_directory(directory: str) -> None:
@@ -346,12 +416,14 @@ def os_error(action: str, path: str, exc: OSError) -> StorageError:
     hint = ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         hint = " Free some space; the next sync retries and nothing synced is lost."
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    elif exc.errno == errno.EROFS:
+        hint = " The filesystem is mounted read-only; remount it read-write."
+    elif exc.errno in (errno.EACCES, errno.EPERM):
         hint = " Check the permissions of the POD directory."
     elif exc.errno == errno.ELOOP:
         hint = (
-            " It is a symbolic link, and tastypy does not write through links in a POD "
-            "directory; replace the link with the file it points to."
+            " It is a symbolic link, and tastypy does not read or write through links in a "
+            "POD directory; replace the link with the file it points to."
         )
     elif exc.errno == errno.EISDIR:
         hint = " A directory stands where tastypy keeps a file; move it out of the POD."

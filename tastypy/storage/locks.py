@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import Final, Iterator
 
 from tastypy.errors import StorageError
-from tastypy.storage import fsdetect
+from tastypy.storage import files, fsdetect
 from tastypy.storage._posix import PosixLock
 from tastypy.storage._soft import (
     DEFAULT_LEASE,
@@ -58,8 +58,6 @@ LOCK_MODES: Final = ("auto", "posix", "soft")
 #: process on a host where the same directory looks local (the file server)
 #: takes the soft lock too instead of a flock the others cannot see.
 SOFT_NOTE: Final = b"soft\n"
-
-_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 
 
 class DirectoryLock:
@@ -138,7 +136,7 @@ class DirectoryLock:
 
     def _leave_note(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+            fd = files.open_regular(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise StorageError(
                 f"cannot open the lock file {self.path}: {exc.strerror or exc}. "

@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from tastypy.errors import CorruptFileError, FormatVersionError, InvalidArgumentError, StorageError
-from tastypy.storage import commits, layout
+from tastypy.storage import commits, files, layout
 
 #: The version a parted manifest has. Version 1 readers (tastypy before
 #: parts) refuse it with "newer than the version this tastypy reads".
@@ -53,6 +53,20 @@ def part_path(directory: str, index: int) -> str:
     return os.path.join(directory, part_name(index))
 
 
+def part_dir(directory: str, index: int) -> str:
+    """:func:`part_path`, to be opened as a store: refused if it is a link (or
+    anything but a directory), which would send the part's reads and writes
+    to another tracker's files."""
+    path = part_path(directory, index)
+    try:
+        files.check_directory(path)
+    except FileNotFoundError:
+        pass  # a part not written yet: the store makes it
+    except OSError as exc:
+        raise StorageError(f"cannot open the part {path}: {exc.strerror or exc}.") from exc
+    return path
+
+
 def _summary_path(directory: str, index: int) -> str:
     return os.path.join(directory, SUMMARIES, part_name(index) + ".json")
 
@@ -81,12 +95,11 @@ def auto_parts(tasks: int) -> int:
 def _raw_manifest(directory: str) -> dict | None:
     path = os.path.join(directory, layout.MANIFEST)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+        raw = files.read_regular(path)
+    except (FileNotFoundError, NotADirectoryError, files.NotRegularFile):
+        return None  # (a link, a FIFO...: the store refuses it, naming it)
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}.") from exc
     try:
         manifest = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -236,9 +249,14 @@ def journal_state(part_dir: str) -> list | None:
     every change appends to the journal or replaces it (compaction).
     """
     try:
+        files.check_directory(part_dir)
         manifest = layout.read_manifest(part_dir)
     except (NotADirectoryError, FileNotFoundError):
         return None
+    except files.NotRegularFile:
+        # A link (or a file) in the part's place: no summary matches this,
+        # so the part is opened, which refuses it, naming it.
+        return ["(not a directory)", -1]
     if manifest is None:
         return None
     log = os.path.join(part_dir, manifest["journal"])
@@ -256,10 +274,9 @@ def journal_state(part_dir: str) -> list | None:
 def read_summary(directory: str, index: int) -> dict | None:
     """The last summary written for a part, or None if none is (readably) there."""
     try:
-        with open(_summary_path(directory, index), "rb") as f:
-            summary = orjson.loads(f.read())
+        summary = orjson.loads(files.read_regular(_summary_path(directory, index)))
     except (OSError, orjson.JSONDecodeError):
-        return None
+        return None  # a FIFO, a link... in its place too: counted afresh
     if not isinstance(summary, dict) or not isinstance(summary.get("stats"), dict):
         return None
     return summary
@@ -272,8 +289,18 @@ def write_summary(directory: str, index: int, summary: dict) -> None:
     path = _summary_path(directory, index)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(summary, option=_SUMMARY_OPTIONS))
+        try:
+            os.unlink(tmp)  # left by a dead process of the same pid, or planted
+        except FileNotFoundError:
+            pass
+        # Created afresh (O_EXCL): never written through a link planted in
+        # its place, nor into a summaries directory that is a link.
+        files.check_directory(os.path.dirname(path))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.write(fd, orjson.dumps(summary, option=_SUMMARY_OPTIONS))
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except FileNotFoundError:
         layout.make_dirs(os.path.dirname(path))

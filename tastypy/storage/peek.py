@@ -15,8 +15,9 @@ from typing import Any, Callable, Final
 
 import orjson
 
+from tastypy.codec import suspect_lines, unwritable
 from tastypy.errors import TastypyError
-from tastypy.storage import journal, layout
+from tastypy.storage import files, journal, layout
 
 #: How often a read starts over because a compaction replaced the files.
 _ATTEMPTS: Final = 3
@@ -36,6 +37,8 @@ def _last_line(text: bytes, encoded_key: bytes) -> tuple[bool, Any] | None:
     if best < 0:
         return None
     line = text[best : text.index(b"\n", best)]
+    if suspect_lines(line) and unwritable(line) is not None:
+        raise ValueError(line)  # the load that follows names the file and line
     record = orjson.loads(line)
     return (True, record[1]) if len(record) == 2 else (False, None)
 
@@ -51,7 +54,7 @@ class Peeker:
         self._held = 0
 
     def read(self, path: str) -> bytes:
-        size = os.stat(path).st_size
+        size = os.lstat(path).st_size
         kept = self._texts.get(path)
         if kept is not None and kept[0] == size:
             return kept[1]
@@ -84,8 +87,11 @@ def peek(
     damaged, or changing too fast): load the store instead."""
     for _ in range(_ATTEMPTS):
         try:
+            files.check_directory(directory)  # a part planted as a link: load it (refused)
             manifest = layout.read_manifest(directory)
-        except (NotADirectoryError, TastypyError):
+        except FileNotFoundError:
+            return (False, None)
+        except (OSError, TastypyError):
             return None
         if manifest is None:
             return (False, None)

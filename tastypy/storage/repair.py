@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from tastypy.codec import DUMP_OPTIONS, dumps, key_from_json
+from tastypy._args import check_path
+from tastypy.codec import DUMP_OPTIONS, dumps, key_from_json, suspect_lines, unwritable
 from tastypy.errors import (
     FormatVersionError,
     InvalidArgumentError,
@@ -37,7 +39,7 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import commits, journal, layout, parts
+from tastypy.storage import commits, files, journal, layout, parts
 from tastypy.storage.locks import DirectoryLock
 
 if TYPE_CHECKING:
@@ -154,6 +156,7 @@ class _Scan:
     torn_records: int = 0
     torn_bytes: int = 0
     missing: bool = False
+    unterminated: bool = False
 
 
 def _valid_key(obj: Any) -> bool:
@@ -223,7 +226,7 @@ def _decompress(raw: bytes, scan: _Scan, snapshot: bool) -> bytes:
             if bad >= 0:
                 unreadable(pos)
                 bad = -1
-            out.append(text)
+            out.append(journal.member_text(text))
             pos = len(raw) - len(d.unused_data)
             continue
         if text is not None and bad < 0:
@@ -252,8 +255,7 @@ def _scan_file(path: str, gzipped: bool, snapshot: bool) -> _Scan:
     """Read one snapshot or journal file, keeping every readable record."""
     scan = _Scan(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = files.read_regular(path)
     except FileNotFoundError:
         scan.missing = True
         return scan
@@ -261,6 +263,10 @@ def _scan_file(path: str, gzipped: bool, snapshot: bool) -> _Scan:
         scan.problems.append(Problem(path, None, f"cannot be read: {exc.strerror or exc}"))
         return scan
     text = _decompress(raw, scan, snapshot) if gzipped else raw
+    if journal.unterminated(text):
+        text += b"\n"  # a whole last batch saved without its final newline: kept
+        scan.unterminated = True
+    suspects = {start for start, _ in suspect_lines(text)}
     lines = text.split(b"\n")
     partial = lines.pop()
     pending: list = []
@@ -270,8 +276,9 @@ def _scan_file(path: str, gzipped: bool, snapshot: bool) -> _Scan:
     end = 0  # the offset just after it
     pos = 0
     for number, line in enumerate(lines, 1):
+        why = unwritable(line) if pos in suspects else None
+        kind, value = ("bad", why) if why is not None else _classify(line)
         pos += len(line) + 1
-        kind, value = _classify(line)
         if kind == "record":
             pending.append(value)
         elif kind == "commit":
@@ -351,7 +358,7 @@ def _choose_without_manifest(
     if "journal" in below:
 
         def mtime(name: str) -> float:
-            return os.stat(os.path.join(directory, name)).st_mtime
+            return os.lstat(os.path.join(directory, name)).st_mtime
 
         if mtime(below["journal"]) > mtime(files["snapshot"]):
             return top - 1, below.get("snapshot"), below["journal"]
@@ -450,6 +457,11 @@ def _read(directory: str) -> _State:
                 "the next sync cuts it off."
             )
     for scan in state.scans:
+        if scan.unterminated:
+            report.notes.append(
+                f"{scan.path} ends without a newline after its last commit line (saved by an "
+                "editor?); its last batch is whole, and is read (a sync adds the newline)."
+            )
         report.problems.extend(scan.problems)
         report.records += len(scan.records)
         for rec in scan.records:
@@ -482,12 +494,18 @@ def _read(directory: str) -> _State:
 def _scan_commits(log: str, state: _State) -> None:
     """Scan the commits of a shared store's log, in order, up to the first
     number missing or the seal that ends the log."""
+    try:
+        files.check_directory(log)
+    except FileNotFoundError:
+        return  # no commit yet
+    except OSError as exc:
+        state.report.problems.append(Problem(log, None, f"cannot be read: {exc.strerror or exc}"))
+        return
     number = 0
     while True:
         path = os.path.join(log, commits.commit_name(number, state.gzipped))
         try:
-            with open(path, "rb") as f:
-                head = f.read(64)
+            head = files.read_regular(path, 0, 64)
         except FileNotFoundError:
             break
         except OSError:
@@ -534,7 +552,7 @@ def _lock(directory: str, mode: str, create: bool) -> DirectoryLock | None:
 
 
 def _directory(path: str | os.PathLike[str]) -> str:
-    directory = os.path.abspath(os.fspath(path))
+    directory = os.path.abspath(check_path(path))
     if not os.path.isdir(directory):
         what = "does not exist" if not os.path.exists(directory) else "is a file"
         raise NotAPODError(f"{directory} {what}; a POD is a directory. Check the path.")
@@ -657,10 +675,7 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
     switched = False
     try:
         if os.path.lexists(manifest_path):
-            with open(manifest_path, "rb") as f:
-                old_manifest = f.read()
-            layout.write_atomic(os.path.join(aside, layout.MANIFEST), old_manifest)
-            moved.append(layout.MANIFEST + " (a copy)")
+            moved.append(_manifest_aside(manifest_path, aside))
         body = bytearray()
         for item in state.data.items():
             body += dumps(item, option=DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE)
@@ -674,15 +689,15 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
             )
         if shared:
             _seal_commits(directory, state, new)
-        elif state.journal is not None and os.path.isfile(
-            os.path.join(directory, state.journal)
-        ):
+        elif state.journal is not None and _is_regular(os.path.join(directory, state.journal)):
             # A process that keeps the live journal open must look again
             # before it appends: it is copied aside as it is, then sealed
-            # (journal.seal) before the manifest moves on.
+            # (journal.seal) before the manifest moves on. Only a regular
+            # file is copied (read without following a link); anything else
+            # in its place is moved aside below, unread.
             live_journal = state.journal
-            with open(os.path.join(directory, live_journal), "rb") as f:
-                layout.write_atomic(os.path.join(aside, live_journal), f.read())
+            raw = files.read_regular(os.path.join(directory, live_journal))
+            layout.write_atomic(os.path.join(aside, live_journal), raw)
             sealed = journal.seal(os.path.join(directory, live_journal), state.gzipped)
         layout.write_manifest(directory, new)
         switched = True
@@ -705,10 +720,37 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
     return RepairReport(directory, True, count, lost, aside, moved, report.notes)
 
 
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _manifest_aside(path: str, aside: str) -> str:
+    """Keep the old manifest in ``aside``: a copy of a regular file (the new
+    one is written over it next), or, for anything else in its place (a
+    link, a FIFO...), the name itself, moved without being read."""
+    target = os.path.join(aside, layout.MANIFEST)
+    if _is_regular(path):
+        try:
+            layout.write_atomic(target, files.read_regular(path))
+            return layout.MANIFEST + " (a copy)"
+        except files.NotRegularFile:
+            pass  # swapped for something else meanwhile: moved below
+    os.replace(path, target)
+    return layout.MANIFEST
+
+
 def _seal_commits(directory: str, state: _State, new: dict) -> None:
     """End the live log of a shared store with a seal naming the repaired
     generation, so that a reader with an old copy of the manifest moves on."""
     log = os.path.join(directory, str(state.journal))
+    try:
+        if not stat.S_ISDIR(os.lstat(log).st_mode):
+            return  # not a log of ours (a link...): moved aside unread, with the other files
+    except FileNotFoundError:
+        pass  # no commit yet: the seal is the first
     number = commits.count(log, state.gzipped)
     sealed = commits.Sealed(new["generation"], new["snapshot"], new["snapshot_records"])
     line = commits.seal_line(sealed)
@@ -789,10 +831,10 @@ def _data_bytes(directory: str) -> int:
         if layout.is_commits_dir(name):
             log = os.path.join(directory, name)
             total += sum(
-                os.stat(os.path.join(log, n)).st_size
+                os.lstat(os.path.join(log, n)).st_size
                 for n in os.listdir(log)
                 if commits.number_of(n) is not None
             )
         elif layout.is_data_file(name):
-            total += os.stat(os.path.join(directory, name)).st_size
+            total += os.lstat(os.path.join(directory, name)).st_size
     return total

@@ -128,6 +128,7 @@ class SharedLog:
                 break
             if isinstance(got, commits.Sealed):
                 return None
+            journal.refuse_unwritable(*got)  # as a load checks: kept unparsed
             texts.append(got[0])
             number += 1
         return b"".join(texts), number - self.journal_pos, _first_line

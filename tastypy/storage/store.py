@@ -23,7 +23,7 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import commits, fsdetect, journal, layout
+from tastypy.storage import commits, files, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
 from tastypy.storage.layout import os_error as _os_error
 from tastypy.storage.locks import DirectoryLock
@@ -185,6 +185,9 @@ class Store(SharedLog):
         self._exists_below = 0
         self.fault: Callable[[str], None] = _faults.HOOK
         self._make_directory()
+        # Writing by name to a directory moved away (and perhaps replaced)
+        # since would write to another POD: _manifest checks this first.
+        self._identity = layout.identity(self.path)
         self._lock = DirectoryLock(os.path.join(self.path, layout.LOCK_FILE), lock, lock_timeout)
         self.generation = -1
         self.journal_path = ""
@@ -223,10 +226,7 @@ class Store(SharedLog):
         except OSError as exc:
             raise _os_error("create the directory", self.path, exc) from exc
         if not _writable(self.path):
-            raise StorageError(
-                f"the POD directory {self.path} is not writable by you. tastypy writes to it on "
-                "every sync; fix its permissions or copy it somewhere writable."
-            )
+            raise layout.not_writable(self.path, "directory")
 
     # -- locking ---------------------------------------------------------
 
@@ -286,13 +286,11 @@ class Store(SharedLog):
             self._refuse_journal_on_caching_mount()
         if os.path.exists(journal_path) and not os.access(journal_path, os.W_OK):
             # Refused now rather than at the first sync, or at exit.
-            raise StorageError(
-                f"{journal_path} is not writable by you. tastypy appends to it on every "
-                "sync; fix its permissions or copy the POD somewhere writable."
-            )
+            raise layout.not_writable(journal_path, "journal")
         return manifest
 
     def _manifest(self) -> dict:
+        layout.check_identity(self.path, self._identity)
         manifest = layout.read_manifest(self.path)
         if manifest is None and not os.path.isdir(self.path):
             raise StorageError(
@@ -322,8 +320,7 @@ class Store(SharedLog):
         def first_line() -> int:
             if not offset or self.gzipped:
                 return 1
-            with open(path, "rb") as f:
-                return f.read(offset).count(b"\n") + 1
+            return files.read_regular(path, 0, offset).count(b"\n") + 1
 
         return text, consumed, first_line
 
@@ -462,9 +459,12 @@ class Store(SharedLog):
         try:
             # Open, not stat: on NFS an open revalidates the cached size
             # (close-to-open consistency); a stat may answer from the cache.
-            fd = os.open(self.journal_path, os.O_RDONLY)
+            fd = files.open_regular(self.journal_path)
             try:
                 size = os.fstat(fd).st_size
+                if size == self.journal_pos - 1 and not self.gzipped and size:
+                    # Read with the newline its last batch lacks (journal.read_from).
+                    size += os.pread(fd, 1, size - 1) == b"}"
             finally:
                 os.close(fd)
         except FileNotFoundError:
@@ -479,9 +479,12 @@ class Store(SharedLog):
             # leave a hole of zero bytes): read everything again.
             return None
         try:
-            return self._read_text(manifest["journal"], self.journal_pos)
+            new = self._read_text(manifest["journal"], self.journal_pos)
         except _Vanished:
             return None
+        # Checked here, as a load checks: a caller may keep the text unparsed.
+        journal.refuse_unwritable(new[0], self.journal_path, new[2])
+        return new
 
     # -- the one write path ------------------------------------------------
 

@@ -47,12 +47,10 @@ import orjson
 from tastypy import _faults
 from tastypy.codec import key_from_json
 from tastypy.errors import TastypyError
-from tastypy.storage import journal, layout
+from tastypy.storage import files, journal, layout
 from tastypy.storage.fsdetect import is_known_local
 
 __all__ = ["TailAppender", "file_time"]
-
-_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 
 
 #: Bumped in a forked child, whose inherited descriptors must not be used:
@@ -87,6 +85,12 @@ _fstat = os.fstat
 _lseek = os.lseek
 _SEEK_END: Final = os.SEEK_END
 _yield = getattr(os, "sched_yield", lambda: None)
+_monotonic = time.monotonic
+
+#: How often a transaction with the files kept open looks that the POD
+#: directory was not moved or renamed since it was opened: at most this many
+#: seconds of tries land in a moved directory before they are refused.
+_IDENTITY_EVERY: Final = 0.05
 
 #: How a session waits for a busy lock: it tries again ``_SPINS`` times,
 #: yielding the processor in between (the holder usually needs microseconds),
@@ -260,6 +264,8 @@ class TailAppender:
         self._unsynced = False
         # Whether others had written at the last transaction.
         self._others = True
+        # When to look again that the directory was not moved (monotonic).
+        self._identity_next = 0.0
 
     def _open(self) -> bool:
         """(Re)open the lock file and the store's current journal."""
@@ -274,12 +280,11 @@ class TailAppender:
         self._fork = _forks
         try:
             if self._lock_fd < 0:
-                self._lock_fd = os.open(
-                    os.path.join(store.path, layout.LOCK_FILE),
-                    os.O_RDWR | os.O_CREAT | _NOFOLLOW,
-                    0o666,
+                self._lock_fd = files.open_regular(
+                    os.path.join(store.path, layout.LOCK_FILE), os.O_RDWR | os.O_CREAT
                 )
-            self._fd = os.open(store.journal_path, os.O_RDWR | _NOFOLLOW)
+            # Never a link, a FIFO or a device planted since the store read it.
+            self._fd = files.open_regular(store.journal_path, os.O_RDWR)
         except OSError:
             # No journal yet (the ordinary path creates it), or anything
             # else: the ordinary path reports it properly.
@@ -356,13 +361,18 @@ class TailAppender:
                 return b""
             st = _fstat(self._fd)
             size = st.st_size
-            if size < pos or not st.st_nlink:
+            if size < pos - 1 or not st.st_nlink:
                 return None
-            if store.gzipped:
+            if store.gzipped or size < pos:
+                # (One byte short: the last batch lacks its newline, see
+                # journal.read_from; the ordinary path writes it.)
                 return b""
-            return self._read_raw(pos, size)
+            chunk = self._read_raw(pos, size)
         except OSError:
             return b""
+        if journal.holds_unwritable(chunk):
+            return None  # another tool's line: the load names it
+        return chunk
 
     def sealed(self) -> bool:
         """Whether the journal this appender has open ends with a seal: a
@@ -408,6 +418,8 @@ class TailAppender:
             if st.st_nlink or st.st_size < pos:
                 return None
             rest = self._read_raw(pos, st.st_size)
+            if journal.holds_unwritable(rest):
+                return None  # another tool's line: the load names it
             manifest = layout.read_manifest(store.path)
             if (
                 manifest is None
@@ -418,6 +430,8 @@ class TailAppender:
                 return None
             new_path = os.path.join(store.path, manifest["journal"])
             fd, more = self._switch_to(new_path)
+            if journal.holds_unwritable(more):
+                return None  # another tool's line: the load (of the journal open now) names it
         except (OSError, TastypyError, KeyError, TypeError):
             return None
         store.generation = manifest["generation"]
@@ -435,7 +449,7 @@ class TailAppender:
         its descriptor (-1 if no journal was written since the compaction)
         and its whole batches."""
         try:
-            fd = os.open(new_path, os.O_RDWR | _NOFOLLOW)
+            fd = files.open_regular(new_path, os.O_RDWR)
         except FileNotFoundError:
             return -1, b""  # no sync since the compaction
         old_fd, old_journal = self._fd, self._journal
@@ -506,6 +520,9 @@ class TailAppender:
         else:
             return False
         try:
+            now = _monotonic()
+            if now > self._identity_next and not self._same_directory(now):
+                return False  # the store's transaction names what happened
             fd = self._fd
             pos = store.journal_pos
             if _lseek(fd, 0, _SEEK_END) == pos:
@@ -555,6 +572,19 @@ class TailAppender:
         store.journal_records += count
         return True
 
+    def _same_directory(self, now: float) -> bool:
+        """Whether the POD directory is still the one the store opened (not
+        moved or renamed, with perhaps another made in its place): the
+        descriptors kept open would go on writing to the moved one. Looked
+        at once every ``_IDENTITY_EVERY`` seconds (a stat costs as much as
+        the rest of a transaction)."""
+        self._identity_next = now + _IDENTITY_EVERY
+        try:
+            layout.check_identity(self.store.path, self.store._identity)
+        except TastypyError:
+            return False
+        return True
+
     def _new_since(self, pos: int) -> bytes | None:
         """Under the lock, the journal grown past ``pos``: the whole batches
         others committed since, or None when the store must take over (the
@@ -569,6 +599,8 @@ class TailAppender:
             return None
         if pos + len(chunk) != size:
             return None  # a torn batch: the store cuts it, under its lock
+        if journal.holds_unwritable(chunk):
+            return None  # another tool's line: the store's read names it
         return chunk
 
     def _take_in_early(self, writer) -> None:

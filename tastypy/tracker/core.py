@@ -23,6 +23,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from tastypy._args import check_path
 from tastypy.codec import check_key
 from tastypy.errors import InvalidValueError
 from tastypy.pod import _MISSING, PersistentOrderedDict, _Setter
@@ -117,7 +118,7 @@ class ProgressTracker(
         if cls is ProgressTracker and path is not None:
             from tastypy.storage import parts
 
-            if shards is not None or parts.is_parted(os.fspath(path)):
+            if shards is not None or parts.is_parted(check_path(path)):
                 from tastypy.parts import PartedTracker
 
                 return PartedTracker(path, *args, shards=shards, **kwargs)
