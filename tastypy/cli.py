@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from tastypy import cli_ops
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -33,13 +35,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("path")
     repair.add_argument("--kind", choices=("pod", "tracker"), default=None)
-    stats = sub.add_parser(
-        "stats", help="print a tracker's counts as JSON (a parted one's from its summaries)"
-    )
-    stats.add_argument("path")
-    stats.add_argument(
-        "--exact", action="store_true", help="count again the parts written since their summary"
-    )
     compact = sub.add_parser("compact", help="fold the journal into a new snapshot now")
     compact.add_argument("path")
     compact.add_argument(
@@ -55,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
             default="auto",
             help="the lock mode the POD's writers use (soft on NFS and the like)",
         )
+
+    cli_ops.add_commands(sub)
 
     verify = sub.add_parser(
         "verify-fs",
@@ -101,30 +98,6 @@ def _reliability(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stats(args: argparse.Namespace) -> int:
-    """``stats``: a tracker's counts; a parted tracker's without loading its records."""
-    import orjson
-
-    from tastypy.errors import TastypyError
-    from tastypy.tracker import ProgressTracker
-
-    try:
-        tracker = ProgressTracker(args.path)
-        try:
-            if hasattr(tracker, "parts"):
-                stats = tracker.stats(exact=args.exact)
-                stats["parts"] = tracker.parts
-            else:
-                stats = tracker.stats()
-        finally:
-            tracker.close()
-    except TastypyError as exc:
-        print(f"tastypy stats: {exc}", file=sys.stderr)
-        return 1
-    print(orjson.dumps(stats, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_INDENT_2).decode())
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
@@ -133,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.path, tasks=args.tasks, progress=not args.no_progress)
     if args.command in ("check", "repair", "compact"):
         return _reliability(args)
-    if args.command == "stats":
-        return _stats(args)
+    if args.command in cli_ops.COMMANDS:
+        return cli_ops.main(args)
     if args.command == "flow":
         from tastypy.flow.command import main as flow_main
 

@@ -28,8 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-from tastypy.codec import dumps
-from tastypy.errors import InvalidArgumentError
+from tastypy.errors import InvalidArgumentError, InvalidValueError
 
 __all__ = ["as_executor", "run_chunk", "run_tasks", "serving", "worker_tracker"]
 
@@ -113,20 +112,8 @@ def _run_one(
             return key, "skipped", None
     try:
         value = fn(key)
-        if field is not None and value is not None:
-            try:
-                dumps(value)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"the result of the task {key!r} cannot be stored in its record "
-                    f"({type(value).__name__}: {exc}); return JSON values (dict, list, str, "
-                    "int, float, bool, None)"
-                ) from None
     except Exception as exc:
-        with guard:
-            task.end(exc)
-            tracker.flush()
-        return key, "failed", f"{type(exc).__name__}: {exc}"
+        return _failed(tracker, task, exc)
     except BaseException as exc:  # Ctrl-C, SystemExit: the try is given back
         with guard:
             task.end(exc)
@@ -134,10 +121,29 @@ def _run_one(
         raise
     with guard:
         if field is not None and value is not None:
-            task[field] = value
-        task.end()
+            try:
+                # Checked by the codec, as every value stored: a result JSON
+                # cannot hold fails this attempt, and the run goes on.
+                task[field] = value
+            except InvalidValueError as exc:
+                return _failed(tracker, task, exc)
+        outcome = task.end()
         tracker.flush()
+    if outcome == "failed":  # a field left out as the attempt ended
+        return key, outcome, _describe(task.error)
     return key, "done", None
+
+
+def _failed(tracker: Any, task: Any, exc: Exception) -> tuple:
+    """End ``task`` as failed with ``exc``, written; the ``_run_one`` answer."""
+    with tracker.sync_lock:
+        task.end(exc)
+        tracker.flush()
+    return task.key, "failed", _describe(exc)
+
+
+def _describe(exc: BaseException | None) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def as_executor(executor: Any) -> cf.Executor:

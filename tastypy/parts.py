@@ -51,7 +51,7 @@ from tastypy.parts_manifest import ManifestMixin, _hash
 from tastypy.parts_run import Running
 from tastypy.parts_visits import VisitsMixin
 from tastypy.storage import parts as files
-from tastypy.tracker import DEFAULT_LEASE, ProgressTracker
+from tastypy.tracker import DEFAULT_LEASE, ProgressTracker, settings
 
 __all__ = ["PartedTracker", "Slice", "split"]
 
@@ -88,7 +88,7 @@ class PartedTracker(
     def __init__(
         self,
         path: str | os.PathLike[str],
-        max_tries: int | None = 0,
+        max_tries: int | None = None,
         init: Mapping | Any = None,
         gzipped: bool = False,
         file_size: int = 1000,
@@ -97,7 +97,7 @@ class PartedTracker(
         *,
         lock: str = "auto",
         lock_timeout: float = 600.0,
-        lease: float | None = DEFAULT_LEASE,
+        lease: float | None = None,
         storage: str | None = None,
         shards: int | str | None = None,
     ):
@@ -105,15 +105,18 @@ class PartedTracker(
         self._path = os.path.abspath(check_path(path))
         check_flag(gzipped, "gzipped")
         check_flag(clone, "clone")
+        # As given: the tracker's stored settings are read (and these stored)
+        # once its directory exists, in _fix.
+        self._given = (max_tries, lease)
         manifest = self._open_manifest(shards)
         self._options = {
-            "max_tries": max_tries,
+            "max_tries": 0 if max_tries is None else settings.check_max_tries(max_tries),
             "gzipped": gzipped,
             "file_size": file_size,
             "sync_at": sync_at,
             "lock": lock,
             "lock_timeout": lock_timeout,
-            "lease": lease,
+            "lease": DEFAULT_LEASE if lease is None else settings.check_lease(lease),
             "storage": storage,
         }
         self._init_loading(lock)
@@ -154,20 +157,24 @@ class PartedTracker(
 
     @property
     def max_tries(self) -> int:
-        return self._options["max_tries"] or 0
+        """How many tries a task gets (0: no limit); see ProgressTracker.max_tries."""
+        return self._options["max_tries"]
 
     @max_tries.setter
     def max_tries(self, value: int | None) -> None:
+        value = 0 if value is None else settings.check_max_tries(value)
         for part in self._open.values():
             part.max_tries = value
         self._options["max_tries"] = value
 
     @property
     def lease(self) -> float:
-        return self._options["lease"] or DEFAULT_LEASE
+        """Seconds a claimed task stays leased; see ProgressTracker.lease."""
+        return self._options["lease"]
 
     @lease.setter
     def lease(self, value: float) -> None:
+        value = settings.check_lease(value)
         for part in self._open.values():
             part.lease = value
         self._options["lease"] = value
@@ -325,13 +332,16 @@ class Slice:
 
 def split(source: str | os.PathLike[str], target: str | os.PathLike[str], shards: int) -> None:
     """Copy the single-store tracker ``source`` into a new tracker ``target`` of
-    ``shards`` parts, every record as it is. ``source`` is left as it was."""
+    ``shards`` parts, every record as it is, and its settings (``max_tries``,
+    the lease). ``source`` is left as it was."""
     files.check_parts(shards)
     if files.exists(os.fspath(target)):
         raise InvalidArgumentError(f"{target} already holds a tracker; give a new path.")
-    with ProgressTracker(source) as old, PartedTracker(target, shards=shards) as new:
-        groups = new._by_part(old)
-        for index in sorted(groups):
-            with new._visiting(index, create=True) as part, part.holding():
-                for key in groups[index]:
-                    part[key] = old[key]
+    with ProgressTracker(source) as old:
+        kept = {"max_tries": old.max_tries, "lease": old.lease}
+        with PartedTracker(target, shards=shards, **kept) as new:
+            groups = new._by_part(old)
+            for index in sorted(groups):
+                with new._visiting(index, create=True) as part, part.holding():
+                    for key in groups[index]:
+                        part[key] = old[key]

@@ -9,10 +9,12 @@ journal length it counts, so one ``stat`` tells a stale one (see
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
 from tastypy.storage import parts as files
 from tastypy.tracker import ProgressTracker
+from tastypy.tracker.counters import pace
 
 __all__ = ["CountsMixin"]
 
@@ -27,6 +29,12 @@ _EMPTY_STATS: Final = {
     "leased": 0,
     "expired": 0,
     "tries": {},
+    "leased_by": {},
+    "recent_done": 0,
+    "recent_since": None,
+    "last_done": None,
+    "rate": None,
+    "eta": None,
 }
 
 
@@ -42,6 +50,18 @@ def _add_stats(into: dict, stats: dict) -> None:
                 if isinstance(tries, str) and tries.lstrip("-").isdigit():
                     tries = int(tries)
                 hist[tries] = hist.get(tries, 0) + count
+        elif name == "leased_by":
+            holders = into["leased_by"]
+            for holder, count in value.items():
+                holders[holder] = holders.get(holder, 0) + count
+        elif name in ("recent_since", "last_done"):
+            # Times as text (ISO 8601, UTC): the earliest, the latest.
+            if value is not None and (
+                into[name] is None or (value < into[name]) == (name == "recent_since")
+            ):
+                into[name] = value
+        elif name in ("rate", "eta"):
+            continue  # of the sums, once they are made
         elif name in into:
             into[name] += value
 
@@ -73,13 +93,15 @@ class CountsMixin:
             return part.stats(), part.num_tried()
 
     def _totals(self, exact: bool = False) -> dict:
-        totals = dict(_EMPTY_STATS, tries={}, tried=0)
+        totals = dict(_EMPTY_STATS, tries={}, leased_by={}, tried=0)
         for index in range(self._n):
             stats, tried = self._part_stats(index, exact)
             _add_stats(totals, stats)
             totals["tried"] += tried
         hist = totals["tries"]
         totals["tries"] = dict(sorted(hist.items(), key=lambda kv: (str(type(kv[0])), kv[0])))
+        totals["leased_by"] = dict(sorted(totals["leased_by"].items()))
+        totals["rate"], totals["eta"] = pace(totals, time.time())
         return totals
 
     def _finished(self, index: int) -> bool:

@@ -141,9 +141,13 @@ class KeysMixin:
         """Extend this process's leases of ``keys`` (see :meth:`ProgressTracker.renew`)."""
         return self._each_part(keys, lambda p, g: p.renew(g, lease))
 
-    def bump(self, keys: Iterable, lease: float = 0) -> None:
+    def bump(self, keys: Iterable, lease: float = 0) -> list:
         """Move tasks ahead (see :meth:`ProgressTracker.bump`)."""
-        self._each_part(keys, lambda p, g: p.bump(g, lease))
+        return self._each_part(keys, lambda p, g: p.bump(g, lease))
+
+    def retry(self, keys: Iterable) -> list:
+        """Give the tasks their tries back (see :meth:`ProgressTracker.retry`)."""
+        return self._each_part(keys, lambda p, g: p.retry(g))
 
     def lease_info(self, keys: Iterable | None = None) -> dict:
         """Leases of ``keys``, or of every task with one (visits every part)."""

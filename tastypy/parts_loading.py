@@ -83,7 +83,13 @@ class LoadingMixin:
         if not self._n:
             raise self._unsettled()
         self._make_room()
-        part = ProgressTracker(files.part_dir(self._path, index), **self._options)
+        options = self._options
+        # The settings are the top's: a part stores none of its own.
+        part = ProgressTracker(
+            files.part_dir(self._path, index), **{**options, "max_tries": None, "lease": None}
+        )
+        part.max_tries = options["max_tries"]
+        part.lease = options["lease"]
         if self._held:
             part.hold()
         self._open[index] = part

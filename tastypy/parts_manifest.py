@@ -17,6 +17,7 @@ import orjson
 from tastypy.codec import check_key
 from tastypy.errors import InvalidArgumentError
 from tastypy.storage import parts as files
+from tastypy.tracker import settings
 
 __all__ = ["ManifestMixin"]
 
@@ -34,6 +35,8 @@ class ManifestMixin:
     # Set by PartedTracker.
     _path: str
     _claim_at: int
+    _options: dict
+    _given: tuple
     holder: str
 
     def _open_manifest(self, shards: int | str | None) -> dict | None:
@@ -61,6 +64,10 @@ class ManifestMixin:
         return manifest
 
     def _fix(self, manifest: dict) -> None:
+        # One set of settings for all parts, stored at the top (parts store none).
+        self._options["max_tries"], self._options["lease"] = settings.resolve(
+            self._path, *self._given
+        )
         self._parts = manifest["parts"]
         self._claim_at = files.key_hash(self.holder.encode()) % self._parts
 

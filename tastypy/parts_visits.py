@@ -32,6 +32,7 @@ class VisitsMixin:
     _pinned: Any
     _drop: Any
     _finished: Any
+    _each_part: Any
 
     def __iter__(self) -> Iterator:
         """Every key, part by part; within a part, in the order added."""
@@ -90,6 +91,31 @@ class VisitsMixin:
         return got
 
 
+    def end_leases(
+        self, holder: str | None = None, *, expired: bool = False, keys: Iterable | None = None
+    ) -> list:
+        """End other processes' leases now (see :meth:`ProgressTracker.end_leases`);
+        without ``keys``, in every part."""
+        if keys is not None:
+            return self._each_part(keys, lambda p, g: p.end_leases(holder, expired=expired, keys=g))
+        out: list = []
+        for index in range(self._n):
+            with self._visiting(index) as part:
+                if part is not None:
+                    out += part.end_leases(holder, expired=expired)
+        return out
+
+    def errors(self) -> dict:
+        """The last error of each task not done whose last attempt raised
+        (see :meth:`ProgressTracker.errors`), part by part."""
+        out: dict = {}
+        for index in range(self._n):
+            with self._visiting(index) as part:
+                if part is not None:
+                    out.update(part.errors())
+        return out
+
+
 def _per_part_iter(name: str) -> Callable:
     def method(self: VisitsMixin, *args: Any, **kwargs: Any) -> Iterator:
         for index in range(self._n):
@@ -103,6 +129,7 @@ def _per_part_iter(name: str) -> Callable:
 
 
 for _name in (
+    "failed_keys",
     "todo_items",
     "todo_values",
     "try_keys",

@@ -11,8 +11,10 @@ leases run their course.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -82,6 +84,30 @@ def finish(proc, command: str = "exit") -> int:
 def kill(proc) -> None:
     proc.kill()
     proc.communicate(timeout=60)
+
+
+def readline_within(stream, seconds: float) -> str:
+    """A line of a child's output pipe, or '' if none comes in time."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    return stream.readline() if ready else ""
+
+
+def stop_outside_the_lock(proc, path) -> None:
+    """SIGSTOP ``proc`` at an instant it does not hold the tracker's lock
+    (its heartbeat writes now and then): stopped holding it, it would keep
+    every other process out."""
+    while True:
+        os.kill(proc.pid, signal.SIGSTOP)
+        fd = os.open(os.path.join(path, "tastypy.lock"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return
+        except BlockingIOError:
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            os.close(fd)
 
 
 def holder_name(pid: int, host: str | None = None) -> str:
@@ -632,21 +658,29 @@ elif write == "close":
     ["fails", "is interrupted", "succeeds", "sets a field", "marks it done", "releases it"],
 )
 def test_a_worker_whose_lease_ran_out_leaves_the_new_holder_lease_alone(path, how, write):
-    # A claims k with a short lease and is slow: its lease runs out and B
-    # takes the task over. Whatever A then does to k, and whichever way it
-    # is written, B's lease and the try count stay as B's claim left them:
-    # a third worker cannot take k while B runs it, and k is done only if
-    # A's late attempt finished the work.
+    # A claims k with a short lease, then is stopped (SIGSTOP: its heartbeat
+    # cannot renew the lease): its lease runs out and B takes the task
+    # over. Once A goes on, it learns so, and whatever it then does to k,
+    # and whichever way it is written, B's lease and the try count stay as
+    # B's claim left them: a third worker cannot take k while B runs it,
+    # and k is done only if A's late attempt finished the work.
     with Tracker(path) as tracker:
         tracker.add_many(["k", "other"])
     late = spawn_python(LATE, path, 0.5, how, write, stdin=subprocess.PIPE)
     _started.append(late)
-    until = float(late.stdout.readline())
-    time.sleep(max(0.0, until - time.time()) + 0.05)
-    holder, got = start_worker(path, "k", lease=3600)
-    assert got == ["k"], "B could not take over a task whose lease ran out"
+    late.stdout.readline()  # it holds k
+    stop_outside_the_lock(late, path)
+    try:
+        until = on_disk(path)["k"]["_lease_until"]
+        time.sleep(max(0.0, until - time.time()) + 0.05)
+        holder, got = start_worker(path, "k", lease=3600)
+        assert got == ["k"], "B could not take over a task whose lease ran out"
+    finally:
+        os.kill(late.pid, signal.SIGCONT)
     lease = {f: on_disk(path)["k"][f] for f in ("_holder", "_lease_until", "_tries")}
     assert lease["_holder"] == holder_name(holder.pid) and lease["_tries"] == 2
+    # Its heartbeat's next renewal takes in B's claim, and says so.
+    assert "no longer holds the lease of 'k'" in readline_within(late.stderr, 30)
     assert finish(late, "go") == 0, late.stderr.read()
     record = on_disk(path)["k"]
     assert {f: record.get(f) for f in lease} == lease

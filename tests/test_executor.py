@@ -123,8 +123,9 @@ def test_run_through_dask_worker_processes(tracker):
 
 def test_a_result_json_cannot_hold_is_a_failure(tracker):
     summary = tracker.run(not_json, ["a"])
-    assert summary["failed"] == 1 and "cannot be stored" in summary["errors"]["a"]
-    assert tracker["a"]["_error"]["type"] == "TypeError" and "result" not in tracker["a"]
+    assert summary["failed"] == 1 and "cannot store the value for key 'a'" in summary["errors"]["a"]
+    error = tracker["a"]["_error"]
+    assert error["type"] == "tastypy.errors.InvalidValueError" and "result" not in tracker["a"]
 
 
 def test_run_refuses_bad_arguments(tracker):

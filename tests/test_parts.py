@@ -264,7 +264,7 @@ def test_an_existing_single_store_tracker_opens_unchanged(tmp_path):
 
 def test_split_copies_a_single_store_tracker_into_parts(tmp_path):
     old, new = tmp_path / "old.tracker", tmp_path / "new.tracker"
-    with Tracker(old) as tracker:
+    with Tracker(old, max_tries=4, lease=50) as tracker:
         tracker.add_many(KEYS[:500])
         for key in KEYS[:100]:
             tracker.mark_done(key)
@@ -273,6 +273,7 @@ def test_split_copies_a_single_store_tracker_into_parts(tmp_path):
     with Tracker(new) as tracker:
         assert tracker.parts == 6 and tracker.to_dict() == before
         assert len(tracker) == 500 and tracker.num_done() == 100
+        assert (tracker.max_tries, tracker.lease) == (4, 50.0)  # its settings too
     with Tracker(old) as tracker:
         assert tracker.to_dict() == before
 
@@ -331,7 +332,7 @@ def test_the_cli_counts_a_parted_tracker_from_its_summaries(tmp_path):
     with Tracker(path) as tracker:
         for key in tracker.claim(20):
             tracker.mark_done(key)
-    out = cli("stats", path)
+    out = cli("stats", path, "--json")
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
     assert stats["total"] == 300 and stats["done"] == 20 and stats["parts"] == 3

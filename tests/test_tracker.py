@@ -591,20 +591,36 @@ def test_stats_partitions_the_tasks(mixed):
         assert mixed.stats()["in_progress"] == 1
         with task:
             pass
+    # c is out of tries, but its last try still runs here (its lease is
+    # live): not failed yet, until that lease ends.
+    assert (mixed.stats()["failed"], mixed.stats()["todo"]) == (0, 3)
+    assert list(mixed.failed_keys()) == []
+    mixed.release(["c"], tried=True)
+    assert list(mixed.failed_keys()) == ["c"]
     stats = mixed.stats()
-    assert stats == {
+    assert {k: stats[k] for k in COUNTS} == {
         "total": 6,
         "done": 2,
         "todo": 2,
         "failed": 1,
         "aborted": 1,
         "in_progress": 0,
-        "leased": 2,  # tried here, not done: leased to this process (docs/leases.md)
+        "leased": 1,  # e: tried here, not done: leased to this process (docs/leases.md)
         "expired": 0,
         "tries": {0: 3, 1: 2, 2: 1},
+        "leased_by": {mixed.holder: 1},
+        "recent_done": 1,  # "f": the only one whose attempt recorded its end
     }
+    assert stats["last_done"] == stats["recent_since"] == mixed["f"]["_ended"]
     assert type(stats) is dict
     assert sum(stats[k] for k in ("done", "todo", "failed", "aborted", "in_progress")) == 6
+
+
+#: The counts of stats(); the other keys are times and the rate.
+COUNTS = (
+    "total", "done", "todo", "failed", "aborted", "in_progress", "leased", "expired", "tries",
+    "leased_by", "recent_done",
+)  # fmt: skip
 
 
 def test_stats_of_an_empty_tracker(open_tracker):
@@ -618,6 +634,12 @@ def test_stats_of_an_empty_tracker(open_tracker):
         "leased": 0,
         "expired": 0,
         "tries": {},
+        "leased_by": {},
+        "recent_done": 0,
+        "recent_since": None,
+        "last_done": None,
+        "rate": None,
+        "eta": 0.0,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from typing import Any, Callable, Final
 
 import orjson
@@ -29,12 +30,19 @@ JOURNAL_VERSION: Final = 1
 COMMITS_VERSION: Final = 2
 MANIFEST: Final = "manifest.json"
 LOCK_FILE: Final = "tastypy.lock"
+#: A tracker's stored settings (``max_tries``, ``lease``): beside the
+#: manifest, not in it, since a compaction writes the manifest afresh.
+SETTINGS: Final = "tracker.json"
+SETTINGS_FORMAT: Final = "tastypy-tracker-settings"
+#: Seconds a read of a file replaced by rename is tried again while a
+#: shared filesystem's client answers ESTALE for it.
+_STALE_WAIT: Final = 10.0
 
 _LEGACY_SHARD = re.compile(r"^\d+\.json(\.gz)?$")
 _DATA_FILE = re.compile(r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|commits-\d{6,})$")
 _COMMITS_DIR = re.compile(r"^commits-\d{6,}$")
 _TEMP_FILE = re.compile(
-    r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|manifest\.json)\.\d+\.tmp$"
+    r"^(?:(?:snapshot|journal)-\d{6,}\.jsonl(?:\.gz)?|manifest\.json|tracker\.json)\.\d+\.tmp$"
 )
 
 
@@ -237,6 +245,62 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
             path,
         )
     return manifest
+
+
+def write_settings(directory: str, settings: dict) -> None:
+    """Write a tracker's stored settings (``tracker.json``) atomically."""
+    body = {"format": SETTINGS_FORMAT, "version": 1, **settings}
+    data = orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    write_atomic(os.path.join(directory, SETTINGS), data, label="settings")
+
+
+def read_settings(directory: str) -> dict[str, Any] | None:
+    """A tracker's stored settings, or None when it has none (made by a
+    tastypy that did not store them, or never given any).
+
+    A file that cannot be read as settings is an error naming it: a tracker
+    opened with wrong settings (no limit of tries, a lease of an hour) would
+    hand out tasks its workers were told to give up.
+    """
+    path = os.path.join(directory, SETTINGS)
+    raw = _read_renamed(path)
+    if raw is None:
+        return None
+    try:
+        settings = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        settings = exc
+    if not isinstance(settings, dict) or settings.get("format") != SETTINGS_FORMAT:
+        raise CorruptFileError(
+            f"{path} is not a tastypy tracker's settings file. Delete it, then open the "
+            "tracker once with its settings, e.g. Tracker(path, max_tries=3, lease=120), "
+            "to write it again.",
+            path,
+        )
+    return settings
+
+
+def _read_renamed(path: str) -> bytes | None:
+    """The bytes of a small file that other hosts replace by rename, or None
+    if there is none. A client of a shared filesystem (GlusterFS, NFS) may
+    answer ESTALE for a name another client renamed over, until it looks at
+    the directory again: list it, and ask again, for a few seconds."""
+    deadline = time.monotonic() + _STALE_WAIT
+    pause = 0.01
+    while True:
+        try:
+            return files.read_regular(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or time.monotonic() > deadline:
+                raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+        try:
+            os.listdir(os.path.dirname(path) or ".")  # makes some clients look again
+        except OSError:
+            pass
 
 
 def not_writable(path: str, what: str) -> StorageError:

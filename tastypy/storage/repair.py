@@ -471,7 +471,7 @@ def _read(directory: str) -> _State:
             else:
                 state.data.pop(key, None)
     report.keys = len(state.data)
-    live = {layout.MANIFEST, layout.LOCK_FILE, state.snapshot, state.journal}
+    live = {layout.MANIFEST, layout.LOCK_FILE, layout.SETTINGS, state.snapshot, state.journal}
     for name in names:
         if name in live or name.startswith(layout.LOCK_FILE):
             continue

@@ -12,6 +12,8 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from tastypy.codec import encode_value
+from tastypy.errors import InvalidValueError
 from tastypy.tracker._common import _check_span, log
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ class AttemptsMixin:
         end times go to ``_started`` and ``_ended``.
 
         ``progress=True`` shows done / total, rate and ETA on stderr, with
-        ``tqdm`` if it is installed (``pip install tastypy[progress]``),
+        ``tqdm`` if it is installed (``pip install tqdm``),
         else as a plain line every few seconds (``progress="plain"`` forces
         that).
         """
@@ -104,6 +106,33 @@ class AttemptsMixin:
         active = self._try(key, True, allow_aborted, _now(), lease)
         return Task(self, key, active, reraise)
 
+    def _unstorable(self, key: Any) -> InvalidValueError | None:
+        """Check the record of ``key`` as an attempt ends, with the codec that
+        checks every assignment: a field of it changed in place into what
+        JSON cannot hold (``task.record["x"] = {1, 2}``) is taken out, and
+        the error saying so returned, for the attempt to fail with. None
+        when all is well (or the record is gone)."""
+        rec = self._known(key).get(key)
+        if type(rec) is not dict:
+            return None
+        try:
+            encode_value(key, rec)
+            return None
+        except InvalidValueError:
+            pass
+        error = None
+        for field in [f for f in rec if type(f) is not str or f[:1] != "_"]:
+            try:
+                encode_value(key, rec[field])
+            except InvalidValueError as exc:
+                del rec[field]
+                if error is None:
+                    error = InvalidValueError(
+                        f"the field {field!r} of the task {key!r} was left out: {exc}"
+                    )
+        self._touch(key)
+        return error
+
     def _ended(self, key: Any, exc: BaseException | None) -> None:
         rec = self._known(key).get(key)
         if type(rec) is not dict:
@@ -115,12 +144,13 @@ class AttemptsMixin:
         # a success is recorded (the work is done); a failure or a try given
         # back is this late attempt's, not the running one's.
         if "_lease_until" in rec and not self._end_lease(key, rec) and exc is not None:
-            log.info(
-                "tastypy: the attempt at %r in %s ended after its lease, with the task "
-                "taken over by %s; its outcome is not recorded",
+            log.warning(
+                "tastypy: the attempt at %r in %s ended after its lease ran out, with the "
+                "task taken over by %s; its outcome (%s) is not recorded",
                 key,
                 self.path,
                 rec.get("_holder"),
+                type(exc).__name__,
             )
             return
         if exc is None:
@@ -176,8 +206,11 @@ class AttemptsMixin:
         the workers must see the same filesystem), claims each task as
         :meth:`try_it` does, runs ``fn(key)``, and writes the outcome to
         the task's record before reporting back: done, with ``fn``'s return
-        value (if not None, and JSON) in ``record[result_field]``; or
-        failed, with the error in ``_error`` as :meth:`attempts` records it.
+        value (if not None) in ``record[result_field]``; or failed, with
+        the error in ``_error`` as :meth:`attempts` records it. A value the
+        codec refuses (what JSON cannot hold: a set, a ``datetime``, NaN)
+        fails its task with ``InvalidValueError`` naming the key and the
+        type, and the run goes on.
         So what was done survives a crash of this process, and calling
         ``run`` again does only what is left (tasks of a dead worker come
         back as their leases end, at once for a worker of this host).
@@ -236,7 +269,7 @@ class Task:
     :meth:`~ProgressTracker.attempt`. Use it as a context manager; it is
     true when the task is to be run."""
 
-    __slots__ = ("tracker", "key", "_active", "_reraise", "outcome")
+    __slots__ = ("tracker", "key", "_active", "_reraise", "outcome", "error")
 
     def __init__(self, tracker: ProgressTracker, key: Any, active: bool, reraise: bool):
         self.tracker = tracker
@@ -245,6 +278,9 @@ class Task:
         self._reraise = reraise
         #: None until the block ends; then "done", "failed" or "interrupted".
         self.outcome: str | None = None
+        #: The exception a failed attempt recorded (None otherwise): raised
+        #: by its block, or the error of a field that could not be stored.
+        self.error: Exception | None = None
 
     def __bool__(self) -> bool:
         return self._active
@@ -262,7 +298,11 @@ class Task:
         return self.tracker[self.key][field]
 
     def __setitem__(self, field: str, value: Any) -> None:
-        self.tracker[self.key][field] = value
+        """``task[field] = value``: checked here, by the codec that checks
+        every value stored (``InvalidValueError`` names the key and the
+        type; nothing changes), then saved with the record."""
+        encode_value(self.key, value)
+        self.tracker.set[self.key][field] = value
 
     def __enter__(self) -> Task:
         return self
@@ -271,14 +311,20 @@ class Task:
         if not self._active or self.outcome is not None:
             return False
         self.end(exc)
+        if self.outcome == "failed" and exc is None and self._reraise:
+            # The block ended normally, but left a field that cannot be stored.
+            raise self.error  # type: ignore[misc]
         return self.outcome == "failed" and not self._reraise
 
     def end(self, error: BaseException | None = None) -> str | None:
         """End the attempt as its ``with`` block does, for code that cannot
         use one: done if ``error`` is None; failed, with ``error`` recorded
         in ``_error``, for an :class:`Exception`; interrupted (the try given
-        back) for anything else (Ctrl-C, an exit). The lease ends. Returns
-        the outcome; a task not to run, or already ended, is left as it is::
+        back) for anything else (Ctrl-C, an exit). The lease ends. A field
+        of the record changed in place into what JSON cannot hold is left
+        out, and the attempt is failed with the error saying so (kept in
+        :attr:`error`, as a failure's exception is). Returns the outcome; a
+        task not to run, or already ended, is left as it is::
 
             task = tracker.attempt(key)
             if task:
@@ -291,13 +337,20 @@ class Task:
         """
         if not self._active or self.outcome is not None:
             return self.outcome
-        if error is None:
-            self.outcome = "done"
-        elif isinstance(error, Exception):
-            self.outcome = "failed"
-        else:
-            self.outcome = "interrupted"
-        self.tracker._ended(self.key, error)
+        tracker = self.tracker
+        with tracker.sync_lock:
+            if error is None or isinstance(error, Exception):
+                left_out = tracker._unstorable(self.key)
+                if left_out is not None and error is None:
+                    error = left_out
+            if error is None:
+                self.outcome = "done"
+            elif isinstance(error, Exception):
+                self.outcome = "failed"
+                self.error = error
+            else:
+                self.outcome = "interrupted"
+            tracker._ended(self.key, error)
         return self.outcome
 
 

@@ -19,14 +19,15 @@ closing, the settings, the hooks of the POD, and the mapping.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from tastypy._args import check_path
 from tastypy.codec import check_key
-from tastypy.errors import InvalidArgumentError, InvalidValueError
+from tastypy.errors import InvalidValueError
 from tastypy.pod import _MISSING, DEFAULT_FILE_SIZE, DEFAULT_SYNC_AT, PersistentOrderedDict, _Setter
-from tastypy.tracker import _common
+from tastypy.tracker import _common, heartbeat, settings
 from tastypy.tracker._common import _DEFAULTS, _check_span, _nothing
 from tastypy.tracker.attempts import AttemptsMixin
 from tastypy.tracker.backlog import BacklogMixin
@@ -35,22 +36,11 @@ from tastypy.tracker.counters import CountersMixin, _contrib
 from tastypy.tracker.leases import LeasesMixin
 from tastypy.tracker.marks import MarksMixin
 from tastypy.tracker.merging import MergingMixin
+from tastypy.tracker.settings import DEFAULT_LEASE, check_max_tries
 from tastypy.tracker.transact import TransactMixin
 from tastypy.tracker.trying import TryingMixin
 
-#: Seconds a task stays leased to the process that claimed it, unless the
-#: tracker (``lease=``) or the call says otherwise: doloop's ``lock_for``.
-DEFAULT_LEASE: Final = 3600.0
-
-
-def _check_max_tries(max_tries: Any) -> int:
-    if max_tries is None:
-        return 0
-    if type(max_tries) is not int or max_tries < 0:
-        raise InvalidArgumentError(
-            f"max_tries must be a non-negative int (0 or None: no limit), got {max_tries!r}."
-        )
-    return max_tries
+__all__ = ["DEFAULT_LEASE", "ProgressTracker", "Tracker"]
 
 
 def _check_record(key: Any, value: Any) -> None:
@@ -91,11 +81,15 @@ class ProgressTracker(
 ):
     """A POD whose values are task records, for jobs that must resume after a crash.
 
-    ``max_tries`` (0 or None: no limit) is how many times a task is tried
-    before it counts as failed. The rest is as for
-    :class:`~tastypy.PersistentOrderedDict`; the positional call of tastypy
-    0.0.3, ``Tracker(path, max_tries, init, gzipped, file_size, sync_at,
-    clone)``, is accepted.
+    ``max_tries`` (0: no limit) is how many times a task is tried before it
+    counts as failed; ``lease`` how many seconds a task stays leased to the
+    process that claimed it, renewed by the process's heartbeat while it
+    lives. Both are stored with the tracker (``tracker.json``): left out
+    (None), they are the stored ones (else no limit, and two minutes); a
+    value given that differs is stored, and the change logged. The rest is
+    as for :class:`~tastypy.PersistentOrderedDict`; the positional call of
+    tastypy 0.0.3, ``Tracker(path, max_tries, init, gzipped, file_size,
+    sync_at, clone)``, is accepted.
 
     Example::
 
@@ -133,7 +127,7 @@ class ProgressTracker(
     def __init__(
         self,
         path: str | os.PathLike[str],
-        max_tries: int | None = 0,
+        max_tries: int | None = None,
         init: Mapping | Any = None,
         gzipped: bool = False,
         file_size: int = DEFAULT_FILE_SIZE,
@@ -142,11 +136,12 @@ class ProgressTracker(
         *,
         lock: str = "auto",
         lock_timeout: float = 600.0,
-        lease: float | None = DEFAULT_LEASE,
+        lease: float | None = None,
         storage: str | None = None,
         shards: None = None,  # not None: __new__ made a PartedTracker instead
     ):
-        self._max_tries = _check_max_tries(max_tries)
+        # Checked before anything is opened; the stored ones are read after.
+        self._max_tries = 0 if max_tries is None else check_max_tries(max_tries)
         self._lease = DEFAULT_LEASE if lease is None else _check_span(lease, "lease")
         self._init_backlog()
         self._init_marks()
@@ -166,22 +161,33 @@ class ProgressTracker(
             lock_timeout=lock_timeout,
             storage=storage,
         )
+        try:
+            self._max_tries, self._lease = settings.resolve(
+                self.path, max_tries, lease, self._locked
+            )
+        except BaseException:
+            self.close()
+            raise
+        heartbeat.watch(self)
 
     # -- settings ------------------------------------------------------------
 
     @property
     def max_tries(self) -> int:
-        """How many tries a task gets (0: no limit). Settable."""
+        """How many tries a task gets (0: no limit). Settable, for this
+        object only (what is stored changes when the tracker is opened
+        with another value)."""
         return self._max_tries
 
     @max_tries.setter
     def max_tries(self, value: int | None) -> None:
-        self._max_tries = _check_max_tries(value)
+        self._max_tries = 0 if value is None else check_max_tries(value)
 
     @property
     def lease(self) -> float:
-        """Seconds a claimed task stays leased to this process (default one
-        hour), unless a call says otherwise. Settable."""
+        """Seconds a claimed task stays leased to this process (default two
+        minutes), unless a call says otherwise; the heartbeat renews it
+        while this process lives. Settable, for this object only."""
         return self._lease
 
     @lease.setter
@@ -238,14 +244,20 @@ class ProgressTracker(
                     self.sync()
 
     def close(self) -> None:
+        heartbeat.unwatch(self)
         if not self._closed:
             self._release_held()
         with self._leaving_backlog():
             super().close()
 
     def __del__(self) -> None:
-        # Dropped without close(): nobody can end its leases any more.
-        if not getattr(self, "_closed", True):
+        if sys.is_finalizing():
+            # The interpreter is being torn down (builtins such as open may
+            # be gone): the exit sync has run already, and a second try could
+            # only add a confusing error to the one it logged.
+            self._closed = True
+        elif not getattr(self, "_closed", True):
+            # Dropped without close(): nobody can end its leases any more.
             self._release_held()
         super().__del__()
 

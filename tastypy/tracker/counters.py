@@ -5,6 +5,8 @@ read from them: ``num_*``, ``fraction_*``, ``percent_*`` and :meth:`stats`.
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Iterator
 from typing import Any, Final
 
 from tastypy import records
@@ -15,6 +17,45 @@ from tastypy.tracker._common import _gone_memo
 _DONE: Final = 1
 _TRIED: Final = 2
 _ABORTED: Final = 4
+
+#: The rate in :meth:`stats` is of the tasks done in this many seconds
+#: before now (by their ``_ended`` time).
+RATE_WINDOW: Final = 600.0
+
+
+def _iso(seconds: float) -> str:
+    """A time as :mod:`attempts` writes ``_ended``: UTC, ISO 8601, to the
+    millisecond, so that times compare as text."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def pace(stats: dict, now: float) -> tuple[float | None, float | None]:
+    """``(rate, eta)`` of a :meth:`~CountersMixin.stats` dict at ``now``:
+    tasks done per second over the last :data:`RATE_WINDOW` seconds (from
+    ``recent_done`` and ``recent_since``), and the seconds the tasks left
+    to run (``todo`` and ``in_progress``) take at that rate. None where the
+    records tell no time (no task ended lately, or ``try_it`` loops, which
+    record none)."""
+    left = stats["todo"] + stats["in_progress"]
+    since = _seconds(stats.get("recent_since")) if stats.get("recent_since") else None
+    if not stats.get("recent_done") or since is None or now - since <= 0:
+        return None, (0.0 if not left else None)
+    rate = stats["recent_done"] / (now - since)
+    return round(rate, 3), round(left / rate, 1)
+
+
+def _out_of_tries(rec: dict, max_tries: int) -> bool:
+    """Whether the task of ``rec`` was tried ``max_tries`` times (0: never)."""
+    tries = rec.get("_tries", 0)
+    return bool(max_tries) and type(tries) is int and tries >= max_tries
 
 
 def _contrib(rec: Any) -> int:
@@ -69,7 +110,9 @@ class CountersMixin:
         self._lent.clear()
         self._recount = False
         self._epoch += 1
-        values = self._data.values()
+        # A list first: the heartbeat's renewal, in another thread, may take
+        # in others' new records meanwhile (a dict must not grow while walked).
+        values = list(self._data.values())
         try:
             done = sum(1 for r in values if r["_done"])
             tried = sum(1 for r in values if r["_tries"] > 0)
@@ -168,7 +211,8 @@ class CountersMixin:
         """Where the job stands, as a plain dict.
 
         Every task is in exactly one of ``done``, ``aborted`` (and not
-        done), ``failed`` (tried ``max_tries`` times without success),
+        done), ``failed`` (tried ``max_tries`` times without success, and
+        not running its last try now),
         ``in_progress`` (an attempt started by :meth:`attempts` that has not
         ended: running now, or cut short by a crash) and ``todo`` (the
         rest: still to try). ``tries`` maps a number of tries to how many
@@ -178,35 +222,59 @@ class CountersMixin:
         no other process may take now (leased to a process, or bumped into
         the future, see ``docs/leases.md``), ``expired`` the ones whose
         holder let its lease run out (or is known to have died) without
-        ending it: left by a dead worker, or one that runs late. As this
-        process knows them: :meth:`refresh` first to see what others wrote.
+        ending it: left by a dead worker, or one that runs late.
+        ``leased_by`` maps each holder to its leased tasks.
+
+        ``rate`` is the tasks done per second over the last ten minutes, by
+        the ``_ended`` times :meth:`attempts` and :meth:`run` record
+        (``recent_done`` tasks since ``recent_since``; ``last_done`` is the
+        newest), and ``eta`` the seconds the tasks left to run would take
+        at that rate; both None when no task recorded a time lately
+        (``try_it`` loops record none). As this process knows them:
+        :meth:`refresh` first to see what others wrote.
         """
         max_tries = self._max_tries
-        done = aborted = failed = running = leased = expired = 0
+        done = aborted = failed = running = leased = expired = recent = 0
         now = self._clock()
         gone = _gone_memo()
         tries_hist: dict = {}
-        for rec in self._data.values():
+        holders: dict = {}
+        # Times compare as text (see _iso): no time is parsed in the loop.
+        window = _iso(now - RATE_WINDOW)
+        last = since = None
+        for rec in list(self._data.values()):  # see _count_all
             if type(rec) is not dict:
                 continue
             tries = rec.get("_tries", 0)
             tries_hist[tries] = tries_hist.get(tries, 0) + 1
             if rec.get("_done"):
                 done += 1
+                ended = rec.get("_ended")
+                if type(ended) is str and ended >= window:
+                    recent += 1
+                    if last is None or ended > last:
+                        last = ended
+                    if since is None or ended < since:
+                        since = ended
                 continue
+            live = False
             if type(rec.get("_lease_until")) in (int, float):
-                if records.lease_runs(rec, records.NOBODY, now, gone):
+                live = records.lease_runs(rec, records.NOBODY, now, gone)
+                if live:
                     leased += 1
+                    holder = rec.get("_holder")
+                    if type(holder) is str:
+                        holders[holder] = holders.get(holder, 0) + 1
                 elif rec.get("_holder") is not None:
                     expired += 1
             if rec.get("_aborted"):
                 aborted += 1
-            elif max_tries and type(tries) is int and tries >= max_tries:
+            elif _out_of_tries(rec, max_tries) and not live:
                 failed += 1
             elif "_started" in rec and "_ended" not in rec:
                 running += 1
         total = len(self._data)
-        return {
+        stats = {
             "total": total,
             "done": done,
             "todo": total - done - aborted - failed - running,
@@ -216,4 +284,46 @@ class CountersMixin:
             "leased": leased,
             "expired": expired,
             "tries": dict(sorted(tries_hist.items(), key=lambda kv: (str(type(kv[0])), kv[0]))),
+            "leased_by": dict(sorted(holders.items())),
+            "recent_done": recent,
+            "recent_since": since,
+            "last_done": last,
         }
+        stats["rate"], stats["eta"] = pace(stats, now)
+        return stats
+
+    # -- what failed -----------------------------------------------------------
+
+    def failed_keys(self) -> Iterator:
+        """The keys of failed tasks, in order: tried :attr:`max_tries` times
+        without success (not done, not aborted, and not running its last
+        try now under a live lease), as :meth:`stats` counts them.
+        ``tastypy failed PATH`` lists them, with :meth:`errors`."""
+        max_tries = self._max_tries
+        if not max_tries:
+            return
+        data = self._data
+        now = self._clock()
+        gone = _gone_memo()
+        for key in list(data):
+            rec = data.get(key)
+            if (
+                type(rec) is dict
+                and not rec.get("_done")
+                and not rec.get("_aborted")
+                and _out_of_tries(rec, max_tries)
+                and not records.lease_runs(rec, records.NOBODY, now, gone)
+            ):
+                yield key
+
+    def errors(self) -> dict:
+        """``{key: error}`` for every task not done whose last attempt raised
+        (failed or still to retry): the ``_error`` that :meth:`attempts` and
+        :meth:`run` record (``type``, ``message``, ``traceback``, ``time``),
+        in order. As this process knows them: :meth:`refresh` first to see
+        what others wrote."""
+        out = {}
+        for key, rec in list(self._data.items()):  # see _count_all
+            if type(rec) is dict and not rec.get("_done") and type(rec.get("_error")) is dict:
+                out[key] = rec["_error"]
+        return out

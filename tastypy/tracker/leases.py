@@ -7,15 +7,22 @@ claim queue), and what ends or moves a lease: :meth:`release`,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from tastypy import records
 from tastypy._identity import holder_gone
 from tastypy.errors import InvalidArgumentError
 from tastypy.pod import _CHANGED
-from tastypy.tracker import _common
+from tastypy.tracker import _common, heartbeat
 from tastypy.tracker._common import _ANY, _check_span, _gone_memo, _until, log
 from tastypy.tracker.counters import _contrib
+
+#: The heartbeat renews this process's leases once less than this share of
+#: the tracker's lease is left: every third of a lease, so two renewals in
+#: a row may fail (a slow lock, a busy file server) before a lease runs out.
+_RENEW_AT: Final = 2 / 3
+#: A tracker with a short lease is looked at this many times per lease.
+_LOOKS_PER_LEASE: Final = 6
 
 
 def _key_list(keys: Any) -> list:
@@ -28,6 +35,30 @@ def _key_list(keys: Any) -> list:
         raise InvalidArgumentError(
             f"expected a list of keys, got {type(keys).__name__} ({keys!r:.60})"
         ) from None
+
+
+def _holder_match(holder: str | None) -> Callable[[Any], bool] | None:
+    """A test of a record's ``_holder`` against ``"HOST"`` or ``"HOST:PID"``."""
+    if holder is None:
+        return None
+    if type(holder) is not str or not holder:
+        raise InvalidArgumentError(
+            f"holder must be a host name or HOST:PID, as tastypy leases shows, got {holder!r}."
+        )
+    host, sep, pid = holder.partition(":")
+    pid = pid.partition("/")[0]
+    if sep and not pid.isdigit():
+        raise InvalidArgumentError(
+            f"holder {holder!r}: after the host's name and ':' comes a pid (digits)."
+        )
+
+    def match(value: Any) -> bool:
+        if type(value) is not str:
+            return False
+        their_host, _, rest = value.rpartition(":")
+        return their_host == host and (not sep or rest.partition("/")[0] == pid)
+
+    return match
 
 
 class LeaseInfo(NamedTuple):
@@ -61,7 +92,10 @@ class LeasesMixin:
         # the records as it wrote them, and no others: another tracker
         # object of this process runs its own tasks, under the same holder
         # name (a task one object took again carries the other's lease end).
+        # The heartbeat renews these.
         self._granted: dict = {}
+        # Whether the heartbeat's last renewal failed (logged once a streak).
+        self._beat_failed = False
 
     # -- claims and leases --------------------------------------------------------------
 
@@ -209,14 +243,7 @@ class LeasesMixin:
                 self._shift(c_old, _contrib(rec))
                 self._dirty[key] = _CHANGED
                 released.append(key)
-            if released and self._queue_pos < len(self._queue):
-                # Back in claim()'s queue (when it is not built again anyway):
-                # never tried again at its head, tried ones at its end.
-                if tried:
-                    self._queue.extend(released)
-                else:
-                    self._queue = released + self._queue[self._queue_pos :]
-                    self._queue_pos = 0
+            self._requeue(released, at_head=not tried)
             return released
 
         return self._transact(decide)
@@ -231,24 +258,101 @@ class LeasesMixin:
         keys = _key_list(keys)
         span = self._lease if lease is None else _check_span(lease, "lease")
 
+        lost: list = []
+
         def decide() -> list:
             data = self._data
+            granted = self._granted
             until = _until(self._clock_offset, span)
             renewed = []
+            lost.clear()
             for key in keys:
                 rec = data.get(key)
                 if type(rec) is not dict or rec.get("_holder") != _common._me or rec.get("_done"):
+                    if key in granted:
+                        # Not ours any more: done, deleted, or taken over.
+                        del granted[key]
+                        if type(rec) is dict and not rec.get("_done"):
+                            lost.append((key, rec.get("_holder")))
                     continue
                 rec["_lease_until"] = until
-                if key in self._granted:
-                    self._granted[key] = until
+                if key in granted:
+                    granted[key] = until
                 self._dirty[key] = _CHANGED
                 renewed.append(key)
             return renewed
 
-        return self._transact(decide)
+        renewed = self._transact(decide)
+        for key, holder in lost:
+            self._warn_lost(key, holder)
+        return renewed
 
-    def bump(self, keys: Iterable, lease: float = 0) -> None:
+    def _warn_lost(self, key: Any, holder: Any) -> None:
+        """Say that this process lost the lease of ``key`` to ``holder``."""
+        if holder is None:
+            how = "another process ended it (tastypy release, or bump)"
+        else:
+            how = f"it ran out and {holder} took the task over"
+        log.warning(
+            "tastypy: this process (%s) no longer holds the lease of %r in %s: %s. This "
+            "process was stopped or could not write for longer than the lease; whatever it "
+            "writes of the task now leaves the new holder's lease alone",
+            _common._me,
+            key,
+            self.path,
+            how,
+        )
+
+    def _requeue(self, keys: list, at_head: bool) -> None:
+        """Put ``keys``, free again, back in claim()'s queue (when it is not
+        built again anyway): at its head (never tried again) or at its end."""
+        if keys and self._queue_pos < len(self._queue):
+            if at_head:
+                self._queue = keys + self._queue[self._queue_pos :]
+                self._queue_pos = 0
+            else:
+                self._queue.extend(keys)
+
+    def _heartbeat_round(self) -> float:
+        """One round of the heartbeat (:mod:`~tastypy.tracker.heartbeat`):
+        once the lease this object holds that ends first has less than
+        two thirds of :attr:`lease` left, renew every lease it holds that
+        renewing makes longer, in one :meth:`renew` (one transaction).
+        Returns the seconds until the next round is due. Not under
+        :meth:`hold`, which writes nothing (its leases are in memory only)."""
+        span = self._lease
+        look = min(heartbeat.LOOK_EVERY, span / _LOOKS_PER_LEASE)
+        if not self._granted or self._closed or self._held:
+            return look
+        held = self._granted.copy()
+        if not held:
+            return look
+        now = self._clock()
+        due_in = min(held.values()) - now - span * _RENEW_AT
+        if due_in > 0:
+            return min(look, due_in)
+        keys = [key for key, until in held.items() if until - now < span]
+        try:
+            self.renew(keys)
+        except Exception as exc:
+            if self._closed:
+                return look
+            if not self._beat_failed:
+                log.warning(
+                    "tastypy: could not renew the leases this process holds in %s (%s); "
+                    "trying again every %.1f s",
+                    self.path,
+                    exc,
+                    look,
+                )
+            self._beat_failed = True
+        else:
+            if self._beat_failed:
+                log.warning("tastypy: renewing the leases in %s works again", self.path)
+            self._beat_failed = False
+        return look
+
+    def bump(self, keys: Iterable, lease: float = 0) -> list:
         """Move tasks ahead, as doloop's ``bump``: each task's lease now ends
         ``lease`` seconds from now, if that is earlier than it did (a bump
         never pushes a lease later). Tasks whose lease has ended go first in
@@ -257,18 +361,21 @@ class LeasesMixin:
         keeps them from being claimed until then, and then first. A bump
         also cuts a running lease short (e.g. ``bump(keys)`` hands the tasks
         of a worker known to be dead back at once). Done tasks stay done.
-        Raises ``KeyError`` if a key is not in the tracker.
+        Returns the keys whose lease moved, as :meth:`release` and
+        :meth:`renew` return theirs. Raises ``KeyError`` if a key is not in
+        the tracker.
         """
         keys = _key_list(keys)
         span = _check_span(lease, "lease", negative=True)
 
-        def decide() -> None:
+        def decide() -> list:
             data = self._data
             for key in keys:
                 if key not in data:
                     raise self._missing(key)
             until = _until(self._clock_offset, span)
             index = self._lease_index
+            moved = []
             for key in keys:
                 rec = data.get(key)
                 if type(rec) is not dict:
@@ -280,8 +387,54 @@ class LeasesMixin:
                 self._dirty[key] = _CHANGED
                 if index is not None:
                     index[key] = None
+                moved.append(key)
+            return moved
 
-        self._transact(decide)
+        return self._transact(decide)
+
+    def end_leases(
+        self, holder: str | None = None, *, expired: bool = False, keys: Iterable | None = None
+    ) -> list:
+        """End other processes' leases now, keeping their tries: to recover
+        the tasks of a host that died (``tastypy release``).
+
+        Which leases: those of ``holder`` (``"HOST"`` or ``"HOST:PID"``, as
+        :meth:`lease_info` and ``tastypy leases`` show them); with
+        ``expired=True``, those that ran out or whose holder is known dead;
+        with neither, every lease (bumps too). ``keys`` narrows it to those
+        tasks. The tasks can be claimed at once. Returns the keys whose lease
+        ended. A live worker whose lease is ended goes on with its task and
+        may then run it a second time beside the next one: end only leases
+        of workers you know are gone. ::
+
+            tracker.end_leases("node-17")          # that host died
+            tracker.end_leases(expired=True)       # tidy up what ran out
+        """
+        match = _holder_match(holder)
+        wanted = None if keys is None else _key_list(keys)
+
+        def decide() -> list:
+            data = self._data
+            now = self._clock()
+            gone = _gone_memo()
+            ended = []
+            for key in data if wanted is None else wanted:
+                rec = data.get(key)
+                if type(rec) is not dict or "_lease_until" not in rec:
+                    continue
+                if match is not None and not match(rec.get("_holder")):
+                    continue
+                if expired and records.lease_runs(rec, records.NOBODY, now, gone):
+                    continue
+                rec.pop("_lease_until", None)
+                rec.pop("_holder", None)
+                self._granted.pop(key, None)
+                self._dirty[key] = _CHANGED
+                ended.append(key)
+            self._requeue(ended, at_head=False)
+            return ended
+
+        return self._transact(decide)
 
     def lease_info(self, keys: Iterable | None = None) -> dict:
         """``{key: LeaseInfo(done, tries, holder, lease_left)}`` for ``keys``
@@ -294,7 +447,7 @@ class LeasesMixin:
             self.refresh()
         data = self._data
         if keys is None:
-            keys = [k for k, r in data.items() if type(r) is dict and "_lease_until" in r]
+            keys = [k for k, r in list(data.items()) if type(r) is dict and "_lease_until" in r]
         else:
             keys = _key_list(keys)
         now = self._clock()

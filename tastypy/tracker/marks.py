@@ -8,11 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from tastypy import records
 from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidValueError
 from tastypy.pod import _CHANGED
-from tastypy.tracker._common import _DEFAULTS
+from tastypy.tracker import _common
+from tastypy.tracker._common import _DEFAULTS, _gone_memo
 from tastypy.tracker.counters import _contrib
+from tastypy.tracker.leases import _key_list
 
 
 class MarksMixin:
@@ -170,7 +173,11 @@ class MarksMixin:
             rec = self._d.get(key)
             if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
                 rec = self._rec(key)
-            changed = "_lease_until" in rec and self._end_lease(key, rec)
+            changed = lost = False
+            if "_lease_until" in rec:
+                changed = self._end_lease(key, rec)
+                # Taken over while this process ran late: say so, once.
+                lost = not changed and self._granted.pop(key, None) is not None
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1
@@ -178,8 +185,51 @@ class MarksMixin:
                 return
             dirty = self._dirty
             dirty[key] = _CHANGED
+            if lost:
+                self._warn_lost(key, rec.get("_holder"))
         if len(dirty) + len(self._pending_keys) >= self.sync_at and not self._held:
             self.sync()
+
+    def retry(self, keys: Iterable) -> list:
+        """Give tasks their tries back, so that they run again: each one's
+        ``_tries`` goes back to 0 (its ``_error``, the last error, stays
+        until it runs). For failed tasks (``tracker.retry(tracker.failed_keys())``,
+        ``tastypy retry PATH --failed``) after the cause is fixed. Done and
+        aborted tasks, tasks never tried and tasks another live process
+        holds now are left alone. Decided under the lock after taking in
+        what others wrote. Returns the keys given back; raises ``KeyError``,
+        changing nothing, if a key is not in the tracker."""
+        keys = _key_list(keys)
+
+        def decide() -> list:
+            data = self._data
+            for key in keys:
+                if key not in data:
+                    raise self._missing(key)
+            now = self._clock()
+            gone = _gone_memo()
+            given = []
+            for key in keys:
+                rec = data.get(key)
+                if (
+                    not records.complete(rec)
+                    or rec["_done"]
+                    or rec["_aborted"]
+                    or not rec["_tries"]
+                    or records.lease_runs(rec, _common._me, now, gone)
+                ):
+                    continue
+                if key in self._lent:
+                    self._settle_key(key, rec)
+                c_old = _contrib(rec)
+                rec["_tries"] = 0
+                self._shift(c_old, _contrib(rec))
+                self._dirty[key] = _CHANGED
+                given.append(key)
+            self._requeue(given, at_head=False)
+            return given
+
+        return self._transact(decide)
 
     def mark_not_done(self, key: Any) -> None:
         """Mark the task not done."""
