@@ -381,11 +381,13 @@ def classify_foreign(directory: str) -> None:
     """
     # A crash while the POD was being created may leave a temporary manifest:
     # the directory is still new.
-    names = [
-        n
-        for n in os.listdir(directory)
-        if not n.startswith(LOCK_FILE) and _TEMP_FILE.match(n) is None
-    ]
+    try:
+        listed = os.listdir(directory)
+    except FileNotFoundError:
+        # Made by another client of a network filesystem a moment ago, and
+        # not shown by this one yet (GlusterFS): new, as far as we know.
+        return
+    names = [n for n in listed if not n.startswith(LOCK_FILE) and _TEMP_FILE.match(n) is None]
     if not names or MANIFEST in names or os.path.lexists(os.path.join(directory, MANIFEST)):
         return
     data = sorted(n for n in names if is_data_file(n))

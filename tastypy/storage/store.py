@@ -189,7 +189,12 @@ class Store(SharedLog):
         self._make_directory()
         # Writing by name to a directory moved away (and perhaps replaced)
         # since would write to another POD: _manifest checks this first.
+        # Only where inode numbers are the filesystem's own: a GlusterFS
+        # client showed another for a directory two clients made at once,
+        # and a worker refused a directory that was never moved (there,
+        # a directory gone is still refused, below).
         self._identity = layout.identity(self.path)
+        self._check_identity = fsdetect.is_known_local(self.path)
         self._lock = DirectoryLock(os.path.join(self.path, layout.LOCK_FILE), lock, lock_timeout)
         self.generation = -1
         self.journal_path = ""
@@ -311,7 +316,8 @@ class Store(SharedLog):
         return manifest
 
     def _manifest(self) -> dict:
-        layout.check_identity(self.path, self._identity)
+        if self._check_identity:
+            layout.check_identity(self.path, self._identity)
         manifest = layout.read_manifest(self.path)
         if manifest is None and not os.path.isdir(self.path):
             raise StorageError(
