@@ -176,7 +176,8 @@ class TrackerMachine(RuleBasedStateMachine):
         assert self.tracker.try_it(key) is expected
         if expected:
             record["_tries"] += 1
-            self.written()
+        # Granted or not, a try writes every change made before it.
+        self.written()
 
     @rule(key=KEYS, allow_aborted=st.booleans())
     def should_try(self, key, allow_aborted):
@@ -188,7 +189,7 @@ class TrackerMachine(RuleBasedStateMachine):
         assert self.tracker.should_try(key, allow_aborted) is expected
         if expected:
             self.model[key]["_tries"] += 1
-            self.written()
+        self.written()
 
     @rule(
         key=KEYS,
@@ -234,12 +235,13 @@ class TrackerMachine(RuleBasedStateMachine):
             assert bool(task) is expected
             if task and fails:
                 raise ValueError("simulated failure")
+        # The try, granted or not, was written with everything before it;
+        # the outcome not yet.
         if expected:
-            # The try was written with everything before it; the outcome not yet.
             record["_tries"] += 1
-            self.written()
-            if not fails:
-                record["_done"] = True
+        self.written()
+        if expected and not fails:
+            record["_done"] = True
 
     # -- syncing, reverting, reopening, other writers ------------------------------
 

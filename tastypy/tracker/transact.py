@@ -40,7 +40,7 @@ class _Writer:
     ``decide`` run on what every process wrote, and every unsynced change
     of this handle written with what it decided."""
 
-    __slots__ = ("tracker", "decide_fn", "args", "claims", "result", "batch", "grants", "refused")
+    __slots__ = ("tracker", "decide_fn", "args", "claims", "result", "batch", "grants")
 
     def __init__(self, tracker: Any):
         self.tracker = tracker
@@ -52,10 +52,6 @@ class _Writer:
         self.result: Any = None
         self.batch: tuple = _NO_BATCH
         self.grants: list = []
-        # Whether a decision that grants nothing (returns False) still
-        # writes the changes waiting (a try refused writes nothing, as
-        # before it asked the disk: revert() may still drop them).
-        self.refused = True
 
     def take_in(self, new: tuple | None) -> None:
         tracker = self.tracker
@@ -70,11 +66,8 @@ class _Writer:
             tracker._settle_adds()
         grants = tracker._undo = self.grants
         try:
-            result = self.result = self.decide_fn(*self.args)  # type: ignore[misc]
-            if result is False and not self.refused and not grants:
-                batch = self.batch = _NO_BATCH
-            else:
-                batch = self.batch = tracker._collect()
+            self.result = self.decide_fn(*self.args)  # type: ignore[misc]
+            batch = self.batch = tracker._collect()
         except BaseException:
             tracker._undo = None
             tracker._rollback(grants)
@@ -171,7 +164,6 @@ class TransactMixin:
         compact: bool = False,
         write: bool = False,
         args: tuple = (),
-        refused: bool = True,
     ):
         """Run ``decide()`` in one transaction: under the directory lock,
         after taking in what other processes wrote, then write every
@@ -182,8 +174,7 @@ class TransactMixin:
         fsync, except every ``sync_at`` transactions (or with
         ``durable=True``); ``compact``: then fold the journal into a new
         snapshot. Inside :meth:`hold`, decides on what this process knows
-        and writes nothing, unless ``write`` (a sync). ``refused=False``: a
-        decision that returns False writes nothing either (a try refused).
+        and writes nothing, unless ``write`` (a sync).
         """
         if self._closed:
             self._refuse_closed()
@@ -200,7 +191,6 @@ class TransactMixin:
             writer.decide_fn = decide
             writer.args = args
             writer.claims = claims
-            writer.refused = refused
             # A SIGTERM handler (it syncs) waits until the lock is released.
             main = _exit.enter()
             try:

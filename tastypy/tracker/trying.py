@@ -49,7 +49,10 @@ class TryingMixin:
         the try: a transaction (:meth:`_transact`) whose decision is
         :meth:`_decide_try`, always on what is on disk: what this process
         knew of the task may be stale (another process since ended the lease
-        it saw, or gave tries back with ``tastypy retry``)."""
+        it saw, or gave tries back with ``tastypy retry``). Granted or not,
+        the try writes every change made before it: a worker whose tries
+        are all refused (the rest of the tasks done by others) must still
+        write its last done mark, before that task's lease runs out."""
         if self._closed:
             self._refuse_closed()
         span = self._lease if lease is None else _check_span(lease, "lease")
@@ -62,10 +65,7 @@ class TryingMixin:
             if t is not str and t is not int:
                 check_key(key)
         return self._transact(
-            self._decide_try,
-            (key,),
-            args=(key, add, allow_aborted, started, span),
-            refused=False,
+            self._decide_try, (key,), args=(key, add, allow_aborted, started, span)
         )
 
     def _may_run(self, key: Any, rec: Any, allow_aborted: bool, now: float | None = None) -> bool:
