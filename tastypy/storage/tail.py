@@ -109,10 +109,6 @@ _WAIT: Final = 5.0
 _COMMITS: Final = tuple(journal.commit_line(n) for n in range(64))
 
 
-class _Fallback(Exception):
-    """The session cannot go on: the ordinary path must do it."""
-
-
 if fcntl is not None:
     _flock = fcntl.flock
     _LOCK_EX_NB: Final = fcntl.LOCK_EX | fcntl.LOCK_NB

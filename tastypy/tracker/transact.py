@@ -273,19 +273,6 @@ class TransactMixin:
             "key was synced."
         )
 
-    def _dirty_records(
-        self, data: dict, bad: list | None = None, marks: Any = None
-    ) -> tuple | None:
-        if self._backlog:
-            self._take_ours()
-        # The records added here and not yet written go first, each marked
-        # by its record (which no hash equals, so it is written; and which
-        # _prune_added recognises after the write).
-        added = self._added
-        if added:
-            marks = [*added.items(), *self._dirty.items()]
-        return super()._dirty_records(data, bad, marks)
-
     def _prune_added(self, handled: list) -> None:
         """After a write: forget the adds it covered (added again since: kept)."""
         added = self._added
