@@ -100,8 +100,18 @@ class PartedTracker(
         lease: float | None = None,
         storage: str | None = None,
         shards: int | str | None = None,
+        redo_after: float | None = None,
     ):
         self._closed = True
+        if redo_after:
+            # A part whose summary says every task is finished is skipped
+            # unread by claim() and the counts: with done tasks coming due
+            # again by the clock, no summary could say so.
+            raise InvalidArgumentError(
+                f"redo_after={redo_after!r}: a tracker split into parts (shards=) does not "
+                "make done tasks due again. Use a tracker without shards= for a freshness "
+                "loop (docs/recipes/freshness-loop.md)."
+            )
         self._path = os.path.abspath(check_path(path))
         check_flag(gzipped, "gzipped")
         check_flag(clone, "clone")

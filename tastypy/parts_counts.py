@@ -30,6 +30,11 @@ _EMPTY_STATS: Final = {
     "expired": 0,
     "tries": {},
     "leased_by": {},
+    "due": 0,
+    "oldest_done": None,
+    "newest_done": None,
+    "not_updated_1d": 0,
+    "not_updated_7d": 0,
     "recent_done": 0,
     "recent_since": None,
     "last_done": None,
@@ -54,11 +59,10 @@ def _add_stats(into: dict, stats: dict) -> None:
             holders = into["leased_by"]
             for holder, count in value.items():
                 holders[holder] = holders.get(holder, 0) + count
-        elif name in ("recent_since", "last_done"):
+        elif name in ("recent_since", "last_done", "oldest_done", "newest_done"):
             # Times as text (ISO 8601, UTC): the earliest, the latest.
-            if value is not None and (
-                into[name] is None or (value < into[name]) == (name == "recent_since")
-            ):
+            earliest = name in ("recent_since", "oldest_done")
+            if value is not None and (into[name] is None or (value < into[name]) == earliest):
                 into[name] = value
         elif name in ("rate", "eta"):
             continue  # of the sums, once they are made

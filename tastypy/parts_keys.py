@@ -149,6 +149,13 @@ class KeysMixin:
         """Give the tasks their tries back (see :meth:`ProgressTracker.retry`)."""
         return self._each_part(keys, lambda p, g: p.retry(g))
 
+    def ages(self, keys: Iterable) -> dict:
+        """Seconds since done and of lease left, per key (see :meth:`ProgressTracker.ages`)."""
+        out: dict = {}
+        for index, group in self._by_part(_keys(keys)).items():
+            out.update(self._part(index).ages(group))
+        return out
+
     def lease_info(self, keys: Iterable | None = None) -> dict:
         """Leases of ``keys``, or of every task with one (visits every part)."""
         out: dict = {}

@@ -65,7 +65,7 @@ class ManifestMixin:
 
     def _fix(self, manifest: dict) -> None:
         # One set of settings for all parts, stored at the top (parts store none).
-        self._options["max_tries"], self._options["lease"] = settings.resolve(
+        self._options["max_tries"], self._options["lease"], _ = settings.resolve(
             self._path, *self._given
         )
         self._parts = manifest["parts"]

@@ -63,7 +63,7 @@ class VisitsMixin:
                 found = [] if part is None else list(part.todo_keys(allow_aborted, some))
             yield from found
 
-    def claim(self, n: int = 1, *, lease: float | None = None) -> list:
+    def claim(self, n: int = 1, *, lease: float | None = None, peek: bool = False) -> list:
         """Lease up to ``n`` tasks to this process (see :meth:`ProgressTracker.claim`).
 
         Parts are visited one at a time, from where this process last found
@@ -72,6 +72,7 @@ class VisitsMixin:
         up-to-date summary says every task is finished are skipped unread.
         The keys come from as few parts as possible, in each part's claim
         order. An empty list means no part has anything to claim now.
+        ``peek=True``: the keys it would take, taking nothing.
         """
         if type(n) is not int or n < 0:
             raise InvalidArgumentError(f"n must be an int >= 0 (how many tasks), got {n!r}.")
@@ -82,14 +83,14 @@ class VisitsMixin:
                 continue
             part = self._part(index)
             self._write_others(part)
-            got += part.claim(n - len(got), lease=lease)
+            got += part.claim(n - len(got), lease=lease, peek=peek)
             if len(got) >= n:
-                self._claim_at = index
+                if not peek:
+                    self._claim_at = index
                 break
             if not self._pinned(part):
                 self._drop(index)
         return got
-
 
     def end_leases(
         self, holder: str | None = None, *, expired: bool = False, keys: Iterable | None = None

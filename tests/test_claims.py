@@ -207,7 +207,12 @@ def test_another_process_skips_a_leased_task(path, tracker):
 def test_mark_done_and_a_recorded_error_end_the_lease(tracker):
     tracker.try_it("a")
     tracker.mark_done("a")
-    assert tracker["a"] == {"_done": True, "_tries": 1, "_aborted": False}
+    assert tracker["a"] == {
+        "_done": True,
+        "_tries": 1,
+        "_aborted": False,
+        "_done_at": tracker["a"]["_done_at"],
+    }
     for task in tracker.attempts(["b"]):
         with task:
             raise ValueError("no")

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from tastypy import records
 from tastypy.codec import encode_value
 from tastypy.errors import InvalidValueError
 from tastypy.tracker._common import _check_span, log
@@ -113,7 +114,7 @@ class AttemptsMixin:
         the error saying so returned, for the attempt to fail with. None
         when all is well (or the record is gone)."""
         rec = self._known(key).get(key)
-        if type(rec) is not dict:
+        if not records.is_record(rec):
             return None
         try:
             encode_value(key, rec)
@@ -135,7 +136,7 @@ class AttemptsMixin:
 
     def _ended(self, key: Any, exc: BaseException | None) -> None:
         rec = self._known(key).get(key)
-        if type(rec) is not dict:
+        if not records.is_record(rec):
             return  # deleted meanwhile
         rec = self._rec(key)
         now = _now()
@@ -157,6 +158,7 @@ class AttemptsMixin:
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1
+            rec["_done_at"] = self._done_now()
             rec.pop("_error", None)
         elif isinstance(exc, Exception):
             kind = type(exc)

@@ -19,9 +19,12 @@ class CompatMixin:
     # -- deciding what to do ---------------------------------------------------------
 
     def should_do(self, key: Any, allow_aborted: bool = False) -> bool:
-        """True if the task is not done, not aborted (unless ``allow_aborted``)
-        and tried fewer than ``max_tries`` times."""
-        return records.may_run(self._rec(key), self._max_tries, allow_aborted)
+        """True if the task is not done (or done and due again, with
+        :attr:`redo_after`), not aborted (unless ``allow_aborted``) and
+        tried fewer than ``max_tries`` times."""
+        return records.may_run(
+            self._rec(key), self._max_tries, allow_aborted, redo=self._redo(self._clock())
+        )
 
     def should_do_add(self, key: Any, allow_aborted: bool = False) -> bool:
         """Like :meth:`should_do`, adding the key first if it is not there."""
@@ -85,13 +88,14 @@ class CompatMixin:
     # -- iterating -------------------------------------------------------------------
 
     def todo_keys(self, allow_aborted: bool = False, keys: Iterable | None = None) -> Iterator:
-        """The keys of tasks to do: not done, not aborted (unless
-        ``allow_aborted``), tried fewer than ``max_tries`` times. In order;
-        with ``keys``, those of them (in their order; keys not here are not
-        to do)."""
+        """The keys of tasks to do: not done (or done and due again, with
+        :attr:`redo_after`), not aborted (unless ``allow_aborted``), tried
+        fewer than ``max_tries`` times. In order; with ``keys``, those of
+        them (in their order; keys not here are not to do)."""
         data = self._data
+        redo = self._redo(self._clock())
         for key in list(data) if keys is None else list(keys):
-            if records.may_run(data.get(key), self._max_tries, allow_aborted):
+            if records.may_run(data.get(key), self._max_tries, allow_aborted, redo=redo):
                 yield key
 
     def todo_items(self, allow_aborted: bool = False) -> Iterator[tuple]:
@@ -126,7 +130,7 @@ class CompatMixin:
         data = self._data
         for key in list(data):
             rec = data.get(key)
-            if type(rec) is dict and rec.get("_aborted"):
+            if records.is_record(rec) and rec.get("_aborted"):
                 yield key
 
     def aborted_items(self) -> Iterator[tuple]:

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from tastypy import records
 from tastypy._args import check_path
 from tastypy.codec import check_key
 from tastypy.errors import InvalidValueError
@@ -45,7 +46,7 @@ __all__ = ["DEFAULT_LEASE", "ProgressTracker", "Tracker"]
 
 def _check_record(key: Any, value: Any) -> None:
     """Refuse what cannot be a task record; fill in the fields it lacks."""
-    if type(value) is not dict:
+    if not records.is_record(value):
         raise InvalidValueError(
             f"the value for key {key!r} must be a dict (a task record), got "
             f"{type(value).__name__} ({value!r:.60}). Store results inside the record: "
@@ -84,9 +85,12 @@ class ProgressTracker(
     ``max_tries`` (0: no limit) is how many times a task is tried before it
     counts as failed; ``lease`` how many seconds a task stays leased to the
     process that claimed it, renewed by the process's heartbeat while it
-    lives. Both are stored with the tracker (``tracker.json``): left out
-    (None), they are the stored ones (else no limit, and two minutes); a
-    value given that differs is stored, and the change logged. The rest is
+    lives; ``redo_after`` (seconds; 0: never) makes a done task due again
+    that long after it was done (``_done_at``), for loops that keep things
+    fresh (``docs/recipes/freshness-loop.md``). All three are stored with
+    the tracker (``tracker.json``): left out (None), they are the stored
+    ones (else no limit, two minutes, no redo); a value given that differs
+    is stored, and the change logged. The rest is
     as for :class:`~tastypy.PersistentOrderedDict`; the positional call of
     tastypy 0.0.3, ``Tracker(path, max_tries, init, gzipped, file_size,
     sync_at, clone)``, is accepted.
@@ -100,8 +104,8 @@ class ProgressTracker(
         ...         continue
         ...     tracker.mark_done(name)
         ...     tracker[name]["result"] = name.upper()
-        >>> tracker.num_done(), tracker["b"]
-        (3, {'_done': True, '_tries': 1, '_aborted': False, 'result': 'B'})
+        >>> tracker.num_done(), tracker["b"]["result"], sorted(tracker["b"])
+        (3, 'B', ['_aborted', '_done', '_done_at', '_tries', 'result'])
         >>> tracker.close()
 
     A missing key passed to :meth:`mark_done`, :meth:`tries` and the other
@@ -139,10 +143,12 @@ class ProgressTracker(
         lease: float | None = None,
         storage: str | None = None,
         shards: None = None,  # not None: __new__ made a PartedTracker instead
+        redo_after: float | None = None,
     ):
         # Checked before anything is opened; the stored ones are read after.
         self._max_tries = 0 if max_tries is None else check_max_tries(max_tries)
         self._lease = DEFAULT_LEASE if lease is None else _check_span(lease, "lease")
+        self._redo_after = 0.0 if redo_after is None else settings.check_redo_after(redo_after)
         self._init_backlog()
         self._init_marks()
         self._init_leases()
@@ -162,8 +168,8 @@ class ProgressTracker(
             storage=storage,
         )
         try:
-            self._max_tries, self._lease = settings.resolve(
-                self.path, max_tries, lease, self._locked
+            self._max_tries, self._lease, self._redo_after = settings.resolve(
+                self.path, max_tries, lease, self._locked, redo_after
             )
         except BaseException:
             self.close()
@@ -193,6 +199,26 @@ class ProgressTracker(
     @lease.setter
     def lease(self, value: float) -> None:
         self._lease = _check_span(value, "lease")
+
+    @property
+    def redo_after(self) -> float:
+        """Seconds after which a done task is due again (0: done stays
+        done): :meth:`claim`, :meth:`try_it`, :meth:`todo_keys` and
+        :meth:`run` then take it again, least recently done first.
+        Settable, for this object only."""
+        return self._redo_after
+
+    @redo_after.setter
+    def redo_after(self, value: float | None) -> None:
+        self._redo_after = 0.0 if value is None else settings.check_redo_after(value)
+        self._queue = []  # built by the old rule
+        self._queue_pos = 0
+
+    def _redo(self, now: float) -> float | None:
+        """The run rule's ``redo`` at ``now`` (:func:`records.may_run`):
+        tasks done at or before it are due again; None without redo_after."""
+        after = self._redo_after
+        return now - after if after else None
 
     @property
     def holder(self) -> str:
@@ -265,10 +291,26 @@ class ProgressTracker(
 
     def __getitem__(self, key: Any) -> Any:
         value = super().__getitem__(key)
+        if type(value) is dict:
+            value = self._hand_out(key, value)
         lent = self._lent
         if key not in lent:
             lent[key] = _contrib(value)
         return value
+
+    def _hand_out(self, key: Any, rec: dict) -> records.Record:
+        """The record of ``key`` as a :class:`~tastypy.records.Record`, which
+        checks what is assigned into it at that line: it takes the plain
+        dict's place (once per record read) wherever the tracker holds it."""
+        with self._sync_lock:
+            data = self._d
+            if data.get(key) is not rec:
+                return rec  # replaced by another thread meanwhile
+            out = records.Record(key, rec)
+            data[key] = out
+            if self._added.get(key) is rec:
+                self._added[key] = out
+        return out
 
     def __setitem__(self, key: Any, value: Any) -> None:
         t = type(key)
@@ -304,6 +346,11 @@ class ProgressTracker(
                     self._shift(c_old, c_new)
         if "_lease_until" in value and self._lease_index is not None:
             self._lease_index[key] = None
+
+    def _assign(self, key: Any, value: Any, data: dict) -> None:
+        if type(value) is records.Record:
+            value = dict(value)  # a record read from a tracker: not shared
+        super()._assign(key, value, data)
 
     def __delitem__(self, key: Any) -> None:
         data = self._data
@@ -368,12 +415,18 @@ class ProgressTracker(
                     f"a {type(value).__name__} ({value!r:.60})."
                 )
             old = merged.get(key, data.get(key))
-            record = dict(old) if type(old) is dict else dict(_DEFAULTS)
+            record = dict(old) if records.is_record(old) else dict(_DEFAULTS)
             record.update(value)
             if record.get("_done") is True and "_lease_until" not in value:
                 # Marked done through the merge: its lease ends, as with mark_done.
                 record.pop("_lease_until", None)
                 record.pop("_holder", None)
+            if (
+                record.get("_done") is True
+                and "_done_at" not in value
+                and (type(old) is not dict or not old.get("_done"))
+            ):
+                record["_done_at"] = self._done_now()
             _check_record(key, record)
             merged[key] = record
         with self.holding():

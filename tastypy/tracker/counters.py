@@ -19,8 +19,12 @@ _TRIED: Final = 2
 _ABORTED: Final = 4
 
 #: The rate in :meth:`stats` is of the tasks done in this many seconds
-#: before now (by their ``_ended`` time).
+#: before now (by their ``_done_at`` time).
 RATE_WINDOW: Final = 600.0
+
+#: The update ages :meth:`stats` counts tasks past: a day, a week.
+_DAY: Final = 86400.0
+_WEEK: Final = 7 * _DAY
 
 
 def _iso(seconds: float) -> str:
@@ -41,10 +45,9 @@ def pace(stats: dict, now: float) -> tuple[float | None, float | None]:
     """``(rate, eta)`` of a :meth:`~CountersMixin.stats` dict at ``now``:
     tasks done per second over the last :data:`RATE_WINDOW` seconds (from
     ``recent_done`` and ``recent_since``), and the seconds the tasks left
-    to run (``todo`` and ``in_progress``) take at that rate. None where the
-    records tell no time (no task ended lately, or ``try_it`` loops, which
-    record none)."""
-    left = stats["todo"] + stats["in_progress"]
+    to run (``todo``, ``in_progress`` and ``due``) take at that rate. None
+    where the records tell no time (no task done lately)."""
+    left = stats["todo"] + stats["in_progress"] + stats.get("due", 0)
     since = _seconds(stats.get("recent_since")) if stats.get("recent_since") else None
     if not stats.get("recent_done") or since is None or now - since <= 0:
         return None, (0.0 if not left else None)
@@ -72,7 +75,7 @@ def _contrib(rec: Any) -> int:
 
 def _contrib_lenient(rec: Any) -> int:
     # A record damaged by hand or by a change in place: count what is there.
-    if type(rec) is not dict:
+    if not records.is_record(rec):
         return 0
     tries = rec.get("_tries")
     tried = type(tries) in (int, float, bool) and tries > 0
@@ -81,6 +84,68 @@ def _contrib_lenient(rec: Any) -> int:
         | (_TRIED if tried else 0)
         | (_ABORTED if rec.get("_aborted") else 0)
     )
+
+
+class _Ages:
+    """The update-age figures of :meth:`CountersMixin.stats`, gathered one
+    record at a time."""
+
+    __slots__ = ("now", "redo", "window", "window_text", "due", "day", "week",
+                 "oldest", "newest", "recent", "since", "last")  # fmt: skip
+
+    def __init__(self, now: float, redo: float | None):
+        self.now = now
+        self.redo = redo
+        self.window = now - RATE_WINDOW
+        # An _ended time compares as text (see _iso): parsed only when recent.
+        self.window_text = _iso(self.window)
+        self.due = self.day = self.week = self.recent = 0
+        self.oldest = self.newest = self.since = self.last = None
+
+    def add(self, rec: dict) -> None:
+        done_at = rec.get("_done_at")
+        if type(done_at) not in (float, int):
+            done_at = None
+        else:
+            age = self.now - done_at
+            if age >= _DAY:
+                self.day += 1
+                if age >= _WEEK:
+                    self.week += 1
+            if self.oldest is None or done_at < self.oldest:
+                self.oldest = done_at
+            if self.newest is None or done_at > self.newest:
+                self.newest = done_at
+        if not rec.get("_done"):
+            return
+        redo = self.redo
+        if redo is not None and (done_at is None or done_at <= redo or "_lease_until" in rec):
+            self.due += 1
+        if done_at is None:
+            ended = rec.get("_ended")
+            if type(ended) is str and ended >= self.window_text:
+                done_at = _seconds(ended)
+        if done_at is not None and done_at >= self.window:
+            self.recent += 1
+            if self.since is None or done_at < self.since:
+                self.since = done_at
+            if self.last is None or done_at > self.last:
+                self.last = done_at
+
+    def figures(self) -> dict:
+        def text(seconds: float | None) -> str | None:
+            return None if seconds is None else _iso(seconds)
+
+        return {
+            "due": self.due,
+            "oldest_done": text(self.oldest),
+            "newest_done": text(self.newest),
+            "not_updated_1d": self.day,
+            "not_updated_7d": self.week,
+            "recent_done": self.recent,
+            "recent_since": text(self.since),
+            "last_done": text(self.last),
+        }
 
 
 class CountersMixin:
@@ -216,7 +281,8 @@ class CountersMixin:
         ``in_progress`` (an attempt started by :meth:`attempts` that has not
         ended: running now, or cut short by a crash) and ``todo`` (the
         rest: still to try). ``tries`` maps a number of tries to how many
-        tasks have it.
+        tasks have it. ``due`` counts the done tasks due again
+        (:attr:`redo_after`; 0 without it).
 
         Across those, among the tasks not done: ``leased`` counts the ones
         no other process may take now (leased to a process, or bumped into
@@ -225,37 +291,37 @@ class CountersMixin:
         ending it: left by a dead worker, or one that runs late.
         ``leased_by`` maps each holder to its leased tasks.
 
+        Update ages, by when each task was last done (``_done_at``, doloop's
+        ``stats``): ``oldest_done`` and ``newest_done`` (UTC, ISO 8601, to
+        the millisecond; None when no task has a time), and
+        ``not_updated_1d`` / ``not_updated_7d``, how many tasks were last
+        done a day / a week ago or more (tasks never done are not counted:
+        they are in ``todo``).
+
         ``rate`` is the tasks done per second over the last ten minutes, by
-        the ``_ended`` times :meth:`attempts` and :meth:`run` record
-        (``recent_done`` tasks since ``recent_since``; ``last_done`` is the
-        newest), and ``eta`` the seconds the tasks left to run would take
-        at that rate; both None when no task recorded a time lately
-        (``try_it`` loops record none). As this process knows them:
-        :meth:`refresh` first to see what others wrote.
+        the times :meth:`mark_done` and the attempts record (``_done_at``;
+        ``_ended`` for records older than it): ``recent_done`` tasks since
+        ``recent_since``; ``last_done`` is the newest. ``eta`` is the
+        seconds the tasks left to run (``todo``, ``in_progress`` and
+        ``due``) would take at that rate; both None when no task was done
+        lately. As this process knows them: :meth:`refresh` first to see
+        what others wrote.
         """
         max_tries = self._max_tries
-        done = aborted = failed = running = leased = expired = recent = 0
+        done = aborted = failed = running = leased = expired = 0
         now = self._clock()
         gone = _gone_memo()
+        ages = _Ages(now, self._redo(now))
         tries_hist: dict = {}
         holders: dict = {}
-        # Times compare as text (see _iso): no time is parsed in the loop.
-        window = _iso(now - RATE_WINDOW)
-        last = since = None
         for rec in list(self._data.values()):  # see _count_all
-            if type(rec) is not dict:
+            if not records.is_record(rec):
                 continue
             tries = rec.get("_tries", 0)
             tries_hist[tries] = tries_hist.get(tries, 0) + 1
+            ages.add(rec)
             if rec.get("_done"):
                 done += 1
-                ended = rec.get("_ended")
-                if type(ended) is str and ended >= window:
-                    recent += 1
-                    if last is None or ended > last:
-                        last = ended
-                    if since is None or ended < since:
-                        since = ended
                 continue
             live = False
             if type(rec.get("_lease_until")) in (int, float):
@@ -285,10 +351,8 @@ class CountersMixin:
             "expired": expired,
             "tries": dict(sorted(tries_hist.items(), key=lambda kv: (str(type(kv[0])), kv[0]))),
             "leased_by": dict(sorted(holders.items())),
-            "recent_done": recent,
-            "recent_since": since,
-            "last_done": last,
         }
+        stats.update(ages.figures())
         stats["rate"], stats["eta"] = pace(stats, now)
         return stats
 
@@ -308,7 +372,7 @@ class CountersMixin:
         for key in list(data):
             rec = data.get(key)
             if (
-                type(rec) is dict
+                records.is_record(rec)
                 and not rec.get("_done")
                 and not rec.get("_aborted")
                 and _out_of_tries(rec, max_tries)
@@ -324,6 +388,6 @@ class CountersMixin:
         what others wrote."""
         out = {}
         for key, rec in list(self._data.items()):  # see _count_all
-            if type(rec) is dict and not rec.get("_done") and type(rec.get("_error")) is dict:
+            if records.is_record(rec) and not rec.get("_done") and type(rec.get("_error")) is dict:
                 out[key] = rec["_error"]
         return out

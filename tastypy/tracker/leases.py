@@ -99,13 +99,15 @@ class LeasesMixin:
 
     # -- claims and leases --------------------------------------------------------------
 
-    def claim(self, n: int = 1, *, lease: float | None = None) -> list:
+    def claim(self, n: int = 1, *, lease: float | None = None, peek: bool = False) -> list:
         """Lease up to ``n`` tasks to this process at once, and count a try of each.
 
         The keys come in doloop's order: first tasks whose lease expired or
         that were bumped (:meth:`bump`), earliest first; then tasks never
         tried, in insertion order; then tasks tried before, fewest tries
-        first (among equals, the one whose last attempt ended longest ago).
+        first (among equals, the one whose last attempt ended longest ago);
+        then, with :attr:`redo_after`, done tasks due again, least recently
+        done (``_done_at``) first.
         Tasks that are done, aborted, out of tries or leased to another
         process (or already to this one) are not handed out. Decided under
         the directory lock after taking in what other processes wrote, so no
@@ -119,50 +121,82 @@ class LeasesMixin:
         An empty list means there is nothing to claim now (tasks leased to
         others may come back when their leases expire). Give back what you
         will not run with :meth:`release`.
+
+        ``peek=True`` is a dry run (doloop's ``test=True``): the keys this
+        claim would take now, after taking in what others wrote, taking
+        nothing and writing nothing (another process may take them first).
         """
         if type(n) is not int or n < 0:
             raise InvalidArgumentError(f"n must be an int >= 0 (how many tasks), got {n!r}.")
+        if type(peek) is not bool:
+            raise InvalidArgumentError(f"peek must be True or False, got {peek!r}.")
         span = self._lease if lease is None else _check_span(lease, "lease")
         if not n:
             return []
+        if peek:
+            return self._peek_claim(n)
         return self._transact(lambda: self._decide_claim(n, span), _ANY)
 
-    def _decide_claim(self, n: int, span: float) -> list:
+    def _peek_claim(self, n: int) -> list:
+        """:meth:`claim`'s choice, made on what is on disk now, granting
+        nothing; the claim queue's place is left where it was."""
+        if self._closed:
+            self._refuse_closed()
+        if not self._held:
+            self.refresh()
+        with self._sync_lock:
+            queue, position = self._queue, self._queue_pos
+            try:
+                return self._decide_claim(n, 0.0, peek=True)
+            finally:
+                self._queue, self._queue_pos = queue, position
+
+    def _decide_claim(self, n: int, span: float, peek: bool = False) -> list:
         data = self._data
         now = self._clock()
         until = _until(self._clock_offset, span)
         granted: list = []
         gone = _gone_memo()
         max_tries = self._max_tries
-        for key in self._candidates(now, gone):
+        redo = self._redo(now)
+        seen: set = set()
+        for key in self._candidates(now, gone, redo):
             rec = data.get(key)
             if not records.complete(rec):
                 continue  # a damaged record: try_it(key) says what is wrong
             if key in self._lent:
                 self._settle_key(key, rec)
             # Not a task this process runs already either (me=NOBODY).
-            if not records.may_run(rec, max_tries, False, now, records.NOBODY, gone):
+            if not records.may_run(rec, max_tries, False, now, records.NOBODY, gone, redo):
                 continue
-            self._grant(key, rec, until, None, False)
+            if peek:
+                # Nothing is leased, so a key may come twice (index, queue).
+                if key in seen:
+                    continue
+                seen.add(key)
+            else:
+                self._grant(key, rec, until, None, False)
             granted.append(key)
             if len(granted) >= n:
                 break
         return granted
 
-    def _candidates(self, now: float, gone: Callable[[Any], bool]) -> Iterator:
+    def _candidates(
+        self, now: float, gone: Callable[[Any], bool], redo: float | None = None
+    ) -> Iterator:
         """Keys in claim order; each is checked again by the caller."""
         data = self._data
         index = self._lease_index
         if index is None:
             index = self._lease_index = {
-                k: None for k, r in data.items() if type(r) is dict and "_lease_until" in r
+                k: None for k, r in data.items() if records.is_record(r) and "_lease_until" in r
             }
         due = []
         for key in list(index):
             rec = data.get(key)
-            until = rec.get("_lease_until") if type(rec) is dict else None
-            if until is None or rec.get("_done"):
-                del index[key]
+            until = rec.get("_lease_until") if records.is_record(rec) else None
+            if until is None or (rec.get("_done") and redo is None):
+                del index[key]  # a done task's bump counts only with redo_after
                 continue
             if type(until) not in (int, float) or records.lease_runs(
                 rec, records.NOBODY, now, gone
@@ -182,19 +216,26 @@ class LeasesMixin:
             if rebuilt:
                 return
             rebuilt = True
-            self._queue = self._build_queue()
+            self._queue = self._build_queue(redo)
             self._queue_pos = 0
 
-    def _build_queue(self) -> list:
+    def _build_queue(self, redo: float | None = None) -> list:
         """Tasks never tried (in order), then tasks tried before (fewest tries,
-        then longest ago): what claim() hands out after bumped ones."""
+        then longest ago), then done tasks due again (``redo``, see
+        :func:`records.may_run`; least recently done first): what claim()
+        hands out after bumped ones."""
         fresh = []
         tried = []
+        again = []
         max_tries = self._max_tries
         may_run = records.may_run
         for position, (key, rec) in enumerate(self._data.items()):
-            if not may_run(rec, max_tries) or "_lease_until" in rec:
+            if not may_run(rec, max_tries, redo=redo) or "_lease_until" in rec:
                 continue  # expired or bumped ones come first, from the index
+            if rec.get("_done"):
+                done_at = rec.get("_done_at")
+                again.append((done_at if type(done_at) in (int, float) else 0, position, key))
+                continue
             tries = rec.get("_tries", 0)
             if not tries:
                 fresh.append(key)
@@ -203,6 +244,8 @@ class LeasesMixin:
                 tried.append((tries, ended if type(ended) is str else "", position, key))
         tried.sort(key=lambda item: item[:3])
         fresh.extend(item[3] for item in tried)
+        again.sort(key=lambda item: item[:2])
+        fresh.extend(item[2] for item in again)
         return fresh
 
     def release(self, keys: Iterable, *, tried: bool = False) -> list:
@@ -226,7 +269,7 @@ class LeasesMixin:
             released = []
             for key in keys:
                 rec = data.get(key)
-                if type(rec) is not dict or rec.get("_holder") != _common._me:
+                if not records.is_record(rec) or rec.get("_holder") != _common._me:
                     continue
                 if grants is not None and rec.get("_lease_until") != grants.get(key):
                     grants.pop(key, None)  # taken again since, by another object
@@ -268,11 +311,15 @@ class LeasesMixin:
             lost.clear()
             for key in keys:
                 rec = data.get(key)
-                if type(rec) is not dict or rec.get("_holder") != _common._me or rec.get("_done"):
+                if (
+                    not records.is_record(rec)
+                    or rec.get("_holder") != _common._me
+                    or rec.get("_done")
+                ):
                     if key in granted:
                         # Not ours any more: done, deleted, or taken over.
                         del granted[key]
-                        if type(rec) is dict and not rec.get("_done"):
+                        if records.is_record(rec) and not rec.get("_done"):
                             lost.append((key, rec.get("_holder")))
                     continue
                 rec["_lease_until"] = until
@@ -360,7 +407,10 @@ class LeasesMixin:
         of the queue and a negative lease before those; a positive lease
         keeps them from being claimed until then, and then first. A bump
         also cuts a running lease short (e.g. ``bump(keys)`` hands the tasks
-        of a worker known to be dead back at once). Done tasks stay done.
+        of a worker known to be dead back at once). Done tasks stay done;
+        with :attr:`redo_after`, a bumped done task is due again when the
+        bump's time comes, whatever its ``_done_at`` (doloop's ``bump``
+        of a thing to update soon).
         Returns the keys whose lease moved, as :meth:`release` and
         :meth:`renew` return theirs. Raises ``KeyError`` if a key is not in
         the tracker.
@@ -378,7 +428,7 @@ class LeasesMixin:
             moved = []
             for key in keys:
                 rec = data.get(key)
-                if type(rec) is not dict:
+                if not records.is_record(rec):
                     continue  # deleted by another process meanwhile
                 current = rec.get("_lease_until")
                 if type(current) in (int, float) and current <= until:
@@ -420,7 +470,7 @@ class LeasesMixin:
             ended = []
             for key in data if wanted is None else wanted:
                 rec = data.get(key)
-                if type(rec) is not dict or "_lease_until" not in rec:
+                if not records.is_record(rec) or "_lease_until" not in rec:
                     continue
                 if match is not None and not match(rec.get("_holder")):
                     continue
@@ -447,7 +497,9 @@ class LeasesMixin:
             self.refresh()
         data = self._data
         if keys is None:
-            keys = [k for k, r in list(data.items()) if type(r) is dict and "_lease_until" in r]
+            keys = [
+                k for k, r in list(data.items()) if records.is_record(r) and "_lease_until" in r
+            ]
         else:
             keys = _key_list(keys)
         now = self._clock()
@@ -456,7 +508,7 @@ class LeasesMixin:
             rec = data.get(key)
             if rec is None:
                 raise self._missing(key)
-            if type(rec) is not dict:
+            if not records.is_record(rec):
                 rec = {}
             until = rec.get("_lease_until")
             left = round(until - now, 3) if type(until) in (int, float) else None
@@ -467,6 +519,39 @@ class LeasesMixin:
                 tries if type(tries) is int else 0,
                 holder if type(holder) is str else None,
                 left,
+            )
+        return out
+
+    def ages(self, keys: Iterable) -> dict:
+        """``{key: (since_done, lease_left)}`` for ``keys``, as doloop's
+        ``check``: seconds since the task was last done (its ``_done_at``;
+        None if it never was, or was done before tastypy recorded when),
+        and seconds until its lease ends (negative once it has; None for a
+        task without a lease), after taking in what other processes wrote.
+        One str or int key may be given alone. Raises ``KeyError`` for a
+        key not in the tracker::
+
+            >>> tracker.ages(["user-1", "user-2"])    # doctest: +SKIP
+            {'user-1': (3541.2, None), 'user-2': (None, 87.5)}
+        """
+        keys = _key_list(keys)
+        if not self._closed and not self._held:
+            self.refresh()
+        data = self._data
+        now = self._clock()
+        out = {}
+        for key in keys:
+            rec = data.get(key)
+            if rec is None:
+                raise self._missing(key)
+            if not records.is_record(rec):
+                rec = {}
+            done_at = rec.get("_done_at")
+            until = rec.get("_lease_until")
+            out[key] = (
+                # Not below 0: _done_at is rounded to the millisecond.
+                max(0.0, round(now - done_at, 3)) if type(done_at) in (int, float) else None,
+                round(until - now, 3) if type(until) in (int, float) else None,
             )
         return out
 

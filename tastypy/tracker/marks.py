@@ -13,7 +13,7 @@ from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidValueError
 from tastypy.pod import _CHANGED
 from tastypy.tracker import _common
-from tastypy.tracker._common import _DEFAULTS, _gone_memo
+from tastypy.tracker._common import _DEFAULTS, _gone_memo, _time
 from tastypy.tracker.counters import _contrib
 from tastypy.tracker.leases import _key_list
 
@@ -47,7 +47,7 @@ class MarksMixin:
         if key in self._lent:
             self._settle_key(key, rec)
         if (
-            type(rec) is not dict
+            not records.is_record(rec)
             or "_tries" not in rec
             or "_done" not in rec
             or ("_aborted" not in rec)
@@ -57,7 +57,7 @@ class MarksMixin:
 
     def _repair(self, key: Any, rec: Any) -> dict:
         """A record damaged in place or by hand: fill in missing fields."""
-        if type(rec) is not dict:
+        if not records.is_record(rec):
             raise InvalidValueError(
                 f"the value of key {key!r} in {self.path} is not a task record but "
                 f"{type(rec).__name__} ({rec!r:.60}); set tracker[{key!r}] = {{}} to reset it."
@@ -161,10 +161,17 @@ class MarksMixin:
 
     # -- marks --------------------------------------------------------------------
 
+    def _done_now(self) -> float:
+        """The time to record in ``_done_at``: now, on the lease clock (this
+        host's, corrected to the shared filesystem's), to the millisecond."""
+        return round(_time() + self._clock_offset, 3)
+
     def mark_done(self, key: Any) -> None:
-        """Mark the task done, and end its lease (unless another worker took
-        the task over after this one's lease ran out: that lease stays). It
-        is written at the next try, sync or exit."""
+        """Mark the task done now: ``_done_at`` (seconds since the epoch)
+        records when, also for a task done before (doloop's ``did``: it
+        was updated again). Its lease ends (unless another worker took the
+        task over after this one's lease ran out: that lease stays). It is
+        written at the next try, sync or exit."""
         # Under the sync lock: another thread taking in a newer record of
         # the task meanwhile would leave the done mark on a copy dropped.
         with self._sync_lock:
@@ -173,16 +180,14 @@ class MarksMixin:
             rec = self._d.get(key)
             if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
                 rec = self._rec(key)
-            changed = lost = False
-            if "_lease_until" in rec:
-                changed = self._end_lease(key, rec)
+            lost = False
+            if "_lease_until" in rec and not self._end_lease(key, rec):
                 # Taken over while this process ran late: say so, once.
-                lost = not changed and self._granted.pop(key, None) is not None
+                lost = self._granted.pop(key, None) is not None
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1
-            elif not changed:
-                return
+            rec["_done_at"] = round(_time() + self._clock_offset, 3)
             dirty = self._dirty
             dirty[key] = _CHANGED
             if lost:
@@ -232,12 +237,15 @@ class MarksMixin:
         return self._transact(decide)
 
     def mark_not_done(self, key: Any) -> None:
-        """Mark the task not done."""
+        """Mark the task not done, as if it never was: its ``_done_at`` goes
+        too (a task due again with ``redo_after`` keeps it while it runs)."""
         with self._sync_lock:  # see mark_done
             rec = self._rec(key)
-            if rec["_done"]:
-                rec["_done"] = False
-                self._n_done -= 1
+            if rec["_done"] or "_done_at" in rec:
+                if rec["_done"]:
+                    rec["_done"] = False
+                    self._n_done -= 1
+                rec.pop("_done_at", None)
                 self._touch(key)
 
     def tries(self, key: Any) -> int:
@@ -269,4 +277,4 @@ class MarksMixin:
     def done(self, key: Any) -> bool:
         """Whether the task is done; False for a key that is not there."""
         rec = self._known(key).get(key)
-        return type(rec) is dict and bool(rec.get("_done"))
+        return records.is_record(rec) and bool(rec.get("_done"))

@@ -44,7 +44,7 @@ class MergingMixin:
                 or value is DELETED
                 or (dirty and key in dirty)
                 or (lent and key in lent)
-                or type(value) is not dict
+                or type(value) is not dict  # from disk: a plain dict
             ):
                 slow.append((key, value))
                 continue
@@ -162,7 +162,7 @@ class MergingMixin:
                 marker = None
             if marker is None and key not in ours:
                 rest.append((key, value))
-            elif type(local) is dict and type(value) is dict:
+            elif records.is_record(local) and records.is_record(value):
                 self._merge_in(key, local, value, pending)
         if rest:
             super()._take_in(rest, _NOT_OURS)
@@ -178,7 +178,7 @@ class MergingMixin:
         merged = records.merge(local, theirs, _common._me, self._clock(), holder_gone)
         c_old = _contrib(local)
         local.clear()
-        local.update(merged)
+        dict.update(local, merged)  # checked already (a Record's update checks again)
         self._shift(c_old, _contrib(local))
         if merged == theirs and key not in pending:
             self._dirty.pop(key, None)
@@ -191,7 +191,7 @@ class MergingMixin:
 
     def _kept(self, key: Any, local: Any, disk: Any) -> Any:
         # A reload (another process replaced the files): as a take-in.
-        if type(local) is dict and type(disk) is dict:
+        if records.is_record(local) and records.is_record(disk):
             self._merge_in(key, local, disk, self._pending_keys)
         return local
 

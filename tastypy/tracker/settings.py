@@ -1,4 +1,5 @@
-"""A tracker's settings stored with it: ``max_tries`` and the default lease.
+"""A tracker's settings stored with it: ``max_tries``, the default lease
+and ``redo_after``.
 
 They live in ``tracker.json`` beside the manifest (``docs/format.md``), so
 that a process opening the tracker without them (an inspection script,
@@ -6,10 +7,15 @@ that a process opening the tracker without them (an inspection script,
 the job does: a task tried ``max_tries`` times is failed, not to do. A
 value passed when opening is stored if it differs from the stored one, and
 the change is logged: every process opening the tracker later uses it.
+``redo_after`` is stored too, because whether a done task is due again is
+the job's rule, not one process's: ``tastypy stats`` and a worker opened
+without it judge tasks as the loop does (``redo_after=0`` turns it off:
+done then stays done).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -42,6 +48,23 @@ def check_lease(lease: Any) -> float:
     return _check_span(lease, "lease")
 
 
+def check_redo_after(redo_after: Any) -> float:
+    """``redo_after`` as a float number of seconds >= 0 (0: done stays done),
+    or an error saying what it must be."""
+    if (
+        isinstance(redo_after, bool)
+        or not isinstance(redo_after, (int, float))
+        or not math.isfinite(redo_after)
+        or redo_after < 0
+    ):
+        raise InvalidArgumentError(
+            f"redo_after must be a finite number of seconds > 0 after which a done task is "
+            f"due again (0: done stays done; None: as stored with the tracker), got "
+            f"{redo_after!r}."
+        )
+    return float(redo_after)
+
+
 def _stored(directory: str) -> dict:
     """The stored settings, checked; {} when none are stored."""
     found = layout.read_settings(directory)
@@ -49,7 +72,7 @@ def _stored(directory: str) -> dict:
         return {}
     path = os.path.join(directory, layout.SETTINGS)
     out = {}
-    for name, check in (("max_tries", check_max_tries), ("lease", check_lease)):
+    for name, check in _CHECKS:
         if name in found:
             try:
                 out[name] = check(found[name])
@@ -67,25 +90,39 @@ def resolve(
     max_tries: int | None,
     lease: float | None,
     locked: Callable[[], AbstractContextManager[Any]] = nullcontext,
-) -> tuple[int, float]:
-    """The ``(max_tries, lease)`` a tracker opened at ``directory`` uses.
+    redo_after: float | None = None,
+) -> tuple[int, float, float]:
+    """The ``(max_tries, lease, redo_after)`` a tracker opened at
+    ``directory`` uses.
 
-    ``None`` takes the stored value (else no limit of tries, and
-    :data:`DEFAULT_LEASE`); a value given is checked, and stored (under
-    ``locked()``, the tracker's lock) if it differs from what is stored.
-    A store that fails (a read-only mount) is logged; the value given is
-    used all the same.
+    ``None`` takes the stored value (else no limit of tries,
+    :data:`DEFAULT_LEASE`, and no redo: 0); a value given is checked, and
+    stored (under ``locked()``, the tracker's lock) if it differs from what
+    is stored. A store that fails (a read-only mount) is logged; the value
+    given is used all the same.
     """
     given = {
         "max_tries": None if max_tries is None else check_max_tries(max_tries),
         "lease": None if lease is None else _check_span(lease, "lease"),
+        "redo_after": None if redo_after is None else check_redo_after(redo_after),
     }
     stored = _stored(directory)
     changed = {n: v for n, v in given.items() if v is not None and stored.get(n) != v}
     if changed:
         _store(directory, stored, changed, locked)
     values = {**stored, **{n: v for n, v in given.items() if v is not None}}
-    return values.get("max_tries", 0), values.get("lease", DEFAULT_LEASE)
+    return (
+        values.get("max_tries", 0),
+        values.get("lease", DEFAULT_LEASE),
+        values.get("redo_after", 0.0),
+    )
+
+
+_CHECKS: Final = (
+    ("max_tries", check_max_tries),
+    ("lease", check_lease),
+    ("redo_after", check_redo_after),
+)
 
 
 def _store(

@@ -297,7 +297,7 @@ class TransactMixin:
             else:
                 c_now = _contrib(rec)
                 rec.clear()
-                rec.update(saved)
+                dict.update(rec, saved)
                 self._shift(c_now, _contrib(rec))
             if marker is _MISSING:
                 dirty.pop(key, None)

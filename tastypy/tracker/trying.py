@@ -24,9 +24,12 @@ class TryingMixin:
         Adds ``key`` if it is not there. Returns False if the task is done,
         aborted, was tried ``max_tries`` times, or is leased to another
         process; otherwise counts one try, leases the task to this process
-        for ``lease`` seconds (default: the tracker's :attr:`lease`, one
-        hour) and returns True. The check, the try and the lease are decided
-        under the directory lock after taking in what other processes wrote,
+        for ``lease`` seconds (default: the tracker's :attr:`lease`, two
+        minutes, renewed by the heartbeat) and returns True. With
+        :attr:`redo_after`, a task done that long ago (by its ``_done_at``)
+        is to do again: True starts a new round (not done, one try). The
+        check, the try and the lease are decided under the directory lock
+        after taking in what other processes wrote,
         so two processes never both get True for one task while its lease
         runs. :meth:`mark_done` (or an attempt that records an error) ends
         the lease.
@@ -78,7 +81,10 @@ class TryingMixin:
             rec = self._repair(key, rec)
         if now is None:
             now = self._clock()
-        return records.may_run(rec, self._max_tries, allow_aborted, now, _common._me, holder_gone)
+        redo = now - self._redo_after if self._redo_after else None
+        return records.may_run(
+            rec, self._max_tries, allow_aborted, now, _common._me, holder_gone, redo
+        )
 
     def _decide_try(
         self, key: Any, add: bool, allow_aborted: bool, started: str | None, span: float
@@ -108,6 +114,14 @@ class TryingMixin:
             saved = None if new else rec.copy()
             undo.append((key, rec, saved, dirty.get(key, _MISSING), granted.get(key, _MISSING)))
         tries = rec["_tries"]
+        if rec["_done"]:
+            # Due again (redo_after): a new round, not done until it ends
+            # well, its tries counted afresh; _done_at stays (when last done).
+            rec["_done"] = False
+            self._n_done -= 1
+            if tries:
+                self._n_tried -= 1
+            tries = 0
         rec["_tries"] = tries + 1
         if not tries:
             self._n_tried += 1
