@@ -138,7 +138,12 @@ def _open(args: argparse.Namespace) -> Any:
 def _stats(tracker: Any, args: argparse.Namespace) -> int:
     parted = hasattr(tracker, "parts")
     stats = tracker.stats(exact=args.exact) if parted else tracker.stats()
-    document = {"path": tracker.path, "max_tries": tracker.max_tries, "lease": tracker.lease}
+    document = {
+        "path": tracker.path,
+        "max_tries": tracker.max_tries,
+        "lease": tracker.lease,
+        "redo_after": getattr(tracker, "redo_after", 0.0),
+    }
     document.update(stats)
     if parted:
         document["parts"] = tracker.parts
@@ -151,7 +156,8 @@ def _stats(tracker: Any, args: argparse.Namespace) -> int:
 def _stats_table(s: dict) -> str:
     total = s["total"]
     limit = f"max_tries {s['max_tries']}" if s["max_tries"] else "no limit of tries"
-    lines = [f"{s['path']}  ({limit}, lease {s['lease']:g} s)"]
+    redo = f", redo after {s['redo_after']:g} s" if s.get("redo_after") else ""
+    lines = [f"{s['path']}  ({limit}, lease {s['lease']:g} s{redo})"]
 
     def row(name: str, count: int, note: str = "") -> None:
         share = f"{100 * count / total:5.1f} %" if total else ""
@@ -159,6 +165,8 @@ def _stats_table(s: dict) -> str:
 
     row("total", total)
     row("done", s["done"])
+    if s.get("redo_after"):
+        row("due again", s.get("due", 0), "done, and done longer than redo_after ago")
     row("failed", s["failed"], "tried max_tries times without success")
     row("aborted", s["aborted"])
     row("in progress", s["in_progress"], "attempts started, not ended")
@@ -168,16 +176,12 @@ def _stats_table(s: dict) -> str:
     row("expired", s["expired"], "leases that ran out (dead or stopped holders)")
     if s.get("rate"):
         lines.append(f"  {'rate':<12}{s['rate']:>12,.1f}  tasks/s over the last 10 minutes")
-        left = s["todo"] + s["in_progress"]
+        left = s["todo"] + s["in_progress"] + s.get("due", 0)
         eta = str(datetime.timedelta(seconds=round(s["eta"]))) if left else "nothing left to run"
         lines.append(f"  {'ETA':<12}{eta:>12}")
     else:
-        lines.append(
-            f"  {'rate':<12}{'?':>12}  no task ended in the last 10 minutes with a time "
-            "(attempts() and run() record times; try_it loops do not)"
-        )
-    if s.get("last_done"):
-        lines.append(f"  {'last done':<12}{s['last_done']:>30}")
+        lines.append(f"  {'rate':<12}{'?':>12}  no task was done in the last 10 minutes")
+    lines += _age_rows(s)
     if holders:
         lines.append("leased by")
         ranked = sorted(holders.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -185,6 +189,19 @@ def _stats_table(s: dict) -> str:
         if len(ranked) > _ROWS:
             lines.append(f"  ... and {len(ranked) - _ROWS} more holders (--json lists all)")
     return "\n".join(lines)
+
+
+def _age_rows(s: dict) -> list:
+    """The update ages of a stats document (doloop's), as table lines."""
+    lines = []
+    if s.get("last_done"):
+        lines.append(f"  {'last done':<12}{s['last_done']:>30}")
+    if s.get("oldest_done"):
+        lines.append(f"  {'oldest done':<12}{s['oldest_done']:>30}  least recently updated")
+        lines.append(f"  {'newest done':<12}{s['newest_done']:>30}")
+        for name, span in (("not_updated_1d", "a day"), ("not_updated_7d", "a week")):
+            lines.append(f"  {'not updated':<12}{s.get(name, 0):>12,}  for {span} or more")
+    return lines
 
 
 def _failed(tracker: Any, args: argparse.Namespace) -> int:

@@ -108,6 +108,56 @@ def test_a_field_changed_in_place_into_what_json_cannot_hold_fails_the_attempt(t
     tracker.sync()  # nothing unstorable is left to refuse a later write
 
 
+@pytest.mark.parametrize("name", list(BAD))
+def test_a_record_read_from_the_tracker_refuses_an_unstorable_value_at_the_line(tracker, name):
+    value, kind = BAD[name]
+    tracker.add("k")
+    record = tracker["k"]
+    record["fine"] = [1, {"a": None}]
+    before = dict(record)
+    with pytest.raises(InvalidValueError, match=f"field 'x' of the task 'k'.*{kind}"):
+        record["x"] = value
+    for change in (
+        lambda: record.update(x=value),
+        lambda: record.update({"x": value}, y=1),
+        lambda: record.setdefault("x", value),
+        lambda: record.__ior__({"x": value}),
+    ):
+        with pytest.raises(InvalidValueError, match="the task 'k'"):
+            change()
+    assert record == before and tracker["k"] is record
+    tracker.close()  # nothing unstorable is left to refuse the write
+    with Tracker(tracker.path) as again:
+        assert again["k"] == before
+
+
+def test_a_record_from_the_tracker_is_a_dict_like_any_other(tracker):
+    import copy
+    import json
+    import pickle
+
+    import orjson
+
+    tracker.try_it("k")
+    tracker.mark_done("k")
+    record = tracker["k"]
+    record["result"] = {"pages": [1, 2]}
+    record |= {"more": 1}
+    plain = dict(record)
+    assert isinstance(record, dict) and record == plain and plain == record
+    assert orjson.dumps(record) == orjson.dumps(plain)
+    assert json.loads(json.dumps(record)) == plain
+    for duplicate in (record.copy(), copy.copy(record), pickle.loads(pickle.dumps(record))):
+        assert type(duplicate) is dict and duplicate == plain
+    tracker["other"] = record  # a copy goes in, not the same object
+    tracker["other"]["result"] = 2
+    assert record["result"] == {"pages": [1, 2]}
+    assert tracker.done("other") and tracker.num_done() == 2
+    tracker.close()
+    with Tracker(tracker.path) as again:
+        assert again["k"] == plain and again["other"]["result"] == 2
+
+
 def test_a_job_whose_results_cannot_be_stored_exits_cleanly(tmp_path):
     # Before: the run crashed, close() raised, and the exit printed two or
     # three tracebacks (the last a NameError from the interpreter's teardown).
@@ -178,6 +228,16 @@ def test_run_attempts_and_assignment_accept_the_same_values(tracker, value):
     # run()'s result
     key = f"run-{n}"
     summary = tracker.run(lambda _: value, [key])
-    assert (assigned, task.outcome == "done", summary["done"] == 1) == (storable,) * 3
+    # a change in place of a record read from the tracker
+    key = f"in-place-{n}"
+    tracker.add(key)
+    try:
+        tracker[key]["result"] = value
+        in_place = True
+    except InvalidValueError as exc:
+        in_place = False
+        assert repr(key) in str(exc) and "result" not in tracker[key]
+    outcomes = (assigned, task.outcome == "done", summary["done"] == 1, in_place)
+    assert outcomes == (storable,) * 4
     if not storable:
-        assert repr(key) in summary["errors"][key]
+        assert repr(key) in summary["errors"][key.replace("in-place", "run")]

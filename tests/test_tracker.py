@@ -10,7 +10,6 @@ import pytest
 from conftest import run_python, without_lease
 
 import tastypy
-from tastypy.tracker.counters import _iso
 from tastypy import (
     POD,
     DuplicateKeyError,
@@ -21,6 +20,7 @@ from tastypy import (
     ProgressTracker,
     Tracker,
 )
+from tastypy.tracker.counters import _iso
 
 
 @pytest.fixture
