@@ -48,6 +48,17 @@ def without_lease(record: dict) -> dict:
     return {field: value for field, value in record.items() if field not in LEASE_FIELDS}
 
 
+def without_times(record: dict) -> dict:
+    """``record`` without its lease fields and its ``_done_at``: what two
+    runs of the same work agree on (a done one must have a ``_done_at``)."""
+    assert ("_done_at" in record) == bool(record.get("_done")), record
+    return {
+        field: value
+        for field, value in record.items()
+        if field not in LEASE_FIELDS and field != "_done_at"
+    }
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child process: this checkout first on the path."""
     env = dict(os.environ)

@@ -226,8 +226,8 @@ def test_run_attempts_and_assignment_accept_the_same_values(tracker, value):
         with task:
             task["result"] = value
     # run()'s result
-    key = f"run-{n}"
-    summary = tracker.run(lambda _: value, [key])
+    run_key = f"run-{n}"
+    summary = tracker.run(lambda _: value, [run_key])
     # a change in place of a record read from the tracker
     key = f"in-place-{n}"
     tracker.add(key)
@@ -240,4 +240,4 @@ def test_run_attempts_and_assignment_accept_the_same_values(tracker, value):
     outcomes = (assigned, task.outcome == "done", summary["done"] == 1, in_place)
     assert outcomes == (storable,) * 4
     if not storable:
-        assert repr(key) in summary["errors"][key.replace("in-place", "run")]
+        assert repr(run_key) in summary["errors"][run_key]

@@ -262,6 +262,7 @@ class AttemptsMixin:
             "lock": getattr(lock, "requested", "auto"),
             "lock_timeout": getattr(lock, "timeout", 600.0),
             "lease": self._lease,
+            "redo_after": self._redo_after,  # which tasks are due: as the caller judged
             "sync_at": self.sync_at,
         }
 
