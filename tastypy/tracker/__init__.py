@@ -15,10 +15,12 @@ One module per responsibility, so a reader finds a behaviour by its name
   ``stats``.
 * ``marks``: adding tasks, marking them done, aborted, tried.
 * ``trying``: ``try_it``, one task decided, counted and leased.
-* ``leases``: ``claim`` in order, ``release``, ``renew``, ``bump``,
-  ``end_leases``, ``lease_info``, and the heartbeat's round.
+* ``leases``: ``claim`` in order (and its ``peek``), ``release``,
+  ``renew``, ``bump``, ``end_leases``, ``lease_info``, ``ages``, and the
+  heartbeat's round.
 * ``heartbeat``: the thread that renews this process's leases while it lives.
-* ``settings``: ``max_tries`` and the lease, stored with the tracker.
+* ``settings``: ``max_tries``, the lease and ``redo_after``, stored with
+  the tracker.
 * ``attempts``: ``attempts``, ``attempt``, ``Task``, ``run``, progress.
 * ``compat``: the rest of the 0.0.3 API (``should_*``, the iterators).
 
