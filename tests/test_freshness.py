@@ -89,6 +89,10 @@ def test_mark_done_again_moves_the_time_and_mark_not_done_drops_it(tmp_path):
         time.sleep(0.01)
         tracker.mark_done("a")  # doloop's did on a thing updated again
         assert tracker["a"]["_done_at"] > first
+        again = tracker["a"]["_done_at"]
+        tracker.update({"a": {"note": 1}})  # a merge into a done record: not done again
+        tracker.update({"a": {"_done": True}})
+        assert tracker["a"]["_done_at"] == again
         tracker.mark_not_done("a")
         assert "_done_at" not in tracker["a"]
 
@@ -196,6 +200,19 @@ def test_a_bumped_done_task_waits_for_its_bump(tmp_path):
         assert tracker.claim(2) == []
         time.sleep(0.4)
         assert tracker.claim(2) == ["a"]
+
+
+def test_redo_after_set_on_the_object_takes_bumped_done_tasks_too(tmp_path):
+    with Tracker(tmp_path / "t") as tracker:
+        tracker.add_many(["a", "b"])
+        for key in tracker.claim(2):
+            tracker.mark_done(key)
+        tracker.bump(["b"])
+        assert tracker.claim(2) == []  # done stays done: the bump only orders
+        tracker.redo_after = 3600  # this object only
+        assert tracker.claim(2) == ["b"]
+    with Tracker(tmp_path / "t") as tracker:
+        assert tracker.redo_after == 0
 
 
 def test_redo_after_is_stored_with_the_tracker(tmp_path, caplog):

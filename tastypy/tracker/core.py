@@ -211,7 +211,9 @@ class ProgressTracker(
     @redo_after.setter
     def redo_after(self, value: float | None) -> None:
         self._redo_after = 0.0 if value is None else settings.check_redo_after(value)
-        self._queue = []  # built by the old rule
+        # Built by the old rule (done tasks' bumps left out of the index).
+        self._lease_index = None
+        self._queue = []
         self._queue_pos = 0
 
     def _redo(self, now: float) -> float | None:
@@ -424,7 +426,7 @@ class ProgressTracker(
             if (
                 record.get("_done") is True
                 and "_done_at" not in value
-                and (type(old) is not dict or not old.get("_done"))
+                and not (records.is_record(old) and old.get("_done"))
             ):
                 record["_done_at"] = self._done_now()
             _check_record(key, record)
