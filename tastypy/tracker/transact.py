@@ -84,21 +84,28 @@ class _Writer:
         if self.grants:
             self.grants.clear()
         tracker = self.tracker
-        _, _, n_bytes, n_keys, handled, _, written = self.batch
+        batch = self.batch
+        handled = batch[4]
         if tracker._backlog:
             # Others' records there came before ours in the journal: ours win.
-            tracker._drop_written(written)
-            tracker._drop_written(tracker._pending_keys[:n_keys])
+            tracker._drop_written(batch[6])
+            tracker._drop_written(tracker._pending_keys[: batch[3]])
         dirty = tracker._dirty
-        get = dirty.get
-        for key, marker in handled:
-            if get(key, _MISSING) is marker:
+        if len(handled) == 1:
+            key, marker = handled[0]
+            if dirty.get(key, _MISSING) is marker:
                 del dirty[key]
+        else:
+            get = dirty.get
+            for key, marker in handled:
+                if get(key, _MISSING) is marker:
+                    del dirty[key]
         if tracker._added:
             tracker._prune_added(handled)
+        n_bytes = batch[2]
         if n_bytes:
             del tracker._pending[:n_bytes]
-            del tracker._pending_keys[:n_keys]
+            del tracker._pending_keys[: batch[3]]
 
     def live_count(self) -> int:
         return self.tracker._live_count()
