@@ -175,7 +175,13 @@ class MarksMixin:
                 rec = self._rec(key)
             changed = lost = False
             if "_lease_until" in rec:
-                changed = self._end_lease(key, rec)
+                if rec.get("_holder") == _common._me:
+                    # This process's own lease (the common case): ended.
+                    del rec["_lease_until"], rec["_holder"]
+                    self._granted.pop(key, None)
+                    changed = True
+                else:
+                    changed = self._end_lease(key, rec)
                 # Taken over while this process ran late: say so, once.
                 lost = not changed and self._granted.pop(key, None) is not None
             if not rec["_done"]:

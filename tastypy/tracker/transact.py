@@ -214,7 +214,8 @@ class TransactMixin:
             result = writer.result
             writer.batch = _NO_BATCH
             writer.result = writer.decide_fn = None
-        if batch[1] and not self._store.tail.enabled:
+        store = self._store
+        if batch[1] and (store.shared or not store.tail.usable):
             # Only where hosts may share the files: a local file's time is
             # this host's clock, but coarser (it runs milliseconds behind).
             self._measure_clock()
