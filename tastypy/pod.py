@@ -9,7 +9,7 @@ from collections.abc import ItemsView, Iterator, KeysView, Mapping, MutableMappi
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
-from tastypy import _exit
+from tastypy import _exit, clones
 from tastypy._args import check_flag, check_path
 from tastypy.codec import (
     LINE_OPTIONS,
@@ -25,6 +25,7 @@ from tastypy.errors import (
     InvalidValueError,
     KindMismatchError,
 )
+from tastypy.clones import CloneMixin
 from tastypy.locking import LockingMixin
 from tastypy.pod_compat import PODCompatMixin
 from tastypy.storage import DELETED, Store, journal
@@ -69,7 +70,7 @@ _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 _COMPACT_AFTER: Final = 32
 
 
-class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
+class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMapping):
     """A dict that lives in the directory ``path`` as human-readable JSON lines.
 
     It is a full :class:`~collections.abc.MutableMapping` that keeps insertion
@@ -90,11 +91,19 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
 
     The positional call of tastypy 0.0.3 is accepted:
     ``POD(path, init, gzipped, file_size, sync_at, clone)``. ``init`` only
-    fills keys that are not stored yet. ``file_size`` and ``clone`` are kept
-    for old code and have no effect (see ``docs/design.md``).
+    fills keys that are not stored yet. ``file_size`` is kept for old code
+    and has no effect (see ``docs/design.md``). With ``clone=True`` (the
+    default, as in 0.0.3), a POD opened on a path this process holds open
+    already shares that one's memory: a change made through either is seen
+    at once through both (see ``docs/compat.md``); ``clone=False`` opens an
+    independent handle.
     """
 
     _KIND = "pod"
+
+    # Each handle's own; everything else is in ``__dict__``, which the
+    # handles of one state share (clone=True, see tastypy/clones.py).
+    __slots__ = ("_closed", "_held", "sync_at", "_lock_blocks")
 
     def __init__(
         self,
@@ -123,12 +132,36 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
                 "code written for tastypy 0.0.3 and has no effect)."
             )
         self.sync_at = sync_at
+        self._held = False
+        self._closed = True
+        self._lock_blocks = None
+        options = (gzipped, lock, lock_timeout, storage)
+        with clones.opening():
+            other = clones.find(path, type(self)) if clone else None
+            if other is not None:
+                self._join(other, options)
+            else:
+                self._open(path, options)
+            self._closed = False
+            if clone:
+                clones.add(self)
+        _exit.register(self)
+        if init:
+            items = init.items() if isinstance(init, Mapping) else init
+            with self.holding():
+                for key, value in items:
+                    if key not in self._data:
+                        self[key] = value
+
+    def _open(self, path: str, options: tuple) -> None:
+        """Open the directory: a state of this handle's own."""
+        gzipped, lock, lock_timeout, storage = options
+        self._options = options
+        self._handles = {id(self)}
         self._data: dict = {}
         self._dirty: dict = {}
         self._pending = bytearray()
         self._pending_keys: list = []
-        self._held = False
-        self._closed = True
         self._sync_lock = threading.RLock()
         self._store = Store(
             path,
@@ -145,15 +178,7 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
         except BaseException:
             self._store.close()
             raise
-        self._closed = False
         self._loaded()
-        _exit.register(self)
-        if init:
-            items = init.items() if isinstance(init, Mapping) else init
-            with self.holding():
-                for key, value in items:
-                    if key not in self._data:
-                        self[key] = value
 
     # -- identity ----------------------------------------------------------
 
@@ -616,7 +641,8 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
     # -- lifetime ----------------------------------------------------------------
 
     def close(self) -> None:
-        """Sync and stop tracking this POD. Further writes raise an error."""
+        """Sync and stop tracking this POD. Further writes raise an error.
+        Other handles on the same state (``clone=True``) stay open."""
         if self._closed:
             return
         try:
@@ -626,7 +652,7 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
             # Reads of a closed POD still work; they must not try to sync.
             self._held = True
             _exit.unregister(self)
-            if not self._store.held:  # else at the end of locked()
+            if self._let_go() and not self._store.held:  # else at the end of locked()
                 self._store.close()
 
     def __enter__(self) -> PersistentOrderedDict:
@@ -640,17 +666,35 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
             self.sync()
 
     def __del__(self) -> None:
+        closed = getattr(self, "_closed", True)
+        last = closed or self._let_go()
         try:
-            if not getattr(self, "_closed", True) and self._unsynced():
+            if not closed and last and self._unsynced():
                 self.sync()
         except Exception:
             log.exception("tastypy: could not sync %s when it was garbage-collected", self)
         try:
             store = getattr(self, "_store", None)
-            if store is not None:
+            if store is not None and last and not self.__dict__.get("_handles"):
                 store.close()
         except Exception:  # at interpreter shutdown, os may be half torn down
             pass
+
+    def _forget_parents_changes(self) -> None:
+        """In a forked child: what the parent had not written yet is the
+        parent's to write. A value handed out before the fork is written by
+        the child only if the child changes it."""
+        self._pending = bytearray()
+        self._pending_keys = []
+        data = self._data
+        dirty = {}
+        for key in self._dirty:
+            if key in data:
+                try:
+                    dirty[key] = hash(dumps((key, data[key]), option=LINE_OPTIONS))
+                except TypeError:
+                    continue
+        self._dirty = dirty
 
     def _refuse_closed(self) -> None:
         raise CalledClosedTrackerError(

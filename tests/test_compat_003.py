@@ -30,9 +30,9 @@ FILE_SIZE = tastypy.DEFAULT_FILE_SIZE
 def on_disk(path) -> dict:
     """What another process opening ``path`` now reads (0.0.3's ``read_test_files``)."""
     try:
-        reader = tastypy.POD(path)
+        reader = tastypy.POD(path, clone=False)
     except tastypy.KindMismatchError:
-        reader = tastypy.Tracker(path)
+        reader = tastypy.Tracker(path, clone=False)
     with reader:
         return reader.to_dict()
 

@@ -181,6 +181,15 @@ class DirectoryLock:
                 if self._depth == 0:
                     self._release()
 
+    def forked(self) -> None:
+        """In a forked child: a lock a thread of the parent held (only the
+        forking thread goes on in the child) is not the child's. The flock
+        descriptor and the soft lock's files are made again on first use
+        (see PosixLock.descriptor and tastypy.storage._soft)."""
+        if not self._thread_lock._is_owned():
+            self._thread_lock = threading.RLock()
+            self._depth = 0
+
     def close(self) -> None:
         """Give back the descriptor or template this process keeps (both are
         made again if the lock is taken again)."""

@@ -265,6 +265,14 @@ class Store(SharedLog):
     def lock_path(self) -> str:
         return self._lock.path
 
+    def forked(self) -> None:
+        """In a forked child: holds of the parent's other threads are not
+        the child's (the kept-open descriptors are reopened on first use,
+        see tastypy.storage.tail)."""
+        self._lock.forked()
+        if not self._lock._thread_lock._is_owned():
+            self._holds = 0
+
     def close(self) -> None:
         """Give back the descriptors of the lock file and the journal
         (reopened if used again)."""

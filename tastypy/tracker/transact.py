@@ -120,7 +120,9 @@ class TransactMixin:
         self._clock_next = 0.0
         # Transactions written without fsync since the last durable one.
         self._since_durable = 0
-        self._writer = _Writer(self)
+        # Given the handle running each transaction, and let go after it
+        # (the handles of one state share it: see tastypy/clones.py).
+        self._writer = _Writer(None)
 
     # -- the lease clock --------------------------------------------------------
 
@@ -188,6 +190,7 @@ class TransactMixin:
             # never nest (the sync lock is held throughout, and nothing in
             # a decision starts another).
             writer = self._writer
+            writer.tracker = self
             writer.decide_fn = decide
             writer.args = args
             writer.claims = claims
@@ -206,7 +209,7 @@ class TransactMixin:
             batch = writer.batch
             result = writer.result
             writer.batch = _NO_BATCH
-            writer.result = writer.decide_fn = None
+            writer.result = writer.decide_fn = writer.tracker = None
         if batch[1] and not self._store.tail.enabled:
             # Only where hosts may share the files: a local file's time is
             # this host's clock, but coarser (it runs milliseconds behind).
