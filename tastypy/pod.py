@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from tastypy import _exit, clones
 from tastypy._args import check_flag, check_path
+from tastypy.clones import CloneMixin
 from tastypy.codec import (
     LINE_OPTIONS,
     _has_nonfinite,
@@ -25,7 +26,6 @@ from tastypy.errors import (
     InvalidValueError,
     KindMismatchError,
 )
-from tastypy.clones import CloneMixin
 from tastypy.locking import LockingMixin
 from tastypy.pod_compat import PODCompatMixin
 from tastypy.storage import DELETED, Store, journal
