@@ -34,6 +34,7 @@ import weakref
 from typing import Any
 
 from tastypy import _exit
+from tastypy.errors import InvalidArgumentError
 
 __all__ = ["CloneMixin", "after_fork_in_child"]
 
@@ -83,6 +84,18 @@ def add(handle: Any) -> None:
         _groups.setdefault(key, {})[id(handle)] = weakref.ref(handle)
 
 
+def others(handle: Any) -> list:
+    """The other open handles on ``handle``'s state."""
+    handles = handle._handles
+    with _lock:
+        found = [ref() for group in _groups.values() for ref in group.values()]
+    return [
+        h
+        for h in found
+        if h is not None and h is not handle and not h._closed and h._handles is handles
+    ]
+
+
 def discard(handle: Any) -> None:
     with _lock:
         for key, group in list(_groups.items()):
@@ -114,8 +127,6 @@ class CloneMixin:
             names = ("gzipped", "lock", "lock_timeout", "storage")
             given = ", ".join(f"{n}={v!r}" for n, v in zip(names, options))
             theirs = ", ".join(f"{n}={v!r}" for n, v in zip(names, other._options))
-            from tastypy.errors import InvalidArgumentError
-
             raise InvalidArgumentError(
                 f"{other.path} is open in this process with {theirs}; opened again with "
                 f"{given}. Handles on one path share one state (clone=True): open it with the "
@@ -132,6 +143,14 @@ class CloneMixin:
             return True
         handles.discard(id(self))
         return not handles
+
+    def _end_handle(self) -> None:
+        """Close this handle without a sync (its state is written, and goes
+        on with another handle)."""
+        self._closed = True
+        self._held = True  # type: ignore[attr-defined]
+        _exit.unregister(self)
+        self._let_go()
 
     def _forked_state(self) -> None:
         """In a forked child, once per state: make it the child's own."""

@@ -667,7 +667,10 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
 
     def __del__(self) -> None:
         closed = getattr(self, "_closed", True)
-        last = closed or self._let_go()
+        try:
+            last = closed or self._let_go()
+        except Exception:  # at interpreter shutdown, the registry may be torn down
+            return
         try:
             if not closed and last and self._unsynced():
                 self.sync()

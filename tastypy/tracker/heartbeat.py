@@ -95,12 +95,14 @@ def _run() -> None:
         with _round_lock:
             trackers = _watched()
             delay = LOOK_EVERY
+            tracker = None
             for tracker in trackers:
                 try:
                     delay = min(delay, tracker._heartbeat_round())
                 except Exception:  # never end the heartbeat of the others
                     log.exception("tastypy: the lease heartbeat failed for %s", tracker)
-        del trackers
+        # Hold none of them while waiting: one dropped meanwhile is collected.
+        del trackers, tracker
         with _lock:
             if not _trackers:
                 # Nothing left to renew: end; the next tracker opened starts one.
