@@ -241,3 +241,20 @@ def test_convert_to_tracker_closes_the_other_handles_on_the_state(tmp_path):
     tracker.close()
     with Tracker(path, clone=False) as reader:
         assert list(reader) == ["a"]
+
+
+def test_two_parted_trackers_on_one_path_share_each_parts_state(tmp_path):
+    path = tmp_path / "big"
+    first = Tracker(path, shards=4)
+    first.add_many([f"t{i}" for i in range(20)])
+    second = Tracker(path, sync_at=10**6)
+    assert first.try_it("t3")
+    first.mark_done("t3")
+    assert second.done("t3") and not second.try_it("t3")
+    with Tracker(path, clone=False) as lone:
+        # The independent handle sees only what was written.
+        assert lone.tries("t3") == 1
+    second.close()
+    first.close()
+    with Tracker(path) as reopened:
+        assert reopened.done("t3")
