@@ -28,6 +28,7 @@ multiprocessing's own (see :mod:`tastypy._exit`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -37,6 +38,8 @@ from tastypy import _exit
 from tastypy.errors import InvalidArgumentError
 
 __all__ = ["CloneMixin", "after_fork_in_child"]
+
+log = logging.getLogger("tastypy")
 
 _lock = threading.RLock()
 #: (real path, device, inode, pid, class) -> the open handles of one state,
@@ -157,8 +160,19 @@ class CloneMixin:
         lock = self._sync_lock  # type: ignore[attr-defined]
         if not lock._is_owned():
             self._sync_lock = threading.RLock()
-        self._store.forked()  # type: ignore[attr-defined]
+        inside = self._store.forked()  # type: ignore[attr-defined]
         self._forget_parents_changes()  # type: ignore[attr-defined]
+        if inside:
+            # Forked inside locked() (or a sync): the child would go on in
+            # the block believing it holds the lock, which is the parent's.
+            # It writes nothing there: its handles on this state are closed.
+            log.warning(
+                "tastypy: forked inside locked() of %s: the lock is the parent's, so this "
+                "child's handles on it are closed; open the path again in the child",
+                self.path,  # type: ignore[attr-defined]
+            )
+            for handle in [self, *others(self)]:
+                handle._end_handle()
 
     def _forked_handle(self) -> None:
         """In a forked child, once per handle (a tracker forgets the parent's

@@ -325,3 +325,44 @@ def test_spawned_pool_workers_keep_their_writes_too(tmp_path, method):
     )
     assert result.returncode == 0, result.stderr
     assert sorted(on_disk(tmp_path / "p")) == sorted(f"k{i}" for i in range(20))
+
+
+FORK_INSIDE_LOCKED = """
+import os, subprocess, sys
+import tastypy
+
+PROBE = "import sys, tastypy; tastypy.POD(sys.argv[1], lock_timeout=0.5).sync()"
+path = sys.argv[1]
+pod = tastypy.POD(path, lock="posix")
+pod["n"] = 1
+pod.sync()
+read, write = os.pipe()
+with pod.locked():
+    pid = os.fork()
+    if pid == 0:
+        try:
+            pod["n"] = 100  # the lock is the parent's: refused, loudly
+            code = 3
+        except tastypy.CalledClosedTrackerError:
+            code = 0
+    else:
+        os.read(read, 1)  # the child left the block
+        # Leaving it gave back nothing: the lock is still the parent's.
+        probe = subprocess.run([sys.executable, "-c", PROBE, path], capture_output=True, text=True)
+        print("excluded" if "LockTimeoutError" in probe.stderr else "not excluded")
+        pod["n"] += 1
+if pid == 0:
+    os.write(write, b"x")
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+pod.close()
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_child_forked_inside_locked_writes_nothing_and_leaves_the_parents_lock(tmp_path):
+    result = run_python(FORK_INSIDE_LOCKED, tmp_path / "p")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["excluded", "0"]
+    assert "forked inside locked()" in result.stderr
+    assert on_disk(tmp_path / "p") == {"n": 2}
