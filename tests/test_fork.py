@@ -27,7 +27,7 @@ import tastypy
 
 path, how = sys.argv[1], sys.argv[2]
 pod = tastypy.POD(path)
-pod["parent"] = "unsynced at the fork"
+pod["parent"] = "unsynced at the fork"  # written at the fork: the workers start from it
 
 def work(i):
     pod[f"k{i}"] = {"i": i, "pid": os.getpid()}
@@ -53,8 +53,9 @@ elif how == "process":
     for p in procs:
         p.join()
     pids = [p.pid for p in procs]
-print(len(set(pids)), os.getpid())
-os._exit(0)  # the parent's own write is not made: the children must not make it
+print(len(set(pids)), os.getpid(), pod["parent"] == "unsynced at the fork")
+pod["parent"] = "after"  # never written (os._exit): no child writes it either
+os._exit(0)
 """
 
 
@@ -63,15 +64,14 @@ def test_what_forked_workers_write_into_a_module_level_pod_is_kept(tmp_path, how
     path = tmp_path / "p"
     result = run_python(POOL_OF_PODS, path, how)
     assert result.returncode == 0, result.stderr
-    n_workers, parent = map(int, result.stdout.split())
-    assert n_workers >= 1
+    n_workers, parent, kept = result.stdout.split()
+    assert int(n_workers) >= 1 and kept == "True"
     data = on_disk(path)
+    # What the parent changed before the fork was written at the fork.
+    assert data.pop("parent") == "unsynced at the fork"
     assert sorted(data) == sorted(f"k{i}" for i in range(100)), result.stderr
     assert all(data[f"k{i}"]["i"] == i for i in range(100))
-    assert {value["pid"] for value in data.values()}.isdisjoint({parent})
-    # The parent's unsynced change at the fork was the parent's to write
-    # (it ended with os._exit, so never); no child wrote it for it.
-    assert "parent" not in data
+    assert {value["pid"] for value in data.values()}.isdisjoint({int(parent)})
 
 
 TRACKER_WORKERS = """
@@ -214,7 +214,9 @@ import tastypy
 
 path, end = sys.argv[1], sys.argv[2]
 pod = tastypy.POD(path)
-pod["a"] = "old"  # unsynced at the fork: the parent's to write
+pod["before"] = 1  # written at the fork
+pod.hold()
+pod["a"] = "old"  # held, so not written at the fork: the parent's to write
 read, write = os.pipe()
 pid = os.fork()
 if pid == 0:
@@ -247,7 +249,7 @@ def test_a_bare_fork_child(tmp_path, end):
     data = on_disk(path)
     # The child never writes the parent's unsynced change again (it would
     # put "old" back over the parent's later "new").
-    assert data["a"] == "new"
+    assert data["a"] == "new" and data["before"] == 1
     if end == "_exit":
         # os._exit runs no exit hook: documented, the child must sync first.
         assert "child" not in data
