@@ -13,15 +13,15 @@ independent handle, kept consistent with the others through the files, as
 another process is. The state is let go (its descriptors closed) when its
 last handle is closed or collected.
 
-A fork copies every open state into the child. :func:`after_fork_in_child`
-makes each the child's own (:func:`before_fork` first writes, without
-fsync, what the parent had not written, so the children start from it):
-fresh thread locks (a thread of the parent may
-have held one), the store's descriptors reopened on first use (flock counts
-the holders of one open file description as one), the parent's unsynced
-changes left to the parent (the child writes only what it changes; written
-by both, the parent's later writes could be overwritten by the child's older
-copy), no lease of the parent's counted as the child's. The child's changes
+A fork copies every open state into the child. :func:`before_fork` first
+writes, without fsync, what the parent had not written, so the children
+start from it; :func:`after_fork_in_child` then makes each state the
+child's own: fresh thread locks (a thread of the parent may have held one),
+the store's descriptors reopened on first use (flock counts the holders of
+one open file description as one), what is still unwritten (held) left to
+the parent (the child writes only what it changes; written by both, the
+parent's later writes could be overwritten by the child's older copy), no
+lease of the parent's counted as the child's. The child's changes
 are written when it ends: by :mod:`atexit` when it ends normally, and in a
 :mod:`multiprocessing` child (``Pool``, ``ProcessPoolExecutor``,
 ``Process``), which ends with ``os._exit``, by a finalizer of
@@ -37,12 +37,15 @@ import weakref
 from typing import Any
 
 from tastypy import _exit
+from tastypy.codec import LINE_OPTIONS, dumps
 from tastypy.errors import InvalidArgumentError
 
 __all__ = ["CloneMixin", "after_fork_in_child"]
 
 log = logging.getLogger("tastypy")
 
+#: Guards the registry; held while a handle opens, so that two threads
+#: opening one path at once get one state.
 _lock = threading.RLock()
 #: (real path, device, inode, pid, class) -> the open handles of one state,
 #: by id (a POD, like a dict, cannot be hashed).
@@ -56,12 +59,6 @@ def _key(path: str, cls: type) -> tuple | None:
     except OSError:
         return None
     return (real, st.st_dev, st.st_ino, os.getpid(), cls)
-
-
-def opening() -> Any:
-    """Held while a handle opens: two threads opening one path at once get
-    one state."""
-    return _lock
 
 
 def find(path: str, cls: type) -> Any:
@@ -119,6 +116,18 @@ class CloneMixin:
     _handles: set
     _options: tuple
 
+    def _open_or_join(self, path: str, options: tuple, clone: bool) -> None:
+        """Join the state open on ``path`` (``clone=True``), or open one."""
+        with _lock:
+            other = find(path, type(self)) if clone else None
+            if other is not None:
+                self._join(other, options)
+            else:
+                self._open(path, options)  # type: ignore[attr-defined]
+            self._closed = False
+            if clone:
+                add(self)
+
     def _join(self, other: Any, options: tuple) -> None:
         """Become a handle on ``other``'s state (``clone=True``)."""
         gzipped, lock, timeout, storage = options
@@ -175,6 +184,22 @@ class CloneMixin:
             )
             for handle in [self, *others(self)]:
                 handle._end_handle()
+
+    def _forget_parents_changes(self) -> None:
+        """In a forked child: what the parent had not written yet is the
+        parent's to write. A value handed out before the fork is written by
+        the child only if the child changes it."""
+        self._pending = bytearray()
+        self._pending_keys = []
+        data = self._data
+        dirty = {}
+        for key in self._dirty:
+            if key in data:
+                try:
+                    dirty[key] = hash(dumps((key, data[key]), option=LINE_OPTIONS))
+                except TypeError:
+                    continue
+        self._dirty = dirty
 
     def _forked_handle(self) -> None:
         """In a forked child, once per handle (a tracker forgets the parent's

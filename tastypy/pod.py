@@ -9,7 +9,7 @@ from collections.abc import ItemsView, Iterator, KeysView, Mapping, MutableMappi
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
-from tastypy import _exit, clones
+from tastypy import _exit
 from tastypy._args import check_flag, check_path
 from tastypy.clones import CloneMixin
 from tastypy.codec import (
@@ -91,12 +91,9 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
 
     The positional call of tastypy 0.0.3 is accepted:
     ``POD(path, init, gzipped, file_size, sync_at, clone)``. ``init`` only
-    fills keys that are not stored yet. ``file_size`` is kept for old code
-    and has no effect (see ``docs/design.md``). With ``clone=True`` (the
-    default, as in 0.0.3), a POD opened on a path this process holds open
-    already shares that one's memory: a change made through either is seen
-    at once through both (see ``docs/compat.md``); ``clone=False`` opens an
-    independent handle.
+    fills keys that are not stored yet; ``file_size`` has no effect. With
+    ``clone=True`` (0.0.3's default), a POD opened again on a path this
+    process holds open shares that one's memory (``docs/compat.md``).
     """
 
     _KIND = "pod"
@@ -135,16 +132,7 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
         self._held = False
         self._closed = True
         self._lock_blocks = None
-        options = (gzipped, lock, lock_timeout, storage)
-        with clones.opening():
-            other = clones.find(path, type(self)) if clone else None
-            if other is not None:
-                self._join(other, options)
-            else:
-                self._open(path, options)
-            self._closed = False
-            if clone:
-                clones.add(self)
+        self._open_or_join(path, (gzipped, lock, lock_timeout, storage), clone)
         _exit.register(self)
         if init:
             items = init.items() if isinstance(init, Mapping) else init
@@ -682,22 +670,6 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
                 store.close()
         except Exception:  # at interpreter shutdown, os may be half torn down
             pass
-
-    def _forget_parents_changes(self) -> None:
-        """In a forked child: what the parent had not written yet is the
-        parent's to write. A value handed out before the fork is written by
-        the child only if the child changes it."""
-        self._pending = bytearray()
-        self._pending_keys = []
-        data = self._data
-        dirty = {}
-        for key in self._dirty:
-            if key in data:
-                try:
-                    dirty[key] = hash(dumps((key, data[key]), option=LINE_OPTIONS))
-                except TypeError:
-                    continue
-        self._dirty = dirty
 
     def _refuse_closed(self) -> None:
         raise CalledClosedTrackerError(
