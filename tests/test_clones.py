@@ -258,3 +258,24 @@ def test_two_parted_trackers_on_one_path_share_each_parts_state(tmp_path):
     first.close()
     with Tracker(path) as reopened:
         assert reopened.done("t3")
+
+
+def test_rebinding_the_name_drops_the_old_handle_and_keeps_the_state(tmp_path):
+    # As a notebook cell run twice does: the old object is dropped once the
+    # new one, on its state, is bound.
+    path = tmp_path / "p"
+    pod = POD(path, sync_at=10**6)
+    pod["x"] = 1
+    pod = POD(path, sync_at=10**6)
+    gc.collect()
+    assert pod["x"] == 1 and len(pod._handles) == 1
+    assert on_disk(path) == {}  # the dropped handle left the state to this one
+    tracker = Tracker(tmp_path / "t", sync_at=10**6)
+    assert tracker.try_it("a")
+    tracker = Tracker(tmp_path / "t", sync_at=10**6)
+    gc.collect()
+    # The dropped handle ended its own lease of a, as a closed one does.
+    assert tracker.tries("a") == 1 and "_holder" not in tracker["a"]
+    pod.close()
+    tracker.close()
+    assert on_disk(path) == {"x": 1}
