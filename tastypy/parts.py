@@ -118,6 +118,9 @@ class PartedTracker(
             "lock_timeout": lock_timeout,
             "lease": DEFAULT_LEASE if lease is None else settings.check_lease(lease),
             "storage": storage,
+            # Parts opened by two PartedTracker objects of this process
+            # share one state each, as two Trackers on one path do.
+            "clone": clone,
         }
         self._init_loading(lock)
         self._claim_at = 0

@@ -37,7 +37,7 @@ from tastypy.tracker.leases import LeasesMixin
 from tastypy.tracker.marks import MarksMixin
 from tastypy.tracker.merging import MergingMixin
 from tastypy.tracker.settings import DEFAULT_LEASE, check_max_tries
-from tastypy.tracker.transact import TransactMixin
+from tastypy.tracker.transact import TransactMixin, _Writer
 from tastypy.tracker.trying import TryingMixin
 
 __all__ = ["DEFAULT_LEASE", "ProgressTracker", "Tracker"]
@@ -111,6 +111,11 @@ class ProgressTracker(
     """
 
     _KIND = "tracker"
+
+    # Each handle's own (see PersistentOrderedDict.__slots__): its settings,
+    # and the leases it granted (ended when it closes, renewed by the
+    # heartbeat), not those of another handle on the same state.
+    __slots__ = ("_max_tries", "_lease", "_granted", "_beat_failed")
 
     def __new__(cls, path: Any = None, *args: Any, shards: int | None = None, **kwargs: Any) -> Any:
         # A tracker split into parts (made with shards=, or found on disk) is
@@ -247,8 +252,25 @@ class ProgressTracker(
         heartbeat.unwatch(self)
         if not self._closed:
             self._release_held()
+        if self._closed or len(self._handles) > 1:
+            # Other handles go on with the state: its backlog stays.
+            super().close()
+            return
         with self._leaving_backlog():
             super().close()
+
+    def _forget_parents_changes(self) -> None:
+        super()._forget_parents_changes()
+        self._added = {}
+        self._since_durable = 0
+        self._undo = None
+        self._writer = _Writer(None)
+
+    def _forked_handle(self) -> None:
+        # The parent's leases name the parent, whose heartbeat renews them
+        # and whose close ends them; the child's own are granted anew.
+        self._granted = {}
+        self._beat_failed = False
 
     def __del__(self) -> None:
         if sys.is_finalizing():

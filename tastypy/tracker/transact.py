@@ -127,7 +127,9 @@ class TransactMixin:
         self._clock_next = 0.0
         # Transactions written without fsync since the last durable one.
         self._since_durable = 0
-        self._writer = _Writer(self)
+        # Given the handle running each transaction, and let go after it
+        # (the handles of one state share it: see tastypy/clones.py).
+        self._writer = _Writer(None)
 
     # -- the lease clock --------------------------------------------------------
 
@@ -195,6 +197,7 @@ class TransactMixin:
             # never nest (the sync lock is held throughout, and nothing in
             # a decision starts another).
             writer = self._writer
+            writer.tracker = self
             writer.decide_fn = decide
             writer.args = args
             writer.claims = claims
@@ -213,7 +216,7 @@ class TransactMixin:
             batch = writer.batch
             result = writer.result
             writer.batch = _NO_BATCH
-            writer.result = writer.decide_fn = None
+            writer.result = writer.decide_fn = writer.tracker = None
         store = self._store
         if batch[1] and (store.shared or not store.tail.usable):
             # Only where hosts may share the files: a local file's time is
