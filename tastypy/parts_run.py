@@ -38,6 +38,8 @@ class Running:
         allow_aborted: bool = False,
         lease: float | None = None,
         progress: bool | str = False,
+        capture: bool = False,
+        echo: bool = False,
     ) -> Iterator[Task]:
         """One :class:`~tastypy.tracker.Task` per task to try now (see
         :meth:`ProgressTracker.attempts`), part by part for ``keys=None``.
@@ -51,7 +53,10 @@ class Running:
             for key in self if keys is None else keys:
                 part = self._for(key)
                 self._write_others(part)
-                task = part.attempt(key, reraise=reraise, allow_aborted=allow_aborted, lease=lease)
+                task = part.attempt(
+                    key, reraise=reraise, allow_aborted=allow_aborted, lease=lease,
+                    capture=capture, echo=echo,
+                )  # fmt: skip
                 if task:
                     yield task
                     if bar is not None:
@@ -72,6 +77,8 @@ class Running:
         progress: bool | str = False,
         result_field: str | None = "result",
         allow_aborted: bool = False,
+        capture: bool = False,
+        echo: bool = False,
     ) -> dict:
         """Run ``fn(key)`` for every task not done, through ``executor`` (see
         :meth:`ProgressTracker.run`: the same arguments and summary).
@@ -101,6 +108,8 @@ class Running:
                 result_field=result_field,
                 allow_aborted=allow_aborted,
                 options=self._worker_options(),
+                capture=capture,
+                echo=echo,
             )
         finally:
             if executor is not None and not self._closed:
