@@ -174,7 +174,8 @@ def memoize(path: str | os.PathLike[str], *, name: str | None = None) -> Callabl
     order, but ``f(1, b=2)`` and ``f(1, 2)`` are two keys. An exception is
     recorded in the task's ``_error`` and raised; nothing is stored, and
     the next call runs again. ``name`` (default: the function's qualified
-    name) starts every key, so functions may share one ``path``. Example::
+    name, ``Class.method``, without the functions around a nested one)
+    starts every key, so functions may share one ``path``. Example::
 
         @tastypy.memoize("results.tracker")
         def simulate(size, rate=0.5):
@@ -194,7 +195,9 @@ def memoize(path: str | os.PathLike[str], *, name: str | None = None) -> Callabl
     where = os.path.abspath(check_path(path))
 
     def decorate(fn: F) -> F:
-        make_key = _KeyMaker(fn, name if name is not None else fn.__qualname__)
+        # A nested function is named without the functions around it.
+        default = fn.__qualname__.rsplit("<locals>.", 1)[-1]
+        make_key = _KeyMaker(fn, name if name is not None else default)
         head = make_key.head
         results: dict = {}
         opened: list = [None, None]  # [the tracker, the pid that opened it]
