@@ -7,6 +7,7 @@ cannot be a key.
 from __future__ import annotations
 
 import multiprocessing
+import re
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tastypy
-from tastypy import InvalidKeyError, Tracker
+from tastypy import InvalidKeyError
 
 
 def test_a_call_runs_once_and_its_result_is_kept(tmp_path):
@@ -112,15 +113,10 @@ def test_an_argument_that_cannot_be_a_key_is_named(tmp_path, call, message):
     def f(x, y=0, *rest, **kw):
         raise AssertionError("not run")
 
-    with pytest.raises(InvalidKeyError, match=message if "\\" in message else _escape(message)):
+    pattern = message if "\\" in message else re.escape(message)
+    with pytest.raises(InvalidKeyError, match=pattern):
         call(f)
     assert isinstance(InvalidKeyError("x"), TypeError)
-
-
-def _escape(text: str) -> str:
-    import re
-
-    return re.escape(text)
 
 
 def test_an_error_is_not_kept_and_is_raised(tmp_path):
