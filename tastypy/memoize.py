@@ -186,7 +186,9 @@ def memoize(path: str | os.PathLike[str], *, name: str | None = None) -> Callabl
         simulate(100, rate=0.1)      # {'mean': 1.25}, from memory
 
     The decorated function has ``.key(*args, **kwargs)`` (the key of a
-    call), ``.tracker()`` (the tracker, opened on first use) and
+    call), ``.forget(*args, **kwargs)`` (drop that call's result, here and
+    on disk, so that the next call computes it again; True if there was
+    one), ``.tracker()`` (the tracker, opened on first use) and
     ``.__wrapped__``. A hit returns the stored object itself, as
     ``functools.lru_cache`` does: change a copy.
     """
@@ -245,8 +247,20 @@ def memoize(path: str | os.PathLike[str], *, name: str | None = None) -> Callabl
                 return miss(key, args, kwargs)
             return value
 
+        def forget(*args: Any, **kwargs: Any) -> bool:
+            key = make_key(args, kwargs)
+            results.pop(key, None)
+            held = tracker()
+            with held.sync_lock:
+                if key not in held:
+                    return False
+                del held[key]
+                held.flush()
+            return True
+
         wrapper.key = lambda *args, **kwargs: make_key(args, kwargs)  # type: ignore[attr-defined]
         wrapper.tracker = tracker  # type: ignore[attr-defined]
+        wrapper.forget = forget  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -44,7 +44,8 @@ class Running:
         """One :class:`~tastypy.tracker.Task` per task to try now (see
         :meth:`ProgressTracker.attempts`), part by part for ``keys=None``.
         ``progress=True`` shows done / total, rate and ETA, counted from
-        the parts' summaries and the tasks ended here."""
+        the parts' summaries and the tasks ended here. With ``capture=True``
+        each attempt's log goes under the top directory (see :meth:`paths`)."""
         if keys is not None:
             keys = list(keys)
             self.add_many_if_absent(keys)

@@ -225,3 +225,27 @@ def test_a_forked_child_opens_the_tracker_again_and_keeps_what_it_knew(tmp_path)
     assert child.exitcode == 0
     assert got == (42, 8, [21, 4])  # 21 known from the parent; 4 computed there
     assert double(4) == 8 and calls == [21]  # stored by the child, seen here
+
+
+def test_forget_drops_a_result_here_and_on_disk(tmp_path):
+    calls = []
+
+    @tastypy.memoize(tmp_path / "memo.tracker")
+    def sq(x):
+        calls.append(x)
+        return x * x
+
+    assert sq(4) == 16 and sq(4) == 16 and calls == [4]
+    assert sq.forget(4) is True and sq.forget(4) is False
+    assert "sq(4)" not in sq.tracker()
+    out = run_python(
+        """
+        import sys
+        from tastypy import Tracker
+        with Tracker(sys.argv[1]) as t:
+            print(sorted(t))
+        """,
+        tmp_path / "memo.tracker",
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+    assert sq(4) == 16 and calls == [4, 4]

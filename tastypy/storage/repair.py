@@ -39,7 +39,7 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import commits, files, journal, layout, parts
+from tastypy.storage import commits, files, journal, layout, parts, taskfiles
 from tastypy.storage.locks import DirectoryLock
 
 if TYPE_CHECKING:
@@ -472,6 +472,8 @@ def _read(directory: str) -> _State:
                 state.data.pop(key, None)
     report.keys = len(state.data)
     live = {layout.MANIFEST, layout.LOCK_FILE, layout.SETTINGS, state.snapshot, state.journal}
+    # The tasks' own files (tracker.storage, captured logs): not the store's.
+    live.add(taskfiles.TASKS_DIR)
     for name in names:
         if name in live or name.startswith(layout.LOCK_FILE):
             continue
