@@ -150,6 +150,22 @@ class _KeyMaker:
         return self.head + ",".join(parts) + ")"
 
 
+def _simple(value: Any) -> bool:
+    """Whether ``value`` is of plain JSON types only (exactly), with finite
+    floats and str dict keys: orjson then spells it as the key's text (or
+    refuses it: a big int, a lone surrogate, and the long way says why)."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return not (value - value)
+    if t is list or t is tuple:
+        return all(map(_simple, value))
+    if t is dict:
+        return all(type(k) is str for k in value) and all(map(_simple, value.values()))
+    return False
+
+
 def _with_keywords(positional: str, kwargs: dict) -> str:
     """The inside of a key: the positional arguments' text, then the
     keyword arguments of plain values (ValueError for an odd name)."""
@@ -157,7 +173,7 @@ def _with_keywords(positional: str, kwargs: dict) -> str:
     for name in sorted(kwargs):
         if not name.isidentifier():
             raise ValueError(name)
-        parts.append(name + "=" + orjson.dumps(kwargs[name]).decode())
+        parts.append(name + "=" + orjson.dumps(kwargs[name], option=_SORTED).decode())
     return ",".join(parts)
 
 
@@ -194,82 +210,95 @@ def memoize(path: str | os.PathLike[str], *, name: str | None = None) -> Callabl
     """
     from tastypy._args import check_path
 
-    where = os.path.abspath(check_path(path))
+    return functools.partial(_memoized, os.path.abspath(check_path(path)), name)
 
-    def decorate(fn: F) -> F:
-        # A nested function is named without the functions around it.
-        default = fn.__qualname__.rsplit("<locals>.", 1)[-1]
-        make_key = _KeyMaker(fn, name if name is not None else default)
-        head = make_key.head
-        results: dict = {}
-        opened: list = [None, None]  # [the tracker, the pid that opened it]
-        dumps = orjson.dumps
 
-        def tracker() -> Any:
-            pid = os.getpid()
-            if opened[1] != pid or opened[0].closed:
-                opened[0] = _tracker_at(where)
-                opened[1] = pid
-                _load(opened[0], results, head)
-            return opened[0]
+class _Results:
+    """The results of one memoized function: in memory, and the tracker
+    they are kept in, opened on first use (again in a forked child)."""
 
-        def miss(key: str, args: tuple, kwargs: dict) -> Any:
-            from tastypy.tracker.fetching import compute_once
+    def __init__(self, where: str, head: str):
+        self.where = where
+        self.head = head
+        self.memory: dict = {}
+        self._tracker: Any = None
+        self._pid: int | None = None
 
-            value = compute_once(tracker(), key, functools.partial(fn, *args, **kwargs))
-            results[key] = value
-            return value
+    def tracker(self) -> Any:
+        pid = os.getpid()
+        if self._pid != pid or self._tracker.closed:
+            self._tracker = _tracker_at(self.where)
+            self._pid = pid
+            self._load()
+        return self._tracker
 
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            # The key of plain arguments in one orjson call (the same text
-            # make_key builds the long way, which names a bad argument).
-            key = None
-            for a in (*args, *kwargs.values()) if kwargs else args:
-                t = type(a)
-                if t is float:
-                    if a - a:
-                        break
-                elif t is not str and t is not int and t is not bool and a is not None:
+    def _load(self) -> None:
+        """Take the results the tracker holds (of this function's keys)."""
+        tracker, head, memory = self._tracker, self.head, self.memory
+        with tracker.sync_lock:
+            for key, rec in tracker.to_dict().items():
+                if type(rec) is dict and rec.get("_done") and type(key) is str:
+                    if key.startswith(head):
+                        memory[key] = rec.get("result")
+
+    def compute(self, key: str, call: Callable[[], Any]) -> Any:
+        """A miss: what another process stored, or ``call()``'s result, computed once."""
+        from tastypy.tracker.fetching import compute_once
+
+        value = compute_once(self.tracker(), key, call)
+        self.memory[key] = value
+        return value
+
+    def forget(self, key: str) -> bool:
+        self.memory.pop(key, None)
+        tracker = self.tracker()
+        with tracker.sync_lock:
+            if key not in tracker:
+                return False
+            del tracker[key]
+            tracker.flush()
+        return True
+
+
+def _memoized(where: str, name: str | None, fn: F) -> F:
+    """``fn`` memoized in the tracker at ``where`` (see :func:`memoize`)."""
+    # A nested function is named without the functions around it.
+    default = fn.__qualname__.rsplit("<locals>.", 1)[-1]
+    make_key = _KeyMaker(fn, name if name is not None else default)
+    head = make_key.head
+    store = _Results(where, head)
+    memory = store.memory
+    dumps = orjson.dumps
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # The key of plain arguments in one orjson call (the same text
+        # make_key builds the long way, which names a bad argument).
+        key = None
+        for a in (*args, *kwargs.values()) if kwargs else args:
+            t = type(a)
+            if t is float:
+                if a - a:  # NaN or infinity
                     break
-            else:
-                try:
-                    key = dumps(args)[1:-1].decode()
-                    if kwargs:
-                        key = _with_keywords(key, kwargs)
-                    key = head + key + ")"
-                except (TypeError, ValueError):
-                    key = None
-            if key is None:
-                key = make_key(args, kwargs)
-            value = results.get(key, _MISSING)
-            if value is _MISSING:
-                return miss(key, args, kwargs)
-            return value
-
-        def forget(*args: Any, **kwargs: Any) -> bool:
+            elif t is not str and t is not int and t is not bool and a is not None:
+                if not ((t is list or t is tuple or t is dict) and _simple(a)):
+                    break
+        else:
+            try:
+                key = dumps(args, option=_SORTED)[1:-1].decode()
+                if kwargs:
+                    key = _with_keywords(key, kwargs)
+                key = head + key + ")"
+            except (TypeError, ValueError):
+                key = None
+        if key is None:
             key = make_key(args, kwargs)
-            results.pop(key, None)
-            held = tracker()
-            with held.sync_lock:
-                if key not in held:
-                    return False
-                del held[key]
-                held.flush()
-            return True
+        value = memory.get(key, _MISSING)
+        if value is _MISSING:
+            return store.compute(key, functools.partial(fn, *args, **kwargs))
+        return value
 
-        wrapper.key = lambda *args, **kwargs: make_key(args, kwargs)  # type: ignore[attr-defined]
-        wrapper.tracker = tracker  # type: ignore[attr-defined]
-        wrapper.forget = forget  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-def _load(tracker: Any, results: dict, head: str) -> None:
-    """Put the results of keys starting with ``head`` that ``tracker``
-    holds into ``results``."""
-    with tracker.sync_lock:
-        for key, rec in tracker.to_dict().items():
-            if type(rec) is dict and rec.get("_done") and type(key) is str and key.startswith(head):
-                results[key] = rec.get("result")
+    wrapper.key = lambda *args, **kwargs: make_key(args, kwargs)  # type: ignore[attr-defined]
+    wrapper.forget = lambda *args, **kwargs: store.forget(make_key(args, kwargs))  # type: ignore[attr-defined]
+    wrapper.tracker = store.tracker  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]

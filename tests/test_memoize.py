@@ -57,23 +57,27 @@ def test_keys_tell_floats_by_their_exact_text_and_ignore_keyword_order(tmp_path)
     assert f(0.1, k=2) == [[0.1], {"k": 2}] and f(k=2) == [[], {"k": 2}]
 
 
+_PLAIN = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**64 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
-    st.lists(
-        st.one_of(
-            st.none(),
-            st.booleans(),
-            st.integers(-(2**63), 2**64 - 1),
-            st.floats(allow_nan=False, allow_infinity=False),
-            st.text(),
-        ),
-        max_size=5,
-    ),
-    st.dictionaries(
-        st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True),
-        st.one_of(st.integers(-100, 100), st.floats(allow_nan=False, allow_infinity=False)),
-        max_size=3,
-    ),
+    st.lists(_PLAIN, max_size=4),
+    st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), _PLAIN, max_size=3),
 )
 def test_the_quick_key_is_the_same_as_the_long_one(tmp_path_factory, args, kwargs):
     # The hit path builds the key of plain arguments in one orjson call; the
