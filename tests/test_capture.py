@@ -176,3 +176,19 @@ def test_without_capture_nothing_is_routed_or_written(tmp_path, capsys):
         assert task.log_path is None and "_log" not in tracker["job"]
         assert not os.path.exists(tmp_path / "jobs.tracker" / "tasks")
     assert "plain" in capsys.readouterr().out
+
+
+def test_a_log_that_cannot_be_made_fails_the_attempt_recorded(tmp_path):
+    with Tracker(tmp_path / "jobs.tracker") as tracker:
+        base = tracker.storage("job").parent
+        os.rmdir(base / "logs")
+        (base / "logs").write_text("planted: a file where the logs directory goes")
+        ran, out = [], sys.stdout
+        with pytest.raises(OSError, match="not a directory"):
+            with tracker.attempt("job", capture=True):
+                ran.append(1)
+        assert ran == []  # the block did not run uncaptured
+        rec = tracker["job"]
+        assert not rec["_done"] and rec["_tries"] == 1 and "_lease_until" not in rec
+        assert "not a directory" in rec["_error"]["message"]
+        assert sys.stdout is out  # nothing left routed

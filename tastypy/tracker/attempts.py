@@ -349,7 +349,13 @@ class Task:
         self.tracker.set[self.key][field] = value
 
     def __enter__(self) -> Task:
-        self._begin_capture()
+        try:
+            self._begin_capture()
+        except Exception as exc:
+            # No log to write to (a full disk...): the attempt fails with
+            # that, recorded, rather than running uncaptured or staying leased.
+            self.end(exc)
+            raise
         return self
 
     @contextmanager
@@ -396,12 +402,16 @@ class Task:
         stream = self._log[0]
         self._log = None
         try:
-            stream.write(f"--- tastypy: {self.outcome} at {_now()}\n")
-            if isinstance(error, BaseException):
-                lines = traceback.format_exception(type(error), error, error.__traceback__)
-                stream.write("".join(lines))
-        finally:
-            stream.close()
+            try:
+                stream.write(f"--- tastypy: {self.outcome} at {_now()}\n")
+                if isinstance(error, BaseException):
+                    lines = traceback.format_exception(type(error), error, error.__traceback__)
+                    stream.write("".join(lines))
+            finally:
+                stream.close()
+        except (OSError, ValueError) as exc:
+            # The outcome is in the record already; the log just lacks its end.
+            log.warning("tastypy: could not end the log %s: %s", self.log_path, exc)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if not self._active or self.outcome is not None:
