@@ -192,3 +192,12 @@ def test_fetch_on_a_parted_tracker(tmp_path):
         assert results == [i * i for i in range(10)]
         assert tracker.fetch("k3", pow, 100, 2) == 9  # stored, not run again
         assert tracker.num_done() == 10
+
+
+def test_fn_may_take_keyword_arguments_named_key_and_fn(tmp_path):
+    def label(key, fn="f"):
+        return f"{key}:{fn}"
+
+    with Tracker(tmp_path / "jobs.tracker") as tracker:
+        assert tracker.fetch("t", label, key="k", fn="g") == "k:g"
+        assert tracker.fetch("t", label, key="other") == "k:g"  # stored

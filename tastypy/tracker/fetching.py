@@ -56,7 +56,7 @@ def _gate(tracker: Any, key: Any) -> Iterator[None]:
 class FetchMixin:
     """:meth:`fetch`: a task's result, computed once."""
 
-    def fetch(self, key: Any, fn: Callable[..., Any], *args: Any, recompute: bool = False,
+    def fetch(self, key: Any, fn: Callable[..., Any], /, *args: Any, recompute: bool = False,
               **kwargs: Any) -> Any:  # fmt: skip
         """The result of the task ``key``: ``fn(*args, **kwargs)``, run only if
         the task is not done (hadrosaur's ``fetch``).
@@ -73,6 +73,8 @@ class FetchMixin:
         If the task is done, its stored ``result`` is returned without
         running anything (None if it was marked done without one);
         ``recompute=True`` runs ``fn`` again and stores the new result.
+        (``key`` and ``fn`` are positional only: ``fn`` may take keyword
+        arguments of those names.)
         While another process (or thread) computes the task, this waits
         for it and returns what it stored. A task aborted, or out of tries
         (``max_tries``), raises :class:`~tastypy.TaskFailedError`. Example::
