@@ -34,16 +34,21 @@ __all__ = ["capturing"]
 class _Session:
     """One capture: the log it writes to, and whether writes are also shown."""
 
-    __slots__ = ("stream", "echo", "lock")
+    __slots__ = ("stream", "echo", "lock", "open")
 
     def __init__(self, stream: TextIO, echo: bool):
         self.stream = stream
         self.echo = echo
         self.lock = threading.Lock()
+        self.open = True
 
-    def write(self, text: str) -> None:
+    def write(self, text: str) -> bool:
+        """Write ``text`` to the log; False once the capture has ended."""
         with self.lock:
+            if not self.open:
+                return False
             self.stream.write(text)
+            return True
 
 
 _current: contextvars.ContextVar[_Session | None] = contextvars.ContextVar(
@@ -60,9 +65,8 @@ class _Router:
     def write(self, text: str) -> int:
         session = _current.get()
         original = self._original
-        if session is None:
+        if session is None or not session.write(text):
             return original.write(text) if original is not None else len(text)
-        session.write(text)
         if session.echo and original is not None:
             original.write(text)
         return len(text)
@@ -75,7 +79,8 @@ class _Router:
         session = _current.get()
         if session is not None:
             with session.lock:
-                session.stream.flush()
+                if session.open:
+                    session.stream.flush()
         flush = getattr(self._original, "flush", None)
         if flush is not None:
             flush()
@@ -99,7 +104,8 @@ class _Handler(logging.Handler):
             return
         try:
             text = self.format(record) + "\n"
-            session.write(text)
+            if not session.write(text):
+                return
             if session.echo and record.levelno >= logging.WARNING and _alone(self):
                 # Without it, logging would have shown the record on stderr
                 # (its last resort): echoed, it still is.
@@ -160,11 +166,20 @@ def capturing(stream: TextIO, echo: bool = False) -> Iterator[None]:
             _uninstall()
             _install()
         _running += 1
-    token = _current.set(_Session(stream, echo))
+    session = _Session(stream, echo)
+    token = _current.set(session)
     try:
         yield
     finally:
-        _current.reset(token)
+        with session.lock:
+            session.open = False
+        try:
+            _current.reset(token)
+        except ValueError:
+            # Ended from another thread (task.end() called elsewhere): that
+            # thread's context cannot be reset from here, but its capture
+            # is closed, so what it prints goes where it went before.
+            pass
         with _lock:
             _running -= 1
             if _running == 0:

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -192,3 +193,22 @@ def test_a_log_that_cannot_be_made_fails_the_attempt_recorded(tmp_path):
         assert not rec["_done"] and rec["_tries"] == 1 and "_lease_until" not in rec
         assert "not a directory" in rec["_error"]["message"]
         assert sys.stdout is out  # nothing left routed
+
+
+def test_an_attempt_ended_from_another_thread_stops_capturing(tmp_path, capsys):
+    root = logging.getLogger()
+    handlers, out = list(root.handlers), sys.stdout
+    with Tracker(tmp_path / "jobs.tracker") as tracker:
+        task = tracker.attempt("job", capture=True)
+        task.__enter__()
+        print("inside")
+        ender = threading.Thread(target=task.end)
+        ender.start()
+        ender.join()
+        assert task.outcome == "done" and tracker.done("job")
+        print("after the end")  # not into the closed log, no error
+        logging.getLogger("n").error("logged after the end")
+        assert root.handlers == handlers and sys.stdout is out
+        text = task.log_path.read_text()
+        assert "inside" in text and "after the end" not in text and "logged after" not in text
+    assert "after the end" in capsys.readouterr().out
