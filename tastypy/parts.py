@@ -52,11 +52,15 @@ from tastypy.parts_run import Running
 from tastypy.parts_visits import VisitsMixin
 from tastypy.storage import parts as files
 from tastypy.tracker import DEFAULT_LEASE, ProgressTracker, settings
+from tastypy.tracker.fetching import FetchMixin
+from tastypy.tracker.taskfiles import TaskFilesMixin
 
 __all__ = ["PartedTracker", "Slice", "split"]
 
 
 class PartedTracker(
+    FetchMixin,
+    TaskFilesMixin,
     Running,
     KeysMixin,
     VisitsMixin,

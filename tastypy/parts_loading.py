@@ -91,6 +91,7 @@ class LoadingMixin:
         )
         part.max_tries = options["max_tries"]
         part.lease = options["lease"]
+        part._files_root = self._path  # the tasks' own files are under the top
         if self._held:
             part.hold()
         self._open[index] = part

@@ -26,7 +26,11 @@ from conftest import ROOT
 _BLOCK = re.compile(r"^```(python|pycon|console)[^\n]*\n(.*?)^```", re.S | re.M)
 _OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-FILES = [Path(ROOT) / "README.md", *sorted((Path(ROOT) / "docs").glob("*.md"))]
+FILES = [
+    Path(ROOT) / "README.md",
+    *sorted((Path(ROOT) / "docs").glob("*.md")),
+    *sorted((Path(ROOT) / "docs" / "recipes").glob("*.md")),
+]
 
 #: Pages whose console sessions a test of their own runs, with its rules.
 _SESSIONS_ELSEWHERE = {"flows.md": "tests/test_flow_docs.py"}

@@ -38,7 +38,7 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import commits, files, journal, layout, parts
+from tastypy.storage import commits, files, journal, layout, parts, taskfiles
 from tastypy.storage.locks import DirectoryLock
 from tastypy.storage.scan import Problem, Scan, scan_file
 
@@ -308,6 +308,8 @@ def _replay(state: _State) -> None:
 def _note_other_files(directory: str, state: _State) -> None:
     """Note each file beside the live ones, and why it is ignored."""
     live = {layout.MANIFEST, layout.LOCK_FILE, layout.SETTINGS, state.snapshot, state.journal}
+    # The tasks' own files (tracker.storage, captured logs): not the store's.
+    live.add(taskfiles.TASKS_DIR)
     for name in state.names:
         if name in live or name.startswith(layout.LOCK_FILE):
             continue

@@ -33,10 +33,12 @@ from tastypy.tracker.attempts import AttemptsMixin
 from tastypy.tracker.backlog import BacklogMixin
 from tastypy.tracker.compat import CompatMixin
 from tastypy.tracker.counters import CountersMixin, _contrib
+from tastypy.tracker.fetching import FetchMixin
 from tastypy.tracker.leases import LeasesMixin
 from tastypy.tracker.marks import MarksMixin
 from tastypy.tracker.merging import MergingMixin
 from tastypy.tracker.settings import DEFAULT_LEASE, check_max_tries
+from tastypy.tracker.taskfiles import TaskFilesMixin
 from tastypy.tracker.transact import TransactMixin, _Writer
 from tastypy.tracker.trying import TryingMixin
 
@@ -68,6 +70,8 @@ def _check_record(key: Any, value: Any) -> None:
 
 
 class ProgressTracker(
+    FetchMixin,
+    TaskFilesMixin,
     CompatMixin,
     AttemptsMixin,
     LeasesMixin,
