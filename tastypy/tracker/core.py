@@ -277,10 +277,11 @@ class ProgressTracker(
         self._beat_failed = False
 
     def __del__(self) -> None:
-        if sys.is_finalizing():
+        if sys is None or sys.is_finalizing():
             # The interpreter is being torn down (builtins such as open may
-            # be gone): the exit sync has run already, and a second try could
-            # only add a confusing error to the one it logged.
+            # be gone, and this module's globals with them): the exit sync
+            # has run already, and a second try could only add a confusing
+            # error to the one it logged.
             self._closed = True
         elif not getattr(self, "_closed", True):
             # Dropped without close(): nobody can end its leases any more.
