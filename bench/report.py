@@ -36,6 +36,15 @@ TITLES: Final = {
     "w6": "W6 — memory held by N loaded tracker records",
     "w7": "W7 — N `try_it` + `mark_done` cycles in one process, each try on record first",
     "w8": "W8 — one job's start-up on a tracker of N tasks in parts",
+    "w9": "W9 — a memoized call that hits",
+}
+
+#: W9's contenders, as its table names them.
+W9_LABELS: Final = {
+    "tastypy": "`tastypy.memoize`",
+    "diskcache": "diskcache `Cache.memoize`",
+    "joblib": "`joblib.Memory.cache`",
+    "lru_cache": "`functools.lru_cache` (memory only, for scale)",
 }
 
 #: W8's jobs, as its table names them.
@@ -115,6 +124,14 @@ which is their default).
   process read (`rchar`, the page cache included). The target: time and
   memory at 10M (`--scale-10m`) within 2× of 10k. `python -m bench.w8_parts`
   also measures claims from 16 processes.
+* **W9**: in a fresh process, a function of an int and a float decorated
+  by `tastypy.memoize(path)`, diskcache's `Cache(path).memoize()`,
+  `joblib.Memory(path).cache` and (in memory only, for scale)
+  `functools.lru_cache`; 1,000 calls that each miss and store a result
+  (untimed but shown), then the same calls again, all hits, in passes until
+  about half a second has gone: time per hit. joblib and diskcache are
+  optional (`pip install -e ".[bench]"`): a missing one is skipped, with a
+  note.
 * **Scale**: for stores of N records (10k up to 10M), in a fresh process:
   the open time (as W2), the RSS the loaded data holds, and the time of one
   sync of 1000 changed keys (median of 9; for the raw limit, appending 1000
@@ -418,6 +435,47 @@ def _w8_table(r: Results) -> str:
 W8_JUDGED: Final = ("one", "claim")
 
 
+def _w9_table(r: Results) -> str:
+    sizes = r.sizes("w9")
+    if not sizes:
+        return f"### {TITLES['w9']}\n\nNot run."
+    n = max(sizes)
+    mine = r.value("w9", "tastypy", n, "us_per_hit")
+    rows, notes = [], []
+    for who, label in W9_LABELS.items():
+        e = r.get("w9", who, n)
+        if e is None or e.get("us_per_hit") is None:
+            rows.append([label, r.why_missing("w9", who, n), "—", "—", "—"])
+            if e and e.get("skipped"):
+                notes.append(f"{label}: {e['skipped']}; its row is left out of the comparison.")
+            continue
+        hit = e["us_per_hit"]
+        ratio = f"{fmt_ratio(hit / mine)}" if mine and who != "tastypy" else "—"
+        miss = f"{e['us_per_miss']:,.0f} µs" if e.get("us_per_miss") else "—"
+        version = (e.get("runs") or [{}])[0].get("version", "?")
+        rows.append([label, f"{hit:,.2f} µs", ratio, miss, str(version)])
+    head = ["contender", "a hit", "× tastypy", "a miss (stored)", "version"]
+    text = (
+        f"### {TITLES['w9']}\n\n{size_label(n)} results stored, then every one asked again "
+        "in passes for about half a second; medians.\n\n" + _table(head, rows)
+    )
+    return text + ("\n\n" + " ".join(notes) if notes else "")
+
+
+def _w9_target(r: Results) -> list[str]:
+    sizes = r.sizes("w9")
+    hit = r.value("w9", "tastypy", max(sizes), "us_per_hit") if sizes else None
+    if hit is None:
+        return ["W9", "a memoized call that hits ≤ 5 µs", "not measured", "—"]
+    peers = [
+        f"{W9_LABELS[who].split(' (')[0]} {r.value('w9', who, max(sizes), 'us_per_hit'):,.0f} µs"
+        for who in ("diskcache", "joblib")
+        if r.value("w9", who, max(sizes), "us_per_hit") is not None
+    ]
+    shown = f"{hit:.2f} µs" + (f" ({', '.join(peers)})" if peers else "")
+    return ["W9", "a memoized call that hits ≤ 5 µs", shown, _verdict(hit <= 5)]
+
+
 def _w8_target(r: Results) -> list[str]:
     """Time and memory of W8's jobs at the largest size against 10k."""
     target = "a job's start-up (`one`, `claim`): time and memory at 10M within 2× of 10k"
@@ -607,6 +665,7 @@ def targets(r: Results) -> list[list[str]]:
     else:
         rows.append(["W7", "≥ 100k tasks/s; ≥ 10× diskcache", "not measured (no Tracker yet)", "—"])
     rows.append(_w8_target(r))
+    rows.append(_w9_target(r))
     return rows
 
 
@@ -676,6 +735,7 @@ def details(doc: dict) -> str:
     parts.append(_w6_table(r))
     parts.append(_tasks_table(r, "w7"))
     parts.append(_w8_table(r))
+    parts.append(_w9_table(r))
     parts.append(_scale_table(r))
     return "\n\n".join(parts)
 
@@ -689,9 +749,9 @@ def markdown(doc: dict, notes: str = "") -> str:
     head = (
         "# Benchmarks\n\n"
         "tastypy against the raw limit (orjson JSON lines, the fastest way to keep these records "
-        "on disk as JSON), diskcache, sqlitedict and shelve, on the workloads W1–W7 of the design "
-        "and on growing sizes. This file is written by `python -m bench`; run it yourself "
-        "(from the repository root):\n\n"
+        "on disk as JSON), diskcache, sqlitedict and shelve (and joblib for W9), on the workloads "
+        "W1–W9 of the design and on growing sizes. This file is written by `python -m bench`; "
+        "run it yourself (from the repository root):\n\n"
         "```bash\n"
         'pip install -e ".[bench]"\n'
         "python -m bench              # sizes 10k, 100k, 1M, 3 repetitions: 15-20 minutes\n"

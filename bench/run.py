@@ -28,7 +28,7 @@ ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS: Final = os.path.join("docs", "_static", "benchmarks.json")
 REPORT: Final = os.path.join("docs", "benchmarks.md")
 
-WORKLOADS: Final = ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "scale")
+WORKLOADS: Final = ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "scale")
 #: Who runs each workload. Peers are skipped above --peer-cap.
 ENTRANTS: Final[dict[str, tuple[str, ...]]] = {
     "w1": ("tastypy", "tastypy-mutate", "raw", "raw-dict", "diskcache", "sqlitedict", "shelve"),
@@ -41,6 +41,8 @@ ENTRANTS: Final[dict[str, tuple[str, ...]]] = {
     "scale": ("tastypy", "raw"),
     # W8's entrants are the jobs a job array's job does (bench/w8_parts.py).
     "w8": ("one", "claim", "done100", "stats"),
+    # W9 runs once, with bench.w9_memoize.KEYS results stored, not per size.
+    "w9": ("tastypy", "diskcache", "joblib", "lru_cache"),
 }
 W5_PROCS: Final = 8
 #: W5 at size n: W5_PROCS processes share n/5 tasks (1M -> 8 x 25k).
@@ -260,6 +262,9 @@ class Driver:
             return [first]
         return [first, self._tasks("w5-1", contender, n, tasks, 1)]
 
+    def w9(self, contender: str, n: int) -> list:
+        return [("w9", self._in_fresh_dir(self._spec("w9", contender, n, "", keys=n)), {})]
+
     def w7(self, contender: str, n: int) -> list:
         return [self._tasks("w7", contender, n, n, 1)]
 
@@ -336,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark tastypy against the raw limit, diskcache, sqlitedict and shelve "
-        "(workloads W1-W7 of DESIGN.md, plus scale), and write docs/benchmarks.md.",
+        "(workloads W1-W9 of DESIGN.md, plus scale; W9 against joblib too), and write "
+        "docs/benchmarks.md.",
     )
     p.add_argument("--sizes", default="10k,100k,1M", help="comma-separated, e.g. 10k,100k,1M")
     p.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
@@ -417,7 +423,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     try:
         for n in sizes:
-            driver.run_size(n, workloads)
+            driver.run_size(n, [w for w in workloads if w != "w9"])
+        if "w9" in workloads:
+            from bench.w9_memoize import KEYS
+
+            driver.run_size(KEYS, ["w9"])
         if "w8" in workloads and args.scale_10m and 10_000_000 not in sizes:
             driver.run_size(10_000_000, ["w8"])  # W8's target is 10M against 10k
         if "scale" in workloads:

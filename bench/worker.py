@@ -313,6 +313,10 @@ def main() -> None:
         result = build_tracker(spec)
     elif what == "scale":
         result = run_scale(spec)
+    elif what == "w9":
+        from bench.w9_memoize import run_w9
+
+        result = run_w9(spec)
     else:
         result = run_store(spec)
     result.setdefault("peak_rss_mb", peak_rss() / _MB)

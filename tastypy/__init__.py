@@ -20,9 +20,11 @@ from tastypy.errors import (
     PersistentOrderedDictException,
     PersistentOrderedDictIntegrityError,
     StorageError,
+    TaskFailedError,
     TastypyError,
 )
 from tastypy.legacy import import_legacy
+from tastypy.memoize import memoize
 from tastypy.pod import DEFAULT_FILE_SIZE, DEFAULT_SYNC_AT, POD, PersistentOrderedDict
 from tastypy.shared_progress_tracker import (
     SharedPersistentOrderedDict,
@@ -59,10 +61,12 @@ __all__ = [
     "SharedProgressTracker",
     "SharedTracker",
     "StorageError",
+    "TaskFailedError",
     "TastypyError",
     "Tracker",
     "__version__",
     "check",
     "import_legacy",
+    "memoize",
     "repair",
 ]

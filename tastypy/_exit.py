@@ -12,6 +12,15 @@ installed *after* the first POD was opened replaces ours; the next POD
 opened chains it again, and if that handler calls the one it replaced (ours),
 the call goes on down the chain rather than round again.
 
+A child of :mod:`multiprocessing` (a ``Pool`` worker, a
+``ProcessPoolExecutor`` worker, a ``Process``) ends with ``os._exit``, which
+runs no :mod:`atexit` handler: for it, a finalizer of multiprocessing's own
+(``multiprocessing.util.Finalize``, which every such child runs before
+``os._exit``) syncs every open POD, the ones it inherited from its parent
+included (made its own at the fork: see :mod:`tastypy.clones`). A child
+made by ``os.fork()`` runs :mod:`atexit` when it ends normally; one that
+calls ``os._exit`` itself must sync or close its PODs first.
+
 Signal handlers run in the main thread between two bytecodes. A SIGTERM that
 arrives while the main thread is inside a sync is put off until that sync has
 finished and released its locks (see :func:`enter`), so the handler's own
@@ -24,6 +33,7 @@ import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 import weakref
 from typing import Any
@@ -43,6 +53,11 @@ _busy = 0  # syncs in progress in the main thread
 _deferred: Any = None  # (signum, frame) of a SIGTERM put off by a sync
 
 
+#: Run before the exit syncs of a multiprocessing child (the heartbeat's
+#: end; at a normal exit atexit runs it first, registered after sync_all).
+before_exit: list = []
+
+
 def register(pod: Any) -> None:
     global _atexit_installed
     with _registry_lock:
@@ -50,7 +65,54 @@ def register(pod: Any) -> None:
         if not _atexit_installed:
             atexit.register(sync_all)
             _atexit_installed = True
+    _hook_multiprocessing()
     _install_sigterm()
+
+
+class _Token:
+    """What multiprocessing's after-fork registry keys our hook by (it
+    holds its keys weakly)."""
+
+
+_TOKEN = _Token()
+_mp_hooked = False
+
+
+def _hook_multiprocessing() -> None:
+    """Have every child multiprocessing starts from now on (by fork, spawn
+    or forkserver) sync at its end. Called at each open, and before each
+    fork (multiprocessing may have been imported after the first open)."""
+    global _mp_hooked
+    if _mp_hooked:
+        return
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    util.register_after_fork(_TOKEN, _in_multiprocessing_child)
+    _mp_hooked = True
+
+
+def _in_multiprocessing_child(_token: Any) -> None:
+    # Run by the child's bootstrap after it cleared the finalizers it
+    # inherited, before its target; the finalizer runs when the target
+    # returns (or raises), before os._exit.
+    from multiprocessing import util
+
+    util.Finalize(None, exit_sync, exitpriority=10)
+
+
+def exit_sync() -> None:
+    """The end of a multiprocessing child: what atexit does at a normal exit."""
+    for hook in before_exit:
+        try:
+            hook()
+        except Exception:
+            log.exception("tastypy: %s failed at exit", hook)
+    sync_all()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_hook_multiprocessing)
 
 
 def unregister(pod: Any) -> None:

@@ -8,23 +8,39 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from tastypy import cli_ops
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand, in the order ``tastypy --help`` lists them."""
     parser = argparse.ArgumentParser(
         prog="tastypy",
         description="Inspect, repair and exercise tastypy PODs and trackers.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_reliability(sub)
+    cli_ops.add_commands(sub)
+    _add_verify_fs(sub)
 
+    from tastypy.flow.command import add_parser as add_flow_parser
+
+    add_flow_parser(sub)
+    return parser
+
+
+def _add_demo(sub: Any) -> None:
+    """``demo``: a resumable job over simulated tasks."""
     demo = sub.add_parser("demo", help="run a resumable job over 20,000 simulated tasks")
     demo.add_argument("path", nargs="?", default="tastypy-demo.tracker")
     demo.add_argument("--tasks", type=int, default=20_000)
     demo.add_argument("--no-progress", action="store_true")
 
+
+def _add_reliability(sub: Any) -> None:
+    """``check``, ``repair`` and ``compact``, each with ``--lock``."""
     check = sub.add_parser(
         "check",
         help="read every file of a POD (of each part of a parted tracker) and report problems",
@@ -51,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
             help="the lock mode the POD's writers use (soft on NFS and the like)",
         )
 
-    cli_ops.add_commands(sub)
 
+def _add_verify_fs(sub: Any) -> None:
+    """``verify-fs``: whether locking works in a directory."""
     verify = sub.add_parser(
         "verify-fs",
         help="check that locking (exclusion and visibility) works in a directory",
@@ -71,11 +88,6 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--seconds", type=float, help="run for this long instead of --rounds")
     verify.add_argument("--session", help="a name shared by runs on several hosts at once")
     verify.add_argument("--keep", action="store_true", help="keep the work directory")
-
-    from tastypy.flow.command import add_parser as add_flow_parser
-
-    add_flow_parser(sub)
-    return parser
 
 
 def _reliability(args: argparse.Namespace) -> int:

@@ -113,3 +113,15 @@ class FlowError(TastypyError, ValueError):
     (the file, task and field are named), an unknown task or dependency, a
     cycle (its tasks are named), a missing parameter, an ``--eval-param``
     expression outside the helpers. Raised before any task runs."""
+
+
+class TaskFailedError(TastypyError, RuntimeError):
+    """:meth:`~tastypy.ProgressTracker.fetch` (or a ``memoize``\\ d call) cannot
+    run a task that is not done: it is aborted, or it failed ``max_tries``
+    times. ``.key`` is the task's key, ``.last_error`` its record's
+    ``_error`` (type, message, traceback, time) or None."""
+
+    def __init__(self, message: str, key: object = None, last_error: dict | None = None):
+        super().__init__(message)
+        self.key = key
+        self.last_error = last_error

@@ -84,10 +84,12 @@ def run_chunk(
     lease: float | None,
     field: str | None,
     allow_aborted: bool,
+    capture: bool = False,
+    echo: bool = False,
 ) -> list:
     """What a worker runs: each key of ``keys`` through :func:`_run_one`."""
     tracker = worker_tracker(path, cls, options)
-    return [_run_one(tracker, fn, key, lease, field, allow_aborted) for key in keys]
+    return [_run_one(tracker, fn, key, lease, field, allow_aborted, capture, echo) for key in keys]
 
 
 def _run_one(
@@ -97,8 +99,11 @@ def _run_one(
     lease: float | None,
     field: str | None,
     allow_aborted: bool,
+    capture: bool = False,
+    echo: bool = False,
 ) -> tuple:
-    """Claim ``key``, run ``fn(key)``, record the outcome and write it.
+    """Claim ``key``, run ``fn(key)``, record the outcome and write it;
+    with ``capture``, what ``fn`` prints and logs goes to the attempt's log.
 
     Returns ``(key, outcome, error)``: outcome ``"done"``, ``"failed"``
     (``error`` says why; the record's ``_error`` has the traceback) or
@@ -107,11 +112,14 @@ def _run_one(
     """
     guard = tracker.sync_lock  # threads of one process share the tracker
     with guard:
-        task = tracker.attempt(key, reraise=True, allow_aborted=allow_aborted, lease=lease)
+        task = tracker.attempt(
+            key, reraise=True, allow_aborted=allow_aborted, lease=lease, capture=capture, echo=echo
+        )
         if not task:
             return key, "skipped", None
     try:
-        value = fn(key)
+        with task.captured():
+            value = fn(key)
     except Exception as exc:
         return _failed(tracker, task, exc)
     except BaseException as exc:  # Ctrl-C, SystemExit: the try is given back
@@ -180,6 +188,8 @@ def run_tasks(
     result_field: str | None,
     allow_aborted: bool,
     options: dict,
+    capture: bool = False,
+    echo: bool = False,
 ) -> dict:
     """The body of :meth:`ProgressTracker.run`, which has checked ``lease``.
 
@@ -223,10 +233,11 @@ def run_tasks(
     try:
         if executor is None:
             for key in todo:
-                tally([_run_one(tracker, fn, key, lease, result_field, allow_aborted)])
+                tally([_run_one(tracker, fn, key, lease, result_field, allow_aborted, capture,
+                                echo)])  # fmt: skip
         else:
             _through(tracker, as_executor(executor), fn, todo, lease, chunksize, max_pending,
-                     result_field, allow_aborted, tally, options)  # fmt: skip
+                     result_field, allow_aborted, tally, options, capture, echo)  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
@@ -255,6 +266,8 @@ def _through(
     allow_aborted: bool,
     tally: Callable[[list], None],
     options: dict,
+    capture: bool = False,
+    echo: bool = False,
 ) -> None:
     """Hand ``todo`` out in chunks, at most ``max_pending`` at a time."""
     path = tracker.path
@@ -265,7 +278,7 @@ def _through(
     # Workers that are threads of this process use this very tracker.
     with serving(tracker):
         _submit_all(executor, path, cls, options, fn, chunks, lease, field, allow_aborted,
-                    tally, max_pending)  # fmt: skip
+                    tally, max_pending, (capture, echo))  # fmt: skip
 
 
 def _submit_all(
@@ -280,6 +293,7 @@ def _submit_all(
     allow_aborted: bool,
     tally: Callable[[list], None],
     max_pending: int,
+    logs: tuple = (False, False),
 ) -> None:
     """Submit the chunks, at most ``max_pending`` waiting at once; tally each result."""
     pending: set = set()
@@ -290,7 +304,7 @@ def _submit_all(
                 pending.add(
                     executor.submit(
                         run_chunk, path, cls, options, fn, chunks[position], lease, field,
-                        allow_aborted,
+                        allow_aborted, *logs,
                     )
                 )  # fmt: skip
                 position += 1

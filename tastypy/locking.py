@@ -32,6 +32,7 @@ class LockingMixin:
     _sync_lock: Any
     _store: Any
     _closed: bool
+    _lock_blocks: list | None
 
     @contextmanager
     def locked(self) -> Iterator[Any]:
@@ -60,9 +61,10 @@ class LockingMixin:
                         if not self._closed:
                             self._sync()  # type: ignore[attr-defined]
             finally:
-                if self._closed and not store.held:
-                    # Closed inside the block: the descriptors are given
-                    # back once the lock is released (close() left them).
+                if self._closed and not store.held and not self._handles:  # type: ignore[attr-defined]
+                    # Closed inside the block (and no other handle on the
+                    # state is open): the descriptors are given back once
+                    # the lock is released (close() left them).
                     store.close()
 
     #: The name diskcache gives the same block (``with cache.transact():``).
@@ -74,11 +76,13 @@ class LockingMixin:
         the same thread; calls nest."""
         block = self.locked()
         block.__enter__()
-        self.__dict__.setdefault("_lock_blocks", []).append(block)
+        if self._lock_blocks is None:
+            self._lock_blocks = []
+        self._lock_blocks.append(block)
 
     def unlock(self) -> None:
         """Write what changed since :meth:`lock` (with fsync) and release the lock."""
-        blocks = self.__dict__.get("_lock_blocks")
+        blocks = self._lock_blocks
         if not blocks:
             raise PersistentOrderedDictException(
                 f"{self!r}.unlock() without a lock() before it: call lock() first, "

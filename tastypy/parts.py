@@ -52,11 +52,15 @@ from tastypy.parts_run import Running
 from tastypy.parts_visits import VisitsMixin
 from tastypy.storage import parts as files
 from tastypy.tracker import DEFAULT_LEASE, ProgressTracker, settings
+from tastypy.tracker.fetching import FetchMixin
+from tastypy.tracker.taskfiles import TaskFilesMixin
 
 __all__ = ["PartedTracker", "Slice", "split"]
 
 
 class PartedTracker(
+    FetchMixin,
+    TaskFilesMixin,
     Running,
     KeysMixin,
     VisitsMixin,
@@ -128,6 +132,9 @@ class PartedTracker(
             "lock_timeout": lock_timeout,
             "lease": DEFAULT_LEASE if lease is None else settings.check_lease(lease),
             "storage": storage,
+            # Parts opened by two PartedTracker objects of this process
+            # share one state each, as two Trackers on one path do.
+            "clone": clone,
         }
         self._init_loading(lock)
         self._claim_at = 0

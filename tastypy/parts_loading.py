@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from tastypy import clones
 from tastypy.errors import InvalidArgumentError
 from tastypy.storage import parts as files
 from tastypy.storage.fsdetect import choose_lock
@@ -90,6 +91,7 @@ class LoadingMixin:
         )
         part.max_tries = options["max_tries"]
         part.lease = options["lease"]
+        part._files_root = self._path  # the tasks' own files are under the top
         if self._held:
             part.hold()
         self._open[index] = part
@@ -181,6 +183,13 @@ class LoadingMixin:
             return None
         index = self.part_of(key)
         if index in self._open:
+            return None
+        if self._options["clone"] and clones.find(
+            files.part_dir(self._path, index), ProgressTracker
+        ):
+            # Open in this process by another handle (clone=True): the part
+            # loaded here is a handle on that state, which may hold what
+            # the files do not yet.
             return None
         asked = self._peeked.get(index, 0) + 1
         if asked > _PEEKS_BEFORE_LOADING and files.exists(files.part_path(self._path, index)):

@@ -38,11 +38,14 @@ class Running:
         allow_aborted: bool = False,
         lease: float | None = None,
         progress: bool | str = False,
+        capture: bool = False,
+        echo: bool = False,
     ) -> Iterator[Task]:
         """One :class:`~tastypy.tracker.Task` per task to try now (see
         :meth:`ProgressTracker.attempts`), part by part for ``keys=None``.
         ``progress=True`` shows done / total, rate and ETA, counted from
-        the parts' summaries and the tasks ended here."""
+        the parts' summaries and the tasks ended here. With ``capture=True``
+        each attempt's log goes under the top directory (see :meth:`paths`)."""
         if keys is not None:
             keys = list(keys)
             self.add_many_if_absent(keys)
@@ -51,7 +54,10 @@ class Running:
             for key in self if keys is None else keys:
                 part = self._for(key)
                 self._write_others(part)
-                task = part.attempt(key, reraise=reraise, allow_aborted=allow_aborted, lease=lease)
+                task = part.attempt(
+                    key, reraise=reraise, allow_aborted=allow_aborted, lease=lease,
+                    capture=capture, echo=echo,
+                )  # fmt: skip
                 if task:
                     yield task
                     if bar is not None:
@@ -72,6 +78,8 @@ class Running:
         progress: bool | str = False,
         result_field: str | None = "result",
         allow_aborted: bool = False,
+        capture: bool = False,
+        echo: bool = False,
     ) -> dict:
         """Run ``fn(key)`` for every task not done, through ``executor`` (see
         :meth:`ProgressTracker.run`: the same arguments and summary).
@@ -101,6 +109,8 @@ class Running:
                 result_field=result_field,
                 allow_aborted=allow_aborted,
                 options=self._worker_options(),
+                capture=capture,
+                echo=echo,
             )
         finally:
             if executor is not None and not self._closed:

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from tastypy import _exit
 from tastypy._args import check_flag, check_path
+from tastypy.clones import CloneMixin
 from tastypy.codec import (
     LINE_OPTIONS,
     _has_nonfinite,
@@ -69,7 +70,7 @@ _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 _COMPACT_AFTER: Final = 32
 
 
-class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
+class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMapping):
     """A dict that lives in the directory ``path`` as human-readable JSON lines.
 
     It is a full :class:`~collections.abc.MutableMapping` that keeps insertion
@@ -90,11 +91,16 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
 
     The positional call of tastypy 0.0.3 is accepted:
     ``POD(path, init, gzipped, file_size, sync_at, clone)``. ``init`` only
-    fills keys that are not stored yet. ``file_size`` and ``clone`` are kept
-    for old code and have no effect (see ``docs/design.md``).
+    fills keys that are not stored yet; ``file_size`` has no effect. With
+    ``clone=True`` (0.0.3's default), a POD opened again on a path this
+    process holds open shares that one's memory (``docs/compat.md``).
     """
 
     _KIND = "pod"
+
+    # Each handle's own; everything else is in ``__dict__``, which the
+    # handles of one state share (clone=True, see tastypy/clones.py).
+    __slots__ = ("_closed", "_held", "sync_at", "_lock_blocks")
 
     def __init__(
         self,
@@ -123,12 +129,27 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
                 "code written for tastypy 0.0.3 and has no effect)."
             )
         self.sync_at = sync_at
+        self._held = False
+        self._closed = True
+        self._lock_blocks = None
+        self._open_or_join(path, (gzipped, lock, lock_timeout, storage), clone)
+        _exit.register(self)
+        if init:
+            items = init.items() if isinstance(init, Mapping) else init
+            with self.holding():
+                for key, value in items:
+                    if key not in self._data:
+                        self[key] = value
+
+    def _open(self, path: str, options: tuple) -> None:
+        """Open the directory: a state of this handle's own."""
+        gzipped, lock, lock_timeout, storage = options
+        self._options = options
+        self._handles = {id(self)}
         self._data: dict = {}
         self._dirty: dict = {}
         self._pending = bytearray()
         self._pending_keys: list = []
-        self._held = False
-        self._closed = True
         self._sync_lock = threading.RLock()
         self._store = Store(
             path,
@@ -145,15 +166,7 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
         except BaseException:
             self._store.close()
             raise
-        self._closed = False
         self._loaded()
-        _exit.register(self)
-        if init:
-            items = init.items() if isinstance(init, Mapping) else init
-            with self.holding():
-                for key, value in items:
-                    if key not in self._data:
-                        self[key] = value
 
     # -- identity ----------------------------------------------------------
 
@@ -616,7 +629,8 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
     # -- lifetime ----------------------------------------------------------------
 
     def close(self) -> None:
-        """Sync and stop tracking this POD. Further writes raise an error."""
+        """Sync and stop tracking this POD. Further writes raise an error.
+        Other handles on the same state (``clone=True``) stay open."""
         if self._closed:
             return
         try:
@@ -626,7 +640,7 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
             # Reads of a closed POD still work; they must not try to sync.
             self._held = True
             _exit.unregister(self)
-            if not self._store.held:  # else at the end of locked()
+            if self._let_go() and not self._store.held:  # else at the end of locked()
                 self._store.close()
 
     def __enter__(self) -> PersistentOrderedDict:
@@ -640,14 +654,19 @@ class PersistentOrderedDict(LockingMixin, PODCompatMixin, MutableMapping):
             self.sync()
 
     def __del__(self) -> None:
+        closed = getattr(self, "_closed", True)
         try:
-            if not getattr(self, "_closed", True) and self._unsynced():
+            last = closed or self._let_go()
+        except Exception:  # at interpreter shutdown, the registry may be torn down
+            return
+        try:
+            if not closed and last and self._unsynced():
                 self.sync()
         except Exception:
             log.exception("tastypy: could not sync %s when it was garbage-collected", self)
         try:
             store = getattr(self, "_store", None)
-            if store is not None:
+            if store is not None and last and not self.__dict__.get("_handles"):
                 store.close()
         except Exception:  # at interpreter shutdown, os may be half torn down
             pass

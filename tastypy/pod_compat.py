@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tastypy import clones
+
 __all__ = ["PODCompatMixin"]
 
 
@@ -29,7 +31,8 @@ class PODCompatMixin:
         ``"val"``. Everything is checked before anything changes. Done under
         :meth:`locked`, in one compaction that also makes the directory a
         tracker's. This POD is closed (a POD cannot write a tracker's
-        directory); returns ``Tracker(path, max_tries)``, opened with this
+        directory), and so are the other handles of this process on its
+        state (``clone=True``); returns ``Tracker(path, max_tries)``, opened with this
         POD's lock settings. Other processes that hold the POD open get
         :class:`~tastypy.KindMismatchError` at their next sync.
         """
@@ -56,6 +59,11 @@ class PODCompatMixin:
             except BaseException:
                 store.kind = "pod"
                 raise
+            # The other handles of this process on the same state
+            # (clone=True) are closed with it: their store now writes a
+            # tracker's directory, which POD values must not go to.
+            for other in clones.others(self):
+                other._end_handle()
         self.close()  # type: ignore[attr-defined]
         return ProgressTracker(
             store.path, max_tries, lock=lock.requested, lock_timeout=lock.timeout

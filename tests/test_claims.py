@@ -117,7 +117,7 @@ def holder_name(pid: int, host: str | None = None) -> str:
 
 
 def on_disk(path) -> dict:
-    with Tracker(path) as tracker:
+    with Tracker(path, clone=False) as tracker:
         return {key: dict(rec) for key, rec in tracker.items()}
 
 

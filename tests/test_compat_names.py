@@ -63,7 +63,7 @@ def test_convert_to_tracker_rewrites_every_value_as_0_0_3_did(tmp_path):
     path = tmp_path / "p"
     pod = tastypy.POD(path)
     pod.update(a={"url": "u", "_done": True, "_tries": 4}, b=7, c=[1, 2])
-    other = tastypy.POD(path)  # another handle, as another process would hold
+    other = tastypy.POD(path, clone=False)  # an independent handle, as another process holds
     tracker = pod.convert_to_tracker(2)
     assert pod.closed and isinstance(tracker, tastypy.Tracker) and tracker.max_tries == 2
     assert tracker["a"] == {"url": "u", "_done": False, "_tries": 0, "_aborted": False}

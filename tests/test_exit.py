@@ -220,7 +220,7 @@ def test_sigterm_in_the_middle_of_a_sync_waits_for_it(tmp_path):
     code = """
 import os, signal, sys, tastypy
 a = tastypy.POD(sys.argv[1], sync_at=10**6)
-b = tastypy.POD(sys.argv[1], sync_at=10**6, lock_timeout=5)
+b = tastypy.POD(sys.argv[1], sync_at=10**6, lock_timeout=5, clone=False)
 a.update({i: "a" for i in range(50)})
 b.update({("b", i): "b" for i in range(50)})
 def hook(point):

@@ -74,7 +74,7 @@ except tastypy.StorageError as exc:
 out["journal_size"] = os.path.getsize(journal)
 out["names"] = sorted(os.listdir(path))
 out["memory"] = len(pod)
-with tastypy.POD(path) as other:
+with tastypy.POD(path, clone=False) as other:  # what another process reads
     out["disk"] = len(other)
 # Space is back: the next sync or compaction goes through.
 resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
@@ -280,7 +280,7 @@ try:
 except tastypy.StorageError as exc:
     out["compact"] = str(exc)
 try:
-    tastypy.POD(path).close()
+    tastypy.POD(path, clone=False).close()  # opened anew, not the open one again
 except tastypy.StorageError as exc:
     out["open"] = str(exc)
 os.chmod(path, 0o755)

@@ -128,11 +128,15 @@ tracker.add_many(["a", "b"])
 assert tracker.claim(1) == ["a"] and heartbeat.running()
 pid = os.fork()
 if pid == 0:
-    inherited = heartbeat.running() or bool(heartbeat._watched())
-    mine = tastypy.Tracker(sys.argv[1])
-    started = heartbeat.running()
+    # The child's heartbeat watches the tracker it inherited, which forgot
+    # the parent's leases: it renews only what the child takes.
+    forgot = not tracker._granted
+    watched = any(t is tracker for t in heartbeat._watched())
+    mine = tastypy.Tracker(sys.argv[1])  # a handle on the inherited state
+    assert mine.claim(1) == ["b"]
+    started = heartbeat.running() and any(t is mine for t in heartbeat._watched())
     mine.close()
-    os._exit(0 if started and not inherited else 1)
+    os._exit(0 if started and forgot and watched else 1)
 _, status = os.waitpid(pid, 0)
 time.sleep(1.5)  # three leases long: only the parent's heartbeat keeps "a"
 info = tracker.lease_info(["a"])["a"]

@@ -45,7 +45,7 @@ def open_tracker(path: Path):
 
 def reopened(path: Path, **kw) -> dict:
     """What a fresh tracker on ``path`` holds, as a plain dict (and its counters)."""
-    with Tracker(path, **kw) as tracker:
+    with Tracker(path, clone=False, **kw) as tracker:
         return {
             "data": tracker.to_dict(),
             "counts": (tracker.num_done(), tracker.num_tried(), tracker.num_aborted()),

@@ -48,13 +48,30 @@ def test_the_automatic_lock_is_the_soft_one_on_both_mounts(hosts):  # noqa: F811
             )
 
 
-@pytest.mark.parametrize("fresh", [False, True], ids=["made-before", "made-by-the-workers"])
-def test_workers_on_two_hosts_run_every_task_exactly_once(hosts, tmp_path, fresh):  # noqa: F811
+def make_parted(path, n: int, shards: int | None) -> list[str]:
+    """A tracker of ``n`` tasks, in ``shards`` parts if given (each part a
+    store with its own soft lock), made through one mount."""
+    if not shards:
+        return make_tracker(path, n)
+    keys = [f"k{i:05d}" for i in range(n)]
+    with Tracker(path, shards=shards) as tracker:
+        tracker.add_many(keys)
+        assert tracker.parts == shards
+    return keys
+
+
+@pytest.mark.parametrize(
+    "fresh, shards",
+    [(False, None), (True, None), (False, 4)],
+    ids=["made-before", "made-by-the-workers", "in-4-parts"],
+)
+def test_workers_on_two_hosts_run_every_task_exactly_once(hosts, tmp_path, fresh, shards):  # noqa: F811
     # made-by-the-workers: no tracker yet; all open it at once, through
     # both mounts, and add every key if absent before running them.
+    # in-4-parts: the workers open by path a tracker made in 4 parts.
     src, a, b = hosts
     n = 400
-    keys = [f"k{i:05d}" for i in range(n)] if fresh else make_tracker(a / "jobs.tracker", n)
+    keys = [f"k{i:05d}" for i in range(n)] if fresh else make_parted(a / "jobs.tracker", n, shards)
     procs = []
     try:
         for i, mount in enumerate((a, b, a, b)):
@@ -77,12 +94,14 @@ def test_workers_on_two_hosts_run_every_task_exactly_once(hosts, tmp_path, fresh
     with Tracker(b / "jobs.tracker") as tracker:
         assert tracker.num_done() == n
         assert all(tracker.tries(k) == 1 for k in keys)
+        assert getattr(tracker, "parts", None) == shards or not shards
 
 
-def test_a_worker_killed_on_one_host_is_taken_over_on_the_other(hosts, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("shards", [None, 3], ids=["one-store", "in-3-parts"])
+def test_a_worker_killed_on_one_host_is_taken_over_on_the_other(hosts, tmp_path, shards):  # noqa: F811
     src, a, b = hosts
     n = 60
-    make_tracker(a / "jobs.tracker", n)
+    make_parted(a / "jobs.tracker", n, shards)
     env = child_env(TASTYPY_HOST="host-a")
     claimer = spawn_python(CLAIMER, a / "jobs.tracker", tmp_path / "claimed.txt", 4, 2.0, env=env)
     try:

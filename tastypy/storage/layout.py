@@ -182,6 +182,16 @@ def write_manifest(directory: str, manifest: dict, hook: Callable[[str], None] =
 def read_manifest(directory: str) -> dict[str, Any] | None:
     """Return the manifest, or None when the directory has none."""
     path = os.path.join(directory, MANIFEST)
+    manifest = _load_manifest(path, directory)
+    if manifest is None:
+        return None
+    version = _manifest_version(manifest, path, directory)
+    _check_manifest_names(manifest, version, path, directory)
+    return manifest
+
+
+def _load_manifest(path: str, directory: str) -> dict[str, Any] | None:
+    """The manifest file as JSON, if it is a tastypy manifest of one store."""
     try:
         raw = files.read_regular(path)
     except FileNotFoundError:
@@ -208,6 +218,11 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
             f"part-NNNNN/), not one store. Open it with tastypy.Tracker({directory!r}); "
             "tastypy check, repair and compact DIR handle each of its parts."
         )
+    return manifest
+
+
+def _manifest_version(manifest: dict[str, Any], path: str, directory: str) -> int:
+    """The manifest's format version, if one this tastypy reads."""
     version = manifest.get("version")
     if type(version) is not int or version < 1:
         raise CorruptFileError(
@@ -220,6 +235,13 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
             f"{path} has format version {version!r}, newer than the version {FORMAT_VERSION} "
             "this tastypy reads. Upgrade tastypy (pip install -U tastypy) to open it."
         )
+    return version
+
+
+def _check_manifest_names(
+    manifest: dict[str, Any], version: int, path: str, directory: str
+) -> None:
+    """Raise unless the manifest has its fields and names only files of ours."""
     for field in ("generation", "journal", "kind"):
         if field not in manifest:
             raise CorruptFileError(
@@ -244,7 +266,6 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
             f"Run `tastypy repair {directory}` to rebuild it.",
             path,
         )
-    return manifest
 
 
 def write_settings(directory: str, settings: dict) -> None:

@@ -93,6 +93,8 @@ class DirectoryLock:
         self.timeout = timeout
         self._thread_lock = threading.RLock()
         self._depth = 0
+        # A forked child's hold copied from the parent (see forked()).
+        self._parents = False
         self._posix = PosixLock(path)
         if mode == "soft":
             self.mode, self.reason = "soft", "lock='soft' was asked for"
@@ -158,6 +160,11 @@ class DirectoryLock:
             self._posix.acquire(self.timeout)
 
     def _release(self) -> None:
+        if self._parents:
+            # The child of a fork made inside a hold leaves the block: the
+            # lock (the same flock, the same lock file) is the parent's.
+            self._parents = False
+            return
         if self._soft is not None:
             try:
                 self._soft.release()
@@ -180,6 +187,20 @@ class DirectoryLock:
                 self._depth -= 1
                 if self._depth == 0:
                     self._release()
+
+    def forked(self) -> bool:
+        """In a forked child: a lock a thread of the parent held (only the
+        forking thread goes on in the child) is not the child's. The flock
+        descriptor and the soft lock's files are made again on first use
+        (see PosixLock.descriptor and tastypy.storage._soft). True if the
+        forking thread held it: the child does not, and leaving the block
+        it is in must not give back the parent's lock."""
+        if self._thread_lock._is_owned():
+            self._parents = self._depth > 0
+            return self._parents
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        return False
 
     def close(self) -> None:
         """Give back the descriptor or template this process keeps (both are

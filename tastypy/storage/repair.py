@@ -23,14 +23,13 @@ import os
 import re
 import stat
 import time
-import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from tastypy._args import check_path
-from tastypy.codec import DUMP_OPTIONS, dumps, key_from_json, suspect_lines, unwritable
+from tastypy.codec import DUMP_OPTIONS, dumps, key_from_json
 from tastypy.errors import (
     FormatVersionError,
     InvalidArgumentError,
@@ -39,8 +38,9 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import commits, files, journal, layout, parts
+from tastypy.storage import commits, files, journal, layout, parts, taskfiles
 from tastypy.storage.locks import DirectoryLock
+from tastypy.storage.scan import Problem, Scan, scan_file
 
 if TYPE_CHECKING:
     from tastypy.storage.repair_parts import PartsRepairReport
@@ -56,21 +56,10 @@ def _generation_match(name: str) -> re.Match | None:
     if m is None or (m.group(1) == "commits") == (m.group(3) is not None):
         return None
     return m
+
+
 _ASIDE_PREFIX: Final = "repair-"
 _LEGACY_SHARD: Final = re.compile(r"^\d+\.json(\.gz)?$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong in one file, at one line when it has one."""
-
-    path: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}, line {self.line}"
-        return f"{where}: {self.message}"
 
 
 @dataclass
@@ -145,185 +134,6 @@ class CompactReport:
         )
 
 
-# -- reading files line by line, keeping every problem ----------------------------
-
-
-@dataclass
-class _Scan:
-    path: str
-    records: list = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    torn_records: int = 0
-    torn_bytes: int = 0
-    missing: bool = False
-    unterminated: bool = False
-
-
-def _valid_key(obj: Any) -> bool:
-    t = type(obj)
-    if t is str or t is int:
-        return True
-    return t is list and all(_valid_key(part) for part in obj)
-
-
-def _classify(line: bytes) -> tuple[str, Any]:
-    """``("record", rec)``, ``("commit", n)`` or ``("bad", message)``."""
-    try:
-        item = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            return "bad", (
-                f"is not valid UTF-8 (byte {line[bad.start]:#04x} at column {bad.start + 1})"
-            )
-        return "bad", f"is not valid JSON ({exc.msg}, at column {exc.colno})"
-    if type(item) is list:
-        if len(item) not in (1, 2):
-            return "bad", (
-                f"is a record of {len(item)} elements; a record is [key, value] or [key]"
-            )
-        if not _valid_key(item[0]):
-            return "bad", (
-                f"has the key {item[0]!r}, which is not a str, an int or a list of those"
-            )
-        return "record", item
-    if type(item) is dict and list(item) == ["sync"] and type(item["sync"]) is int:
-        return "commit", item["sync"]
-    return (
-        "bad",
-        f'is not a record: expected [key, value], [key] or {{"sync": N}}, got {line[:60]!r}',
-    )
-
-
-_GZIP_MAGIC: Final = journal.GZIP_MAGIC
-
-
-def _decompress(raw: bytes, scan: _Scan, snapshot: bool) -> bytes:
-    """The text of every whole gzip member (one per batch). Past a damaged
-    member, reading resumes at the next member header."""
-    out = []
-    view = memoryview(raw)
-    pos = 0
-    bad = -1  # where unreadable bytes began, while skipping them
-
-    def unreadable(end: int) -> None:
-        scan.problems.append(
-            Problem(
-                scan.path,
-                None,
-                f"compressed data damaged: bytes {bad} to {end} (of {len(raw)}) are unreadable",
-            )
-        )
-
-    while pos < len(raw):
-        d = zlib.decompressobj(31)
-        try:
-            text = d.decompress(view[pos:])
-        except zlib.error:
-            text = None
-        if text is not None and d.eof:
-            if bad >= 0:
-                unreadable(pos)
-                bad = -1
-            out.append(journal.member_text(text))
-            pos = len(raw) - len(d.unused_data)
-            continue
-        if text is not None and bad < 0:
-            # A member cut short by the end of the file: a torn batch.
-            if snapshot:
-                bad = pos
-                break
-            scan.torn_bytes = len(raw) - pos
-            break
-        if bad < 0:
-            if not snapshot and raw.find(_GZIP_MAGIC, pos + 1) < 0 and b"\0" * 16 in raw[pos:]:
-                # Zero-filled blocks after a power loss: a torn batch, as
-                # the loader sees it.
-                scan.torn_bytes = len(raw) - pos
-                break
-            bad = pos
-        pos = raw.find(_GZIP_MAGIC, pos + 1)
-        if pos < 0:
-            break
-    if bad >= 0:
-        unreadable(len(raw))
-    return b"".join(out)
-
-
-def _scan_file(path: str, gzipped: bool, snapshot: bool) -> _Scan:
-    """Read one snapshot or journal file, keeping every readable record."""
-    scan = _Scan(path)
-    try:
-        raw = files.read_regular(path)
-    except FileNotFoundError:
-        scan.missing = True
-        return scan
-    except OSError as exc:
-        scan.problems.append(Problem(path, None, f"cannot be read: {exc.strerror or exc}"))
-        return scan
-    text = _decompress(raw, scan, snapshot) if gzipped else raw
-    if journal.unterminated(text):
-        text += b"\n"  # a whole last batch saved without its final newline: kept
-        scan.unterminated = True
-    suspects = {start for start, _ in suspect_lines(text)}
-    lines = text.split(b"\n")
-    partial = lines.pop()
-    pending: list = []
-    pending_bad: list[Problem] = []
-    nul_lines = 0
-    last = 0  # the number of the last commit line
-    end = 0  # the offset just after it
-    pos = 0
-    for number, line in enumerate(lines, 1):
-        why = unwritable(line) if pos in suspects else None
-        kind, value = ("bad", why) if why is not None else _classify(line)
-        pos += len(line) + 1
-        if kind == "record":
-            pending.append(value)
-        elif kind == "commit":
-            if value != len(pending) and not pending_bad:
-                scan.problems.append(
-                    Problem(
-                        path,
-                        number,
-                        f"the commit line counts {value} records but its batch has "
-                        f"{len(pending)}: lines were lost or duplicated",
-                    )
-                )
-            scan.problems.extend(pending_bad)
-            scan.records.extend(pending)
-            pending, pending_bad, nul_lines = [], [], 0
-            last, end = number, pos
-        else:
-            if b"\0" in line:
-                nul_lines += 1
-            pending_bad.append(Problem(path, number, value))
-    if not (pending or pending_bad or partial):
-        return scan
-    if snapshot:
-        scan.problems.extend(pending_bad)
-        scan.problems.append(
-            Problem(
-                path,
-                last + 1,
-                "the snapshot ends without its commit line: it was cut short "
-                f"({len(pending)} readable records after line {last})",
-            )
-        )
-        scan.records.extend(pending)
-    elif len(pending_bad) > nul_lines:
-        # Not a write cut short (whole lines are valid there): damage, such
-        # as a garbled commit line. Keep what is readable.
-        scan.problems.extend(pending_bad)
-        scan.records.extend(pending)
-    else:
-        scan.torn_records = len(pending)
-        if not gzipped:
-            scan.torn_bytes = len(raw) - end
-    return scan
-
-
 # -- which files hold the POD ------------------------------------------------------
 
 
@@ -376,86 +186,108 @@ class _State:
     snapshot: str | None = None
     journal: str | None = None
     gzipped: bool = False
-    scans: list[_Scan] = field(default_factory=list)
+    scans: list[Scan] = field(default_factory=list)
     data: dict = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
 
 
 def _read(directory: str) -> _State:
+    """Read every file of the POD in ``directory``, keeping every problem."""
     state = _State(CheckReport(directory))
-    report = state.report
-    problem = report.problems.append
+    state.names = sorted(os.listdir(directory))
+    _choose_files(directory, state)
+    if state.snapshot is not None:
+        _scan_snapshot(directory, state)
+    if state.journal is not None and layout.is_commits_dir(state.journal):
+        _scan_commits(os.path.join(directory, state.journal), state)
+    elif state.journal is not None:
+        _scan_journal(directory, state)
+    _replay(state)
+    _note_other_files(directory, state)
+    return state
+
+
+def _choose_files(directory: str, state: _State) -> None:
+    """Take the live generation's files from the manifest, or guess them
+    when the manifest is lost or unreadable."""
     manifest_path = os.path.join(directory, layout.MANIFEST)
-    names = sorted(os.listdir(directory))
-    state.names = names
     try:
         state.manifest = layout.read_manifest(directory)
     except TastypyError as exc:
         state.manifest_error = exc
-        problem(Problem(manifest_path, None, str(exc)))
+        state.report.problems.append(Problem(manifest_path, None, str(exc)))
     manifest = state.manifest
     if manifest is not None:
         state.generation = manifest["generation"]
         state.snapshot = manifest.get("snapshot")
         state.journal = manifest["journal"]
         state.gzipped = bool(manifest.get("gzipped", False))
-    else:
-        state.generation, state.snapshot, state.journal = _choose_without_manifest(directory, names)
-        state.gzipped = any(
-            n.endswith(".gz") for n in (state.snapshot, state.journal) if n is not None
+        return
+    state.generation, state.snapshot, state.journal = _choose_without_manifest(
+        directory, state.names
+    )
+    state.gzipped = any(n.endswith(".gz") for n in (state.snapshot, state.journal) if n is not None)
+    if state.manifest_error is None:
+        state.report.problems.append(_no_manifest(directory, state))
+
+
+def _no_manifest(directory: str, state: _State) -> Problem:
+    """The problem of a directory without a manifest: what it holds instead."""
+    if state.generation >= 0:
+        return Problem(
+            os.path.join(directory, layout.MANIFEST),
+            None,
+            "is missing, but the directory holds tastypy data files",
         )
-        if state.manifest_error is None:
-            if state.generation >= 0:
-                problem(
-                    Problem(
-                        manifest_path,
-                        None,
-                        "is missing, but the directory holds tastypy data files",
-                    )
-                )
-            elif any(_LEGACY_SHARD.match(n) for n in names):
-                problem(
-                    Problem(
-                        directory,
-                        None,
-                        "holds a POD written by the original tastypy 0.0.3; convert it with "
-                        "`tastypy import-legacy OLD NEW`",
-                    )
-                )
-            else:
-                problem(Problem(directory, None, "is not a tastypy POD (it has no manifest.json)"))
-    if state.snapshot is not None:
-        path = os.path.join(directory, state.snapshot)
-        scan = _scan_file(path, state.gzipped, snapshot=True)
-        state.scans.append(scan)
-        if scan.missing:
-            problem(Problem(path, None, "is listed in the manifest but missing"))
-        expected = (manifest or {}).get("snapshot_records")
-        if (
-            not scan.missing
-            and not scan.problems
-            and isinstance(expected, int)
-            and len(scan.records) != expected
-        ):
-            problem(
-                Problem(
-                    path,
-                    None,
-                    f"holds {len(scan.records)} records but the manifest says {expected}",
-                )
+    if any(_LEGACY_SHARD.match(n) for n in state.names):
+        return Problem(
+            directory,
+            None,
+            "holds a POD written by the original tastypy 0.0.3; convert it with "
+            "`tastypy import-legacy OLD NEW`",
+        )
+    return Problem(directory, None, "is not a tastypy POD (it has no manifest.json)")
+
+
+def _scan_snapshot(directory: str, state: _State) -> None:
+    """Scan the live snapshot, and check it holds as many records as the manifest says."""
+    path = os.path.join(directory, str(state.snapshot))
+    scan = scan_file(path, state.gzipped, snapshot=True)
+    state.scans.append(scan)
+    if scan.missing:
+        state.report.problems.append(Problem(path, None, "is listed in the manifest but missing"))
+    expected = (state.manifest or {}).get("snapshot_records")
+    if (
+        not scan.missing
+        and not scan.problems
+        and isinstance(expected, int)
+        and len(scan.records) != expected
+    ):
+        state.report.problems.append(
+            Problem(
+                path,
+                None,
+                f"holds {len(scan.records)} records but the manifest says {expected}",
             )
-    if state.journal is not None and layout.is_commits_dir(state.journal):
-        _scan_commits(os.path.join(directory, state.journal), state)
-    elif state.journal is not None:
-        path = os.path.join(directory, state.journal)
-        scan = _scan_file(path, state.gzipped, snapshot=False)
-        state.scans.append(scan)
-        if scan.torn_records or scan.torn_bytes:
-            report.notes.append(
-                f"{path} ends with an unfinished batch ({scan.torn_records} records, "
-                f"{scan.torn_bytes} bytes): a sync that never completed. Readers ignore it and "
-                "the next sync cuts it off."
-            )
+        )
+
+
+def _scan_journal(directory: str, state: _State) -> None:
+    """Scan the live journal file, noting an unfinished batch at its end."""
+    path = os.path.join(directory, str(state.journal))
+    scan = scan_file(path, state.gzipped, snapshot=False)
+    state.scans.append(scan)
+    if scan.torn_records or scan.torn_bytes:
+        state.report.notes.append(
+            f"{path} ends with an unfinished batch ({scan.torn_records} records, "
+            f"{scan.torn_bytes} bytes): a sync that never completed. Readers ignore it and "
+            "the next sync cuts it off."
+        )
+
+
+def _replay(state: _State) -> None:
+    """Apply the records of every scan in order, and report what each scan found."""
+    report = state.report
     for scan in state.scans:
         if scan.unterminated:
             report.notes.append(
@@ -471,8 +303,14 @@ def _read(directory: str) -> _State:
             else:
                 state.data.pop(key, None)
     report.keys = len(state.data)
+
+
+def _note_other_files(directory: str, state: _State) -> None:
+    """Note each file beside the live ones, and why it is ignored."""
     live = {layout.MANIFEST, layout.LOCK_FILE, layout.SETTINGS, state.snapshot, state.journal}
-    for name in names:
+    # The tasks' own files (tracker.storage, captured logs): not the store's.
+    live.add(taskfiles.TASKS_DIR)
+    for name in state.names:
         if name in live or name.startswith(layout.LOCK_FILE):
             continue
         m = _generation_match(name)
@@ -487,8 +325,7 @@ def _read(directory: str) -> _State:
             why = "files kept aside by an earlier `tastypy repair`"
         else:
             why = "not a tastypy file; ignored"
-        report.notes.append(f"{full}: {why}.")
-    return state
+        state.report.notes.append(f"{full}: {why}.")
 
 
 def _scan_commits(log: str, state: _State) -> None:
@@ -517,7 +354,7 @@ def _scan_commits(log: str, state: _State) -> None:
                 "but the manifest was not updated; the next compaction or repair updates it."
             )
             break
-        scan = _scan_file(path, state.gzipped, snapshot=False)
+        scan = scan_file(path, state.gzipped, snapshot=False)
         if scan.torn_records or scan.torn_bytes or not (scan.records or scan.problems):
             # Written whole before it was named: anything short of one
             # whole batch is damage, not a write cut short.
@@ -630,8 +467,30 @@ def repair(
 
 
 def _repair(directory: str, kind: str | None) -> RepairReport:
+    """Salvage what :func:`_read` finds into a new generation, unless nothing is wrong."""
     state = _read(directory)
     report = state.report
+    _refuse_unrepairable(directory, state)
+    if report.ok:
+        return RepairReport(directory, False, report.keys, notes=report.notes)
+    manifest = state.manifest
+    if manifest is not None:
+        kind = manifest["kind"]
+    elif kind is None:
+        kind = _guess_kind(state.data)
+    lost = [*report.problems, *_unmerged(directory, state)]
+    generations = [int(m.group(2)) for m in map(_generation_match, state.names) if m]
+    generation = max([*generations, state.generation]) + 1
+    count = len(state.data)
+    shared = state.journal is not None and layout.is_commits_dir(state.journal)
+    new = layout.new_manifest(kind, generation, state.gzipped, count, shared)
+    aside = _aside_directory(directory)
+    moved = _replace_generation(directory, state, new, aside)
+    return RepairReport(directory, True, count, lost, aside, moved, report.notes)
+
+
+def _refuse_unrepairable(directory: str, state: _State) -> None:
+    """Raise when there is nothing to repair: a newer format, or no tastypy files."""
     if isinstance(state.manifest_error, FormatVersionError):
         raise state.manifest_error
     if state.manifest is None and state.generation < 0:
@@ -644,19 +503,13 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
             f"{directory} holds no tastypy files (no manifest, snapshot or journal); "
             "there is nothing to repair."
         )
-    if report.ok:
-        return RepairReport(directory, False, report.keys, notes=report.notes)
-    manifest = state.manifest
-    if manifest is not None:
-        kind = manifest["kind"]
-    elif kind is None:
-        kind = _guess_kind(state.data)
-    lost = list(report.problems)
-    names = state.names
-    generations = [int(m.group(2)) for m in map(_generation_match, names) if m]
-    generation = max([*generations, state.generation]) + 1
+
+
+def _unmerged(directory: str, state: _State) -> list[Problem]:
+    """The files of a newer generation than the live one, left out of the repair."""
     used = {state.snapshot, state.journal} - {None}
-    for name in names:
+    lost = []
+    for name in state.names:
         m = _generation_match(name)
         if m and name not in used and int(m.group(2)) > state.generation:
             lost.append(
@@ -667,7 +520,12 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
                     "journal was written after it",
                 )
             )
-    aside = _aside_directory(directory)
+    return lost
+
+
+def _replace_generation(directory: str, state: _State, new: dict, aside: str) -> list[str]:
+    """Write the salvaged records as the generation ``new`` describes and
+    move every file it replaces into ``aside``; return the names moved."""
     moved: list[str] = []
     manifest_path = os.path.join(directory, layout.MANIFEST)
     live_journal = None
@@ -676,18 +534,8 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
     try:
         if os.path.lexists(manifest_path):
             moved.append(_manifest_aside(manifest_path, aside))
-        body = bytearray()
-        for item in state.data.items():
-            body += dumps(item, option=DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE)
-        count = len(state.data)
-        shared = state.journal is not None and layout.is_commits_dir(state.journal)
-        new = layout.new_manifest(kind, generation, state.gzipped, count, shared)
-        if count:
-            layout.write_atomic(
-                os.path.join(directory, new["snapshot"]),
-                journal.frame(body, count, state.gzipped),
-            )
-        if shared:
+        _write_snapshot(directory, state, new)
+        if layout.is_shared(new):
             _seal_commits(directory, state, new)
         elif state.journal is not None and _is_regular(os.path.join(directory, state.journal)):
             # A process that keeps the live journal open must look again
@@ -701,13 +549,7 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
             sealed = journal.seal(os.path.join(directory, live_journal), state.gzipped)
         layout.write_manifest(directory, new)
         switched = True
-        for name in names:
-            if layout.is_own_file(name) and name != new["snapshot"]:
-                if name == live_journal:
-                    os.unlink(os.path.join(directory, name))
-                else:
-                    os.replace(os.path.join(directory, name), os.path.join(aside, name))
-                moved.append(name)
+        moved += _move_replaced(directory, state.names, new, live_journal, aside)
         layout.fsync_dir(aside)
         layout.fsync_dir(directory)
     except OSError as exc:
@@ -717,7 +559,36 @@ def _repair(directory: str, kind: str | None) -> RepairReport:
             f"cannot repair {directory}: {exc.strerror or exc} ({getattr(exc, 'filename', '')}). "
             f"Nothing was deleted; files moved so far are in {aside}."
         ) from exc
-    return RepairReport(directory, True, count, lost, aside, moved, report.notes)
+    return moved
+
+
+def _write_snapshot(directory: str, state: _State, new: dict) -> None:
+    """Write the salvaged records as the snapshot ``new`` names (none when there are none)."""
+    body = bytearray()
+    for item in state.data.items():
+        body += dumps(item, option=DUMP_OPTIONS | orjson.OPT_APPEND_NEWLINE)
+    count = len(state.data)
+    if count:
+        layout.write_atomic(
+            os.path.join(directory, new["snapshot"]),
+            journal.frame(body, count, state.gzipped),
+        )
+
+
+def _move_replaced(
+    directory: str, names: list[str], new: dict, live_journal: str | None, aside: str
+) -> list[str]:
+    """Move every file of ours but the new snapshot into ``aside`` (the live
+    journal, already copied there, is unlinked); return the names moved."""
+    moved = []
+    for name in names:
+        if layout.is_own_file(name) and name != new["snapshot"]:
+            if name == live_journal:
+                os.unlink(os.path.join(directory, name))
+            else:
+                os.replace(os.path.join(directory, name), os.path.join(aside, name))
+            moved.append(name)
+    return moved
 
 
 def _is_regular(path: str) -> bool:

@@ -265,6 +265,17 @@ class Store(SharedLog):
     def lock_path(self) -> str:
         return self._lock.path
 
+    def forked(self) -> bool:
+        """In a forked child: holds of the parent's other threads are not
+        the child's (the kept-open descriptors are reopened on first use,
+        see tastypy.storage.tail). True if the fork was made inside a hold
+        of this store (then the child does not hold the lock: see
+        DirectoryLock.forked)."""
+        inside = self._lock.forked()
+        if not self._lock._thread_lock._is_owned():
+            self._holds = 0
+        return inside
+
     def close(self) -> None:
         """Give back the descriptors of the lock file and the journal
         (reopened if used again)."""

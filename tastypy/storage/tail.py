@@ -521,12 +521,13 @@ class TailAppender:
                 return False  # the store's transaction names what happened
             fd = self._fd
             pos = store.journal_pos
-            if _lseek(fd, 0, _SEEK_END) == pos:
+            size = _lseek(fd, 0, _SEEK_END)
+            if size == pos:
                 # Unchanged, so not replaced either: a compaction or a
                 # repair seals the journal it replaces (journal.seal).
                 self._others = False
             else:
-                new = self._new_since(pos)
+                new = self._new_since(pos, size)
                 if new is None:
                     return False
                 self._others = True
@@ -581,15 +582,15 @@ class TailAppender:
             return False
         return True
 
-    def _new_since(self, pos: int) -> bytes | None:
-        """Under the lock, the journal grown past ``pos``: the whole batches
-        others committed since, or None when the store must take over (the
-        journal was unlinked or cut, it is gzipped, or it ends torn)."""
+    def _new_since(self, pos: int, size: int) -> bytes | None:
+        """Under the lock, the journal grown from ``pos`` to ``size``: the
+        whole batches others committed since, or None when the store must
+        take over (the journal was cut, it is gzipped, or it ends torn: a
+        compaction or repair seals the journal it replaces, so one replaced
+        since ends torn)."""
+        if size < pos or self.store.gzipped:
+            return None
         try:
-            st = _fstat(self._fd)
-            size = st.st_size
-            if not st.st_nlink or size < pos or self.store.gzipped:
-                return None
             chunk = self._read_raw(pos, size)
         except OSError:
             return None

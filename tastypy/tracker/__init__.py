@@ -21,7 +21,11 @@ One module per responsibility, so a reader finds a behaviour by its name
 * ``heartbeat``: the thread that renews this process's leases while it lives.
 * ``settings``: ``max_tries``, the lease and ``redo_after``, stored with
   the tracker.
-* ``attempts``: ``attempts``, ``attempt``, ``Task``, ``run``, progress.
+* ``attempts``: ``attempts``, ``attempt``, ``Task``, ``run``, progress;
+  an attempt's captured log (through :mod:`tastypy.capture`).
+* ``taskfiles``: a task's own files, ``storage`` and ``paths``.
+* ``fetching``: ``fetch``, a task's result computed once (and
+  ``compute_once``, which ``tastypy.memoize`` uses too).
 * ``compat``: the rest of the 0.0.3 API (``should_*``, the iterators).
 
 The record fields, the run rule and the merge are in

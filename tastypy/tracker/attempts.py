@@ -6,15 +6,21 @@ and the progress display.
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from tastypy import capture as _capture
 from tastypy import records
 from tastypy.codec import encode_value
 from tastypy.errors import InvalidValueError
+from tastypy.storage import taskfiles
+from tastypy.tracker import _common
 from tastypy.tracker._common import _check_span, log
 
 if TYPE_CHECKING:
@@ -43,6 +49,8 @@ class AttemptsMixin:
         progress: bool | str = False,
         allow_aborted: bool = False,
         lease: float | None = None,
+        capture: bool = False,
+        echo: bool = False,
     ) -> Iterator[Task]:
         """One :class:`Task` for each task to try now, each try counted as by :meth:`try_it`.
 
@@ -64,6 +72,15 @@ class AttemptsMixin:
         ``tqdm`` if it is installed (``pip install tqdm``),
         else as a plain line every few seconds (``progress="plain"`` forces
         that).
+
+        ``capture=True`` writes what each task's block prints (``sys.stdout``,
+        ``sys.stderr``) and the ``logging`` records it makes to a new log
+        file per attempt, ``logs/attempt-NNNN.log`` in the task's directory
+        (see :meth:`paths`; the record's ``_log`` names it), ending with the
+        outcome and, for a failure, the traceback. ``echo=True`` also shows
+        the printed text as usual; logging records reach your own handlers
+        either way. Threads running tasks at once each write to their own
+        task's log (``docs/recipes/computed-resources.md``).
         """
         if keys is None:
             order = list(self._data)
@@ -76,7 +93,7 @@ class AttemptsMixin:
             for key in order:
                 if key not in data or not self._try(key, False, allow_aborted, _now(), lease):
                     continue
-                task = Task(self, key, True, reraise)
+                task = Task(self, key, True, reraise, capture, echo)
                 yield task
                 if bar is not None:
                     bar.update(task)
@@ -91,6 +108,8 @@ class AttemptsMixin:
         reraise: bool = True,
         allow_aborted: bool = False,
         lease: float | None = None,
+        capture: bool = False,
+        echo: bool = False,
     ) -> Task:
         """One attempt at ``key`` (added if absent), as a context manager.
 
@@ -102,10 +121,11 @@ class AttemptsMixin:
                     task["result"] = work()
 
         Unlike :meth:`attempts`, an exception is re-raised by default.
+        ``capture`` and ``echo`` are as for :meth:`attempts`.
         """
         self.add_if_absent(key)
         active = self._try(key, True, allow_aborted, _now(), lease)
-        return Task(self, key, active, reraise)
+        return Task(self, key, active, reraise, capture, echo)
 
     def _unstorable(self, key: Any) -> InvalidValueError | None:
         """Check the record of ``key`` as an attempt ends, with the codec that
@@ -195,6 +215,8 @@ class AttemptsMixin:
         progress: bool | str = False,
         result_field: str | None = "result",
         allow_aborted: bool = False,
+        capture: bool = False,
+        echo: bool = False,
     ) -> dict:
         """Run ``fn(key)`` for every task not done, through ``executor``.
 
@@ -220,7 +242,11 @@ class AttemptsMixin:
         ``fn`` must be picklable for process pools (a module-level
         function). ``chunksize`` keys go to a worker at once (more for short
         tasks); at most ``max_pending`` chunks wait in the executor.
-        ``progress=True`` shows progress as :meth:`attempts` does.
+        ``progress=True`` shows progress as :meth:`attempts` does;
+        ``capture=True`` writes what ``fn`` prints and logs to each
+        attempt's log file, and ``echo=True`` shows it too, as for
+        :meth:`attempts` (in the worker: a process pool's workers print to
+        the terminal they inherited).
 
         Returns a summary: ``{"submitted", "done", "failed", "skipped",
         "left", "seconds", "errors"}``; ``skipped`` counts tasks a worker
@@ -252,6 +278,8 @@ class AttemptsMixin:
             result_field=result_field,
             allow_aborted=allow_aborted,
             options=self._worker_options(),
+            capture=capture,
+            echo=echo,
         )
 
     def _worker_options(self) -> dict:
@@ -272,9 +300,19 @@ class Task:
     :meth:`~ProgressTracker.attempt`. Use it as a context manager; it is
     true when the task is to be run."""
 
-    __slots__ = ("tracker", "key", "_active", "_reraise", "outcome", "error")
+    __slots__ = (
+        "tracker", "key", "_active", "_reraise", "outcome", "error", "_echo", "_log", "log_path",
+    )  # fmt: skip
 
-    def __init__(self, tracker: ProgressTracker, key: Any, active: bool, reraise: bool):
+    def __init__(
+        self,
+        tracker: ProgressTracker,
+        key: Any,
+        active: bool,
+        reraise: bool,
+        capture: bool = False,
+        echo: bool = False,
+    ):
         self.tracker = tracker
         self.key = key
         self._active = active
@@ -284,6 +322,12 @@ class Task:
         #: The exception a failed attempt recorded (None otherwise): raised
         #: by its block, or the error of a field that could not be stored.
         self.error: Exception | None = None
+        # None: no capture; else whether captured output is also shown.
+        self._echo: bool | None = bool(echo) if capture else None
+        # While capturing: [the open log, the capture context or None].
+        self._log: list | None = None
+        #: This attempt's log file once its capture began (``capture=True``).
+        self.log_path: Path | None = None
 
     def __bool__(self) -> bool:
         return self._active
@@ -308,7 +352,69 @@ class Task:
         self.tracker.set[self.key][field] = value
 
     def __enter__(self) -> Task:
+        try:
+            self._begin_capture()
+        except Exception as exc:
+            # No log to write to (a full disk...): the attempt fails with
+            # that, recorded, rather than running uncaptured or staying leased.
+            self.end(exc)
+            raise
         return self
+
+    @contextmanager
+    def captured(self) -> Iterator[Task]:
+        """While in the block, what it prints and logs goes to this attempt's
+        log (for a task made with ``capture=True``; else nothing changes).
+        The ``with task:`` block does this itself; this is for code that
+        ends the attempt with :meth:`end`. The log is closed by :meth:`end`."""
+        self._begin_capture()
+        try:
+            yield self
+        finally:
+            self._pause_capture()
+
+    def _begin_capture(self) -> None:
+        """Open this attempt's log (first time) and route output into it."""
+        if self._echo is None or not self._active or self.outcome is not None:
+            return
+        if self._log is None:
+            tracker = self.tracker
+            path, stream = taskfiles.new_log(tracker._task_dir(self.key))
+            self._log = [stream, None]
+            self.log_path = Path(path)
+            stream.write(
+                f"--- tastypy: attempt at {self.key!r} by {_common._me}, started {_now()}\n"
+            )
+            with tracker.sync_lock:
+                tracker.set[self.key]["_log"] = os.path.relpath(path, tracker._tasks_root())
+        if self._log[1] is None:
+            context = _capture.capturing(self._log[0], self._echo)
+            context.__enter__()
+            self._log[1] = context
+
+    def _pause_capture(self) -> None:
+        if self._log is not None and self._log[1] is not None:
+            context, self._log[1] = self._log[1], None
+            context.__exit__(None, None, None)
+
+    def _close_log(self, error: BaseException | None) -> None:
+        """Stop capturing; end the log with the outcome (and a failure's traceback)."""
+        if self._log is None:
+            return
+        self._pause_capture()
+        stream = self._log[0]
+        self._log = None
+        try:
+            try:
+                stream.write(f"--- tastypy: {self.outcome} at {_now()}\n")
+                if isinstance(error, BaseException):
+                    lines = traceback.format_exception(type(error), error, error.__traceback__)
+                    stream.write("".join(lines))
+            finally:
+                stream.close()
+        except (OSError, ValueError) as exc:
+            # The outcome is in the record already; the log just lacks its end.
+            log.warning("tastypy: could not end the log %s: %s", self.log_path, exc)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if not self._active or self.outcome is not None:
@@ -353,7 +459,10 @@ class Task:
                 self.error = error
             else:
                 self.outcome = "interrupted"
-            tracker._ended(self.key, error)
+            try:
+                tracker._ended(self.key, error)
+            finally:
+                self._close_log(self.error if self.outcome == "failed" else error)
         return self.outcome
 
 

@@ -34,11 +34,13 @@ from tastypy.tracker.attempts import AttemptsMixin
 from tastypy.tracker.backlog import BacklogMixin
 from tastypy.tracker.compat import CompatMixin
 from tastypy.tracker.counters import CountersMixin, _contrib
+from tastypy.tracker.fetching import FetchMixin
 from tastypy.tracker.leases import LeasesMixin
 from tastypy.tracker.marks import MarksMixin
 from tastypy.tracker.merging import MergingMixin
 from tastypy.tracker.settings import DEFAULT_LEASE, check_max_tries
-from tastypy.tracker.transact import TransactMixin
+from tastypy.tracker.taskfiles import TaskFilesMixin
+from tastypy.tracker.transact import TransactMixin, _Writer
 from tastypy.tracker.trying import TryingMixin
 
 __all__ = ["DEFAULT_LEASE", "ProgressTracker", "Tracker"]
@@ -69,6 +71,8 @@ def _check_record(key: Any, value: Any) -> None:
 
 
 class ProgressTracker(
+    FetchMixin,
+    TaskFilesMixin,
     CompatMixin,
     AttemptsMixin,
     LeasesMixin,
@@ -115,6 +119,11 @@ class ProgressTracker(
     """
 
     _KIND = "tracker"
+
+    # Each handle's own (see PersistentOrderedDict.__slots__): its settings,
+    # and the leases it granted (ended when it closes, renewed by the
+    # heartbeat), not those of another handle on the same state.
+    __slots__ = ("_max_tries", "_lease", "_granted", "_beat_failed")
 
     def __new__(cls, path: Any = None, *args: Any, shards: int | None = None, **kwargs: Any) -> Any:
         # A tracker split into parts (made with shards=, or found on disk) is
@@ -205,7 +214,9 @@ class ProgressTracker(
         """Seconds after which a done task is due again (0: done stays
         done): :meth:`claim`, :meth:`try_it`, :meth:`todo_keys` and
         :meth:`run` then take it again, least recently done first.
-        Settable, for this object only."""
+        Settable, for this object and the other handles on its state
+        (``clone=True``, ``docs/compat.md``): the claim queue they share is
+        built by it."""
         return self._redo_after
 
     @redo_after.setter
@@ -275,14 +286,32 @@ class ProgressTracker(
         heartbeat.unwatch(self)
         if not self._closed:
             self._release_held()
+        if self._closed or len(self._handles) > 1:
+            # Other handles go on with the state: its backlog stays.
+            super().close()
+            return
         with self._leaving_backlog():
             super().close()
 
+    def _forget_parents_changes(self) -> None:
+        super()._forget_parents_changes()
+        self._added = {}
+        self._since_durable = 0
+        self._undo = None
+        self._writer = _Writer(None)
+
+    def _forked_handle(self) -> None:
+        # The parent's leases name the parent, whose heartbeat renews them
+        # and whose close ends them; the child's own are granted anew.
+        self._granted = {}
+        self._beat_failed = False
+
     def __del__(self) -> None:
-        if sys.is_finalizing():
+        if sys is None or sys.is_finalizing():
             # The interpreter is being torn down (builtins such as open may
-            # be gone): the exit sync has run already, and a second try could
-            # only add a confusing error to the one it logged.
+            # be gone, and this module's globals with them): the exit sync
+            # has run already, and a second try could only add a confusing
+            # error to the one it logged.
             self._closed = True
         elif not getattr(self, "_closed", True):
             # Dropped without close(): nobody can end its leases any more.

@@ -12,8 +12,10 @@ round, whatever the number of tasks held.
 The thread is a daemon, started when the first tracker opens and ending
 when the last one closes; it stops before the exit syncs run (``atexit``
 runs handlers in reverse order, and this one is registered after theirs).
-A forked child starts with no heartbeat and no tracker watched: the
-parent's trackers are the parent's, and their leases name the parent.
+A forked child starts a heartbeat of its own for the trackers it inherited
+open (made the child's by :mod:`tastypy.clones`, which forgot the parent's
+leases: those name the parent, whose heartbeat renews them), so the leases
+the child takes through them are renewed while the child lives.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import os
 import threading
 import weakref
 from typing import Any, Final
+
+from tastypy import _exit
 
 log = logging.getLogger("tastypy")
 
@@ -91,12 +95,14 @@ def _run() -> None:
         with _round_lock:
             trackers = _watched()
             delay = LOOK_EVERY
+            tracker = None
             for tracker in trackers:
                 try:
                     delay = min(delay, tracker._heartbeat_round())
                 except Exception:  # never end the heartbeat of the others
                     log.exception("tastypy: the lease heartbeat failed for %s", tracker)
-        del trackers
+        # Hold none of them while waiting: one dropped meanwhile is collected.
+        del trackers, tracker
         with _lock:
             if not _trackers:
                 # Nothing left to renew: end; the next tracker opened starts one.
@@ -126,9 +132,13 @@ def _after_fork_in_child() -> None:
     _trackers.clear()
     _thread = None
     _stop = threading.Event()
+    for tracker in _exit.open_pods():
+        if hasattr(tracker, "_heartbeat_round") and not tracker._closed:
+            watch(tracker)
 
 
 _forking: list = []
+_exit.before_exit.append(stop)
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(

@@ -84,21 +84,28 @@ class _Writer:
         if self.grants:
             self.grants.clear()
         tracker = self.tracker
-        _, _, n_bytes, n_keys, handled, _, written = self.batch
+        batch = self.batch
+        handled = batch[4]
         if tracker._backlog:
             # Others' records there came before ours in the journal: ours win.
-            tracker._drop_written(written)
-            tracker._drop_written(tracker._pending_keys[:n_keys])
+            tracker._drop_written(batch[6])
+            tracker._drop_written(tracker._pending_keys[: batch[3]])
         dirty = tracker._dirty
-        get = dirty.get
-        for key, marker in handled:
-            if get(key, _MISSING) is marker:
+        if len(handled) == 1:
+            key, marker = handled[0]
+            if dirty.get(key, _MISSING) is marker:
                 del dirty[key]
+        else:
+            get = dirty.get
+            for key, marker in handled:
+                if get(key, _MISSING) is marker:
+                    del dirty[key]
         if tracker._added:
             tracker._prune_added(handled)
+        n_bytes = batch[2]
         if n_bytes:
             del tracker._pending[:n_bytes]
-            del tracker._pending_keys[:n_keys]
+            del tracker._pending_keys[: batch[3]]
 
     def live_count(self) -> int:
         return self.tracker._live_count()
@@ -120,7 +127,9 @@ class TransactMixin:
         self._clock_next = 0.0
         # Transactions written without fsync since the last durable one.
         self._since_durable = 0
-        self._writer = _Writer(self)
+        # Given the handle running each transaction, and let go after it
+        # (the handles of one state share it: see tastypy/clones.py).
+        self._writer = _Writer(None)
 
     # -- the lease clock --------------------------------------------------------
 
@@ -188,6 +197,7 @@ class TransactMixin:
             # never nest (the sync lock is held throughout, and nothing in
             # a decision starts another).
             writer = self._writer
+            writer.tracker = self
             writer.decide_fn = decide
             writer.args = args
             writer.claims = claims
@@ -206,8 +216,9 @@ class TransactMixin:
             batch = writer.batch
             result = writer.result
             writer.batch = _NO_BATCH
-            writer.result = writer.decide_fn = None
-        if batch[1] and not self._store.tail.enabled:
+            writer.result = writer.decide_fn = writer.tracker = None
+        store = self._store
+        if batch[1] and (store.shared or not store.tail.usable):
             # Only where hosts may share the files: a local file's time is
             # this host's clock, but coarser (it runs milliseconds behind).
             self._measure_clock()
