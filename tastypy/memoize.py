@@ -237,7 +237,7 @@ class _Results:
         tracker, head, memory = self._tracker, self.head, self.memory
         with tracker.sync_lock:
             for key, rec in tracker.to_dict().items():
-                if type(rec) is dict and rec.get("_done") and type(key) is str:
+                if isinstance(rec, dict) and rec.get("_done") and type(key) is str:
                     if key.startswith(head):
                         memory[key] = rec.get("result")
 

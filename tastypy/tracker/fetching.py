@@ -139,7 +139,7 @@ def _run(tracker: Any, task: Any, call: Callable[[], Any]) -> Any:
 
 def _stored(tracker: Any, key: Any) -> Any:
     rec = tracker[key]
-    return rec.get(RESULT_FIELD) if type(rec) is dict else None
+    return rec.get(RESULT_FIELD) if isinstance(rec, dict) else None
 
 
 def _reset(tracker: Any, key: Any) -> None:
@@ -164,7 +164,7 @@ def _refuse_stuck(tracker: Any, key: Any) -> None:
     tries = tracker.tries(key)
     if most and tries >= most:
         rec = tracker[key]
-        error = rec.get("_error") if type(rec) is dict else None
+        error = rec.get("_error") if isinstance(rec, dict) else None
         last = f" Its last error: {error['type']}: {error['message']}." if error else ""
         raise TaskFailedError(
             f"the task {key!r} in {tracker.path} was tried {tries} times, its max_tries.{last} "
