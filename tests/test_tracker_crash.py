@@ -263,7 +263,7 @@ def test_a_full_disk_stops_the_loop_before_the_task_runs(tmp_path, lock):
                     tracker.mark_done(task)
         except tastypy.StorageError as exc:
             error = str(exc)
-        with tastypy.Tracker(sys.argv[1]) as other:
+        with tastypy.Tracker(sys.argv[1], clone=False) as other:  # as another process
             on_disk = sorted(k for k, rec in other.items() if rec["_done"])
         resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
         # Space is back: the loop carries on where it stopped.
