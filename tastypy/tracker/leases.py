@@ -495,21 +495,17 @@ class LeasesMixin:
         ``check(key)`` still answers whether one task is done.)"""
         if not self._closed:
             self.refresh()
-        data = self._data
         if keys is None:
             keys = [
-                k for k, r in list(data.items()) if records.is_record(r) and "_lease_until" in r
+                k
+                for k, r in list(self._data.items())
+                if records.is_record(r) and "_lease_until" in r
             ]
         else:
             keys = _key_list(keys)
         now = self._clock()
         out = {}
-        for key in keys:
-            rec = data.get(key)
-            if rec is None:
-                raise self._missing(key)
-            if not records.is_record(rec):
-                rec = {}
+        for key, rec in self._records_of(keys):
             until = rec.get("_lease_until")
             left = round(until - now, 3) if type(until) in (int, float) else None
             tries = rec.get("_tries", 0)
@@ -537,15 +533,9 @@ class LeasesMixin:
         keys = _key_list(keys)
         if not self._closed and not self._held:
             self.refresh()
-        data = self._data
         now = self._clock()
         out = {}
-        for key in keys:
-            rec = data.get(key)
-            if rec is None:
-                raise self._missing(key)
-            if not records.is_record(rec):
-                rec = {}
+        for key, rec in self._records_of(keys):
             done_at = rec.get("_done_at")
             until = rec.get("_lease_until")
             out[key] = (
@@ -554,6 +544,16 @@ class LeasesMixin:
                 round(until - now, 3) if type(until) in (int, float) else None,
             )
         return out
+
+    def _records_of(self, keys: list) -> Iterator[tuple[Any, dict]]:
+        """Each key with its record as this process knows it (``{}`` for a
+        damaged one); ``KeyError`` for a key not in the tracker."""
+        data = self._data
+        for key in keys:
+            rec = data.get(key)
+            if rec is None:
+                raise self._missing(key)
+            yield key, rec if records.is_record(rec) else {}
 
     # -- leases ended by this object ---------------------------------------------
 
