@@ -201,3 +201,32 @@ def test_fn_may_take_keyword_arguments_named_key_and_fn(tmp_path):
     with Tracker(tmp_path / "jobs.tracker") as tracker:
         assert tracker.fetch("t", label, key="k", fn="g") == "k:g"
         assert tracker.fetch("t", label, key="other") == "k:g"  # stored
+
+
+@pytest.mark.parametrize("clone", [True, False])
+def test_threads_fetching_through_two_handles_compute_it_once(tmp_path, clone):
+    # Both handles are this process, one lease holder: the lease cannot keep
+    # their threads apart, so fetch must, whichever handle each uses.
+    calls = []
+    gate = threading.Barrier(4)
+
+    def slow():
+        calls.append(threading.get_ident())
+        time.sleep(0.3)
+        return len(calls)
+
+    got = []
+    with Tracker(tmp_path / "jobs.tracker") as first:
+        second = Tracker(tmp_path / "jobs.tracker", clone=clone)
+
+        def worker(tracker):
+            gate.wait()
+            got.append(tracker.fetch("once", slow))
+
+        threads = [threading.Thread(target=worker, args=(h,)) for h in (first, second) * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        second.close()
+    assert len(calls) == 1 and got == [1] * 4

@@ -11,6 +11,7 @@ tracker's public calls are used, so a tracker in parts does the same.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,15 +30,16 @@ RESULT_FIELD: Final = "result"
 _FIRST_WAIT: Final = 0.02
 _LAST_WAIT: Final = 1.0
 
-# One lock per (tracker, key) being computed in this process: threads of one
-# process hold leases as one holder, so the lease cannot keep them apart.
+# One lock per (tracker directory, key) being computed in this process: its
+# threads hold leases as one holder, whichever handle on the directory they
+# use (clone=True or not), so the lease cannot keep them apart.
 _gates: dict = {}
 _gates_lock = threading.Lock()
 
 
 @contextmanager
 def _gate(tracker: Any, key: Any) -> Iterator[None]:
-    name = (id(tracker), key)
+    name = (os.path.realpath(tracker.path), key)
     with _gates_lock:
         entry = _gates.get(name)
         if entry is None:

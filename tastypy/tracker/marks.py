@@ -13,7 +13,7 @@ from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidValueError
 from tastypy.pod import _CHANGED
 from tastypy.tracker import _common
-from tastypy.tracker._common import _DEFAULTS, _gone_memo, _time
+from tastypy.tracker._common import _DEFAULTS, _gone_memo
 from tastypy.tracker.counters import _contrib
 from tastypy.tracker.leases import _key_list
 
@@ -164,7 +164,7 @@ class MarksMixin:
     def _done_now(self) -> float:
         """The time to record in ``_done_at``: now, on the lease clock (this
         host's, corrected to the shared filesystem's), to the millisecond."""
-        return round(_time() + self._clock_offset, 3)
+        return round(self._clock(), 3)
 
     def mark_done(self, key: Any) -> None:
         """Mark the task done now: ``_done_at`` (seconds since the epoch)
@@ -181,18 +181,13 @@ class MarksMixin:
             if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
                 rec = self._rec(key)
             lost = False
-            if "_lease_until" in rec:
-                if rec.get("_holder") == _common._me:
-                    # This process's own lease (the common case): ended.
-                    del rec["_lease_until"], rec["_holder"]
-                    self._granted.pop(key, None)
-                elif not self._end_lease(key, rec):
-                    # Taken over while this process ran late: say so, once.
-                    lost = self._granted.pop(key, None) is not None
+            if "_lease_until" in rec and not self._end_lease(key, rec):
+                # Taken over while this process ran late: say so, once.
+                lost = self._granted.pop(key, None) is not None
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1
-            rec["_done_at"] = round(_time() + self._clock_offset, 3)
+            rec["_done_at"] = self._done_now()
             dirty = self._dirty
             dirty[key] = _CHANGED
             if lost:

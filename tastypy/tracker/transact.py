@@ -91,15 +91,10 @@ class _Writer:
             tracker._drop_written(batch[6])
             tracker._drop_written(tracker._pending_keys[: batch[3]])
         dirty = tracker._dirty
-        if len(handled) == 1:
-            key, marker = handled[0]
-            if dirty.get(key, _MISSING) is marker:
+        get = dirty.get
+        for key, marker in handled:
+            if get(key, _MISSING) is marker:
                 del dirty[key]
-        else:
-            get = dirty.get
-            for key, marker in handled:
-                if get(key, _MISSING) is marker:
-                    del dirty[key]
         if tracker._added:
             tracker._prune_added(handled)
         n_bytes = batch[2]
@@ -217,8 +212,7 @@ class TransactMixin:
             result = writer.result
             writer.batch = _NO_BATCH
             writer.result = writer.decide_fn = writer.tracker = None
-        store = self._store
-        if batch[1] and (store.shared or not store.tail.usable):
+        if batch[1] and not self._store.tail.enabled:
             # Only where hosts may share the files: a local file's time is
             # this host's clock, but coarser (it runs milliseconds behind).
             self._measure_clock()

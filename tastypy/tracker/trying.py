@@ -68,7 +68,7 @@ class TryingMixin:
             if t is not str and t is not int:
                 check_key(key)
         return self._transact(
-            self._decide_try, (key,), None, False, False, (key, add, allow_aborted, started, span)
+            self._decide_try, (key,), args=(key, add, allow_aborted, started, span)
         )
 
     def _may_run(self, key: Any, rec: Any, allow_aborted: bool, now: float | None = None) -> bool:
