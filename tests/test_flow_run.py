@@ -207,13 +207,16 @@ def test_independent_tasks_run_at_once_on_dask(here):
         check_parallel(here / "state", flow.run("ex.count", {"name": "four"}, executor=client))
 
 
-def test_a_long_task_keeps_its_lease(here):
-    # The lease (0.6 s) would end while the command runs (1.5 s): it is
-    # renewed, so another process cannot take the task meanwhile.
+@pytest.mark.parametrize("workers", ["here", "process-pool"])
+def test_a_long_task_keeps_its_lease(here, workers):
+    # The lease (0.6 s) would end while the command runs (1.5 s): the
+    # heartbeat of the process that took it (this one, or the pool's worker)
+    # renews it, so another process cannot take the task meanwhile.
     flow = Flow(here / "state", lease=0.6)
     flow.add("ex.slow", "touch started; sleep 1.5")
+    jobs = ProcessPoolExecutor(1) if workers == "process-pool" else None
     with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(flow.run, "ex.slow")
+        running = pool.submit(flow.run, "ex.slow", executor=jobs)
         deadline = time.monotonic() + 30
         while not (here / "started").exists():
             assert time.monotonic() < deadline
@@ -224,6 +227,8 @@ def test_a_long_task_keeps_its_lease(here):
             here / "state",
         )
         assert running.result()["ok"]
+    if jobs is not None:
+        jobs.shutdown()
     assert other.stdout.strip() == "False", other.stderr
     flow.close()
     assert record(here / "state", "ex.slow")["_tries"] == 1

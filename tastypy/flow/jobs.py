@@ -73,38 +73,6 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-class _Renewing:
-    """Renews the task's lease while its work runs, so another worker never
-    takes a long task whose lease would otherwise run out."""
-
-    def __init__(self, job: _Job, key: Any):
-        self.job, self.key = job, key
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def __enter__(self) -> _Renewing:
-        if self.job.lease > 0:
-            self.thread = threading.Thread(
-                target=self._renew, name="tastypy-flow-lease", daemon=True
-            )
-            self.thread.start()
-        return self
-
-    def _renew(self) -> None:
-        tracker = worker_tracker(self.job.tracker_path, ProgressTracker, self.job.options)
-        while not self.stop.wait(self.job.lease / 3):
-            try:
-                with tracker.sync_lock:
-                    tracker.renew([self.key], self.job.lease)
-            except TastypyError as exc:  # a lock timed out: try again at the next turn
-                logger.warning("tastypy flow: could not renew the lease of %r: %s", self.key, exc)
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join()
-
-
 @dataclass
 class _Job:
     qid: str
@@ -132,7 +100,7 @@ class ShellJob(_Job):
     def __call__(self, key: str) -> None:
         log = log_path(self.tracker_path, key)
         os.makedirs(os.path.dirname(log), exist_ok=True)
-        with _Renewing(self, key), open(log, "ab") as out:
+        with open(log, "ab") as out:
             start = out.tell()
             tries = worker_tracker(self.tracker_path, ProgressTracker, self.options).tries(key)
             out.write(f"{TRY_MARK}{tries} at {_now()}: {self.command}\n".encode())
@@ -208,8 +176,7 @@ class CallJob(_Job):
     params: dict
 
     def __call__(self, key: str) -> Any:
-        with _Renewing(self, key):
-            value = self.fn(dict(self.params))
+        value = self.fn(dict(self.params))
         self._check_artifact()
         return value
 
