@@ -193,3 +193,36 @@ def test_threads_claiming_while_another_thread_reads_and_another_process_writes(
     with Tracker(path) as again:
         assert again.num_done() == mine + theirs
         assert all(rec["_tries"] == 1 for rec in again.values())
+
+
+#: Another process marks done keys that share a start with one another (one
+#: written at the very start of a batch), then claims one more.
+PREFIXES = """
+import sys, tastypy
+with tastypy.Tracker(sys.argv[1], max_tries=3) as t:
+    for key in sys.argv[2:]:
+        assert t.try_it(key)
+        t.mark_done(key)
+    t.sync()
+    assert t.try_it("a1x")  # claimed, not done
+"""
+
+
+@pytest.mark.parametrize("escapes", [False, True], ids=["filed", "parsed"])
+def test_a_key_filed_is_found_by_its_own_line_not_one_sharing_its_start(tmp_path, escapes):
+    path = tmp_path / "jobs.tracker"
+    keys = ["a", "a1", "a10", "é"] + (['q"uote'] if escapes else [])
+    with Tracker(path, max_tries=3) as tracker:
+        assert tracker.try_it("mine")
+        result = run_python(PREFIXES, path, *keys)
+        assert result.returncode == 0, result.stderr
+        assert tracker.try_it("last")  # reads the other's batches
+        # Filed by key (a line with escapes: parsed at once instead).
+        assert bool(tracker._backlog) is not escapes
+        # Each try looks its own key up, never a key that merely starts the same.
+        for key in keys:
+            assert not tracker.try_it(key), key
+            assert tracker.done(key)
+        assert tracker.try_it("a1x")  # the other's lease ended at its close
+        assert tracker["a1x"]["_tries"] == 2
+        assert tracker.num_done() == len(keys)

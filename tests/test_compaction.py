@@ -177,9 +177,7 @@ def test_a_pod_compacting_keeps_what_another_process_synced_meanwhile(tmp_path, 
 
 
 @pytest.mark.parametrize("storage", ["local", "shared"])
-def test_a_tracker_compacting_never_runs_again_a_task_another_process_finished(
-    tmp_path, storage
-):
+def test_a_tracker_compacting_never_runs_again_a_task_another_process_finished(tmp_path, storage):
     path = tmp_path / "t"
     tracker = tastypy.Tracker(path, storage=storage)
     tracker.add_many(["t1", "t2", "t3"])

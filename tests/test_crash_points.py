@@ -257,8 +257,9 @@ def tracker_states(tmp_path):
 
 @pytest.mark.parametrize(
     "fault",
-    # A try is written by the tracker's quick path; every 25th by a durable
-    # sync (the only one to pass after-fsync).
+    # A try is written without fsync; every 25th is a durable point, whose
+    # fsync runs in the background (the only one to pass after-fsync: the
+    # kill lands while the worker goes on).
     [
         *(f"{p}:{hit}" for p in ("before-write", "mid-write", "after-write") for hit in (1, 9, 70)),
         "after-fsync:1",

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import time
 
 import pytest
 from crashkit import files_of, read_pod, run_child
@@ -184,6 +185,32 @@ def test_injected_error_during_sync(tmp_path, spec, cause):
     del expected["k0"]
     expected["new"] = [1, 2]
     assert read_pod(path) == list(expected.items())
+
+
+def test_a_failed_background_fsync_is_raised_at_the_next_transaction(tmp_path):
+    """A tracker's periodic durable point is fsynced by a thread: its
+    failure is not lost, but raised by the next call that writes, and
+    nothing written is taken back (other processes may have read it)."""
+    path = tmp_path / "tracker"
+    tracker = tastypy.Tracker(path, sync_at=5)
+    tracker._store.fault = _faults.make_hook("after-fsync:1:eio")
+    with pytest.raises(StorageError) as info:
+        for i in range(200):
+            if tracker.try_it(f"t{i}"):
+                tracker.mark_done(f"t{i}")
+            time.sleep(0.001)  # let the thread fsync
+    message = str(info.value)
+    assert "background fsync" in message and "Input/output error" in message
+    assert str(path / "journal-000000.jsonl") in message
+    assert info.value.errno == errno.EIO
+    assert 5 <= i < 200
+    # Raised once: the work goes on, and nothing marked done is lost.
+    assert tracker.try_it("after")
+    tracker.mark_done("after")
+    tracker.close()
+    with tastypy.Tracker(path) as reopened:
+        assert all(reopened.done(f"t{j}") for j in range(i))
+        assert reopened.done("after")
 
 
 @pytest.mark.parametrize(

@@ -84,9 +84,9 @@ def assert_nothing_left(directory) -> None:
     work = directory / "tastypy.lock.d"
     left = os.listdir(work) if work.exists() else []
     tombstones = [n for n in left if n.startswith("broken.")]
-    assert len(tombstones) <= 1 and all(
-        os.path.getsize(work / n) == 0 for n in tombstones
-    ), tombstones
+    assert len(tombstones) <= 1 and all(os.path.getsize(work / n) == 0 for n in tombstones), (
+        tombstones
+    )
     assert [n for n in left if not n.startswith("broken.")] == []
 
 

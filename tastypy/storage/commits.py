@@ -148,9 +148,7 @@ def write(
     written, if that number exists already (another process committed it)."""
     layout.make_dirs(directory)
     files.check_directory(directory)
-    tmp = os.path.join(
-        directory, f"{_TEMP_PREFIX}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
-    )
+    tmp = os.path.join(directory, f"{_TEMP_PREFIX}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
     try:
         try:

@@ -108,8 +108,10 @@ class PartsRepairReport:
     def __str__(self) -> str:
         fixed = [r for r in self.reports if r.repaired]
         head = (
-            [f"{self.path}: its manifest was missing; written again for {self.parts} parts, "
-             "the count the parts' keys tell."]  # fmt: skip
+            [
+                f"{self.path}: its manifest was missing; written again for {self.parts} parts, "
+                "the count the parts' keys tell."
+            ]  # fmt: skip
             if self.rebuilt
             else []
         )
@@ -133,9 +135,7 @@ def lost_manifest(directory: str) -> bool:
         names = os.listdir(directory)
     except OSError:
         return False
-    return any(
-        _PART_DIR.match(n) and files.exists(os.path.join(directory, n)) for n in names
-    )
+    return any(_PART_DIR.match(n) and files.exists(os.path.join(directory, n)) for n in names)
 
 
 def _part_keys(part: str, most: int = 64) -> list:

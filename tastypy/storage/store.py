@@ -23,7 +23,7 @@ from tastypy.errors import (
     StorageError,
     TastypyError,
 )
-from tastypy.storage import commits, files, fsdetect, journal, layout
+from tastypy.storage import commits, files, flusher, fsdetect, journal, layout
 from tastypy.storage.journal import DELETED
 from tastypy.storage.layout import os_error as _os_error
 from tastypy.storage.locks import DirectoryLock
@@ -184,6 +184,9 @@ class Store(SharedLog):
         #: failed), whether or not this client shows them yet.
         self._exists_below = 0
         self.fault: Callable[[str], None] = _faults.HOOK
+        #: The ``OSError`` of a background fsync that failed (see ``later``
+        #: in :meth:`transaction`), raised at the next transaction.
+        self.flush_error: OSError | None = None
         #: How many :meth:`holding` blocks are open (nested ones count).
         self._holds = 0
         self._make_directory()
@@ -526,12 +529,18 @@ class Store(SharedLog):
 
     # -- the one write path ------------------------------------------------
 
-    def transaction(self, writer: Writer, durable: bool = True, compact: bool = False) -> None:
+    def transaction(
+        self, writer: Writer, durable: bool = True, compact: bool = False, later: bool = False
+    ) -> None:
         """Every change that reaches the files goes through here: take the
         lock, take in what others appended since this handle last looked,
         decide, append, release (see :class:`Writer`). ``durable=False``
         skips the fsync: the batch survives the death of the process, not a
-        power loss.
+        power loss. ``later=True`` (a tracker's periodic durable point):
+        the journal is fsynced by a thread after the lock is released (see
+        :mod:`tastypy.storage.flusher`; the shared store fsyncs its commit
+        at once); a background fsync that failed is raised here, at the
+        next transaction.
 
         On a local filesystem the lock file and the journal stay open
         between transactions that need no fsync
@@ -551,13 +560,24 @@ class Store(SharedLog):
         commit, so nothing is taken in early and no race is retried (on the
         shared store, a commit raced there means the lock does not exclude
         the other writer, and :class:`CommitRaced` is raised)."""
+        if self.flush_error is not None:
+            self._raise_flush_error()
+        later = later and durable and not self.shared
+        if later:
+            durable = False
         if self._holds:
             with self.locked():
                 self._transaction_locked(writer, durable, compact)
-            return
-        if not (durable or compact or self.shared) and self.tail.usable:
-            if self.tail.transaction(writer):
-                return
+        elif later or durable or compact or self.shared or not self.tail.usable:
+            self._transaction_retried(writer, durable, compact)
+        elif not self.tail.transaction(writer):
+            self._transaction_retried(writer, durable, compact)
+        if later:
+            self._fsync_later()
+
+    def _transaction_retried(self, writer: Writer, durable: bool, compact: bool) -> None:
+        """The transaction under the store's lock, the files opened afresh;
+        run again when another host committed first on the shared store."""
         for attempt in range(RACE_RETRIES):
             self._take_in_early(writer)
             try:
@@ -568,6 +588,25 @@ class Store(SharedLog):
                 if attempt == RACE_RETRIES - 1:
                     raise
                 race_pause(attempt)
+
+    def _fsync_later(self) -> None:
+        """Hand the journal to the background fsync thread."""
+        try:
+            fd = os.open(self.journal_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # nothing written yet, or replaced: its successor was fsynced
+        flusher.submit(fd, self)
+
+    def _raise_flush_error(self) -> None:
+        exc, self.flush_error = self.flush_error, None
+        err = StorageError(
+            f"the background fsync of {self.journal_path} failed: "
+            f"{exc.strerror or exc}. What was written since the fsync before it is in this "
+            "host's memory and other processes see it, but it may not survive a power "
+            "loss. Check the disk; sync() fsyncs it again."
+        )
+        err.errno = exc.errno
+        raise err
 
     def _take_in_early(self, writer: Writer) -> None:
         """Before taking the lock: take in what others committed since this

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tastypy import _exit
-from tastypy.codec import LINE_OPTIONS, _has_nonfinite
+from tastypy.codec import LINE_OPTIONS, STR_LINE_OPTIONS, _has_nonfinite
 from tastypy.codec import dumps as _dumps
 from tastypy.errors import InvalidValueError
 from tastypy.pod import _CHANGED, _MISSING
@@ -175,9 +175,9 @@ class TransactMixin:
         Returns what ``decide(*args)`` returned.
 
         ``claims``: the keys ``decide`` may lease (``_ANY``: any). Without
-        fsync, except every ``sync_at`` transactions (or with
-        ``durable=True``); ``compact``: then fold the journal into a new
-        snapshot. Inside :meth:`hold`, decides on what this process knows
+        fsync, except with ``durable=True``, and every ``sync_at``
+        transactions in the background; ``compact``: then fold the journal
+        into a new snapshot. Inside :meth:`hold`, decides on what this process knows
         and writes nothing, unless ``write`` (a sync).
         """
         if self._closed:
@@ -200,9 +200,13 @@ class TransactMixin:
             main = _exit.enter()
             try:
                 if durable is None:
+                    # Every sync_at transactions, a durable point: fsynced
+                    # in the background (see tastypy.storage.flusher).
                     since = self._since_durable = self._since_durable + 1
-                    durable = since >= self.sync_at
-                self._store.transaction(writer, durable, compact)
+                    durable = later = since >= self.sync_at
+                else:
+                    later = False
+                self._store.transaction(writer, durable, compact, later)
                 if durable:
                     self._since_durable = 0
             finally:
@@ -212,7 +216,8 @@ class TransactMixin:
             result = writer.result
             writer.batch = _NO_BATCH
             writer.result = writer.decide_fn = writer.tracker = None
-        if batch[1] and not self._store.tail.enabled:
+        store = self._store
+        if batch[1] and (store.shared or not store.tail.usable):
             # Only where hosts may share the files: a local file's time is
             # this host's clock, but coarser (it runs milliseconds behind).
             self._measure_clock()
@@ -242,33 +247,56 @@ class TransactMixin:
             if value is _MISSING:
                 continue  # a deletion's line is in _pending
             try:
-                line = _dumps((key, value), option=LINE_OPTIONS)
-                if b"null" in line and _has_nonfinite(value):
-                    raise ValueError("it holds NaN or infinity")
-            except (TypeError, ValueError) as exc:
-                if bad is None:
-                    bad = []
-                bad.append((key, exc))
-                continue
+                line = _dumps((key, value), option=STR_LINE_OPTIONS)
+            except TypeError:
+                try:
+                    line = _dumps((key, value), option=LINE_OPTIONS)
+                except (TypeError, ValueError) as exc:
+                    if bad is None:
+                        bad = []
+                    bad.append((key, exc))
+                    continue
             if marker is _CHANGED or hash(line) != marker:
                 lines.append(line)
                 written.append(key)
+        joined = b"".join(lines)
+        if b"null" in joined:
+            # NaN and infinity are dumped as null: refuse them (one search
+            # for the whole batch; most batches hold no null at all).
+            bad, lines, written = self._nonfinite(lines, written, bad)
+            joined = b"".join(lines)
         pending = self._pending
         if pending:
             n_bytes = len(pending)
             n_keys = len(self._pending_keys)
             body = pending[:n_bytes]
-            body += b"".join(lines)
+            body += joined
             count = body.count(b"\n")
         else:
             n_bytes = n_keys = 0
-            body = b"".join(lines)
+            body = joined
             count = len(lines)
         if bad is None:
             return body, count, n_bytes, n_keys, marks, (), written
         failed = {key for key, _ in bad}
         marks = [(key, marker) for key, marker in marks if key not in failed]
         return body, count, n_bytes, n_keys, marks, bad, written
+
+    def _nonfinite(self, lines: list, written: list, bad: list | None) -> tuple:
+        """The lines of a batch without those whose value holds NaN or
+        infinity, which are listed in ``bad``."""
+        get = self._d.get
+        keep_lines: list = []
+        keep_keys: list = []
+        for line, key in zip(lines, written):
+            if b"null" in line and _has_nonfinite(get(key)):
+                if bad is None:
+                    bad = []
+                bad.append((key, ValueError("it holds NaN or infinity")))
+            else:
+                keep_lines.append(line)
+                keep_keys.append(key)
+        return bad, keep_lines, keep_keys
 
     def _refuse_bad(self, bad: list) -> None:
         key, exc = bad[0]

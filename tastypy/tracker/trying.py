@@ -59,10 +59,12 @@ class TryingMixin:
         if self._closed:
             self._refuse_closed()
         span = self._lease if lease is None else _check_span(lease, "lease")
-        if self._backlog:
-            self._take_key(key, (key,))
         if key not in self._d:
-            if not add:
+            # Perhaps added by another process (the decision takes in its
+            # record of the key anyway).
+            if self._backlog:
+                self._take_key(key, (key,))
+            if key not in self._d and not add:
                 raise self._missing(key)
             t = type(key)
             if t is not str and t is not int:
