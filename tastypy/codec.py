@@ -188,6 +188,15 @@ _BEFORE_NUMBER: Final = frozenset(b"[,: \t\r")
 _DEEP: Final = b"[" * (MAX_DEPTH + 1)
 
 
+def may_be_unwritable(text: bytes) -> bool:
+    """A cheaper first filter than :func:`suspect_lines` for text that is
+    seldom suspect (a few lines others wrote): whether it has enough
+    opening brackets to nest deeper than orjson writes, or 19 digits."""
+    if len(text) > MAX_DEPTH and text.count(b"[") + text.count(b"{") > MAX_DEPTH:
+        return True
+    return len(text) >= len(_RUN) and _RUN in text.translate(_DIGITS)
+
+
 def suspect_lines(text: bytes) -> list[tuple[int, int]]:
     """The ``(start, end)`` offsets of the lines of ``text`` that may hold a
     value nested deeper than orjson writes or an integer beyond 64 bits: a

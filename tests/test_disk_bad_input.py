@@ -413,18 +413,31 @@ def test_a_batch_appended_by_another_tool_is_checked_too(pod_dir):
             f.truncate(len(f.read()) - len(b'["e",18446744073709551616]\n{"sync":1}\n'))
 
 
-def test_a_tracker_takes_in_no_rounded_integer_from_another_tool(tmp_path):
+@pytest.mark.parametrize(
+    "line, named",
+    [
+        (b'["t3",{"_done":false,"_tries":18446744073709551616}]', "18446744073709551616"),
+        (b'["t3",{"_done":fals,"_tries":1}]', "not valid JSON"),
+    ],
+    ids=["rounded integer", "damaged line"],
+)
+def test_a_tracker_takes_in_no_rounded_integer_from_another_tool(tmp_path, line, named):
     path = tmp_path / "t"
     with tastypy.Tracker(path) as tracker:
         tracker.add_many(["t1", "t2"])
         tracker.sync()
         good = (path / JOURNAL).read_bytes()
         with open(path / JOURNAL, "ab") as f:
-            f.write(b'["t3",{"_done":false,"_tries":18446744073709551616}]\n{"sync":1}\n')
-        with pytest.raises(CorruptFileError) as info:
-            tracker.try_it("t1")
-        assert f"{path / JOURNAL}, line 4" in str(info.value)
-        assert "18446744073709551616" in str(info.value)
+            f.write(line + b'\n{"sync":1}\n')
+        # Another process's lines are filed unparsed as a try reads them;
+        # the one that cannot be written back is refused when it would be
+        # taken in: by its key's try, and by every read of everything.
+        assert tracker.try_it("t1")
+        for read in (lambda: tracker.try_it("t3"), lambda: len(tracker), tracker.num_done):
+            with pytest.raises(CorruptFileError) as info:
+                read()
+            assert f"{path / JOURNAL}, line 4" in str(info.value)
+            assert named in str(info.value)
         (path / JOURNAL).write_bytes(good)  # taken back, for the close
     with tastypy.Tracker(path) as tracker:
         assert sorted(tracker) == ["t1", "t2"]

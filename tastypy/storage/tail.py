@@ -44,7 +44,7 @@ except ImportError:  # Windows: no flock, no fast path
 import orjson
 
 from tastypy import _faults
-from tastypy.codec import key_from_json
+from tastypy.codec import key_from_json, may_be_unwritable
 from tastypy.errors import TastypyError
 from tastypy.storage import files, journal, layout
 from tastypy.storage.fsdetect import is_known_local
@@ -139,6 +139,16 @@ def changes_of(
         gc.enable()
 
 
+def _refuse_unwritable(text: bytes, path: str, first_line: Callable[[], int] | None) -> None:
+    """Refuse a line another tool wrote that tastypy could not write back
+    (see :func:`journal.refuse_unwritable`), naming it. The batches read
+    from a journal kept open are not checked as they are read: they are
+    checked when they are parsed, here, or when a line filed is taken in
+    (see tastypy.tracker.backlog)."""
+    if may_be_unwritable(text):
+        journal.refuse_unwritable(text, path, first_line or _line_one)
+
+
 def _changes_of(text: bytes, path: str, first_line: Callable[[], int] | None) -> tuple[list, int]:
     try:
         items = _loads(b"[" + text[:-1].replace(b"\n", b",") + b"]")
@@ -168,6 +178,7 @@ def _changes_of(text: bytes, path: str, first_line: Callable[[], int] | None) ->
                 break
         else:
             if not count:  # ends with a commit line
+                _refuse_unwritable(text, path, first_line)
                 return list(latest.items()), len(items) - batches
         out = []
         append = out.append
@@ -194,6 +205,7 @@ def _changes_of(text: bytes, path: str, first_line: Callable[[], int] | None) ->
                 break
         else:
             if not count:  # ends with a commit line
+                _refuse_unwritable(text, path, first_line)
                 return out, len(out)
     # Anything else: the journal's parser, which names a damaged line.
     out = journal.as_changes(journal.parse(text, path, first_line or _line_one))
@@ -339,7 +351,9 @@ class TailAppender:
         before taking the lock keeps the hold short: the transaction then
         reads only what came meanwhile. Safe without the lock because a
         committed batch is never changed or cut, and a batch being written
-        has no commit line yet."""
+        has no commit line yet. The batches are not checked for lines
+        another tool wrote that tastypy could not write back: whoever
+        parses them refuses those (see :func:`_refuse_unwritable`)."""
         store = self.store
         if self._journal != store.journal_path or self._fork != _forks:
             if not self.enabled or not self._open():
@@ -356,12 +370,9 @@ class TailAppender:
                 # (One byte short: the last batch lacks its newline, see
                 # journal.read_from; the ordinary path writes it.)
                 return b""
-            chunk = self._read_raw(pos, size)
+            return self._read_raw(pos, size)
         except OSError:
             return b""
-        if journal.holds_unwritable(chunk):
-            return None  # another tool's line: the load names it
-        return chunk
 
     def sealed(self) -> bool:
         """Whether the journal this appender has open ends with a seal: a
@@ -589,8 +600,6 @@ class TailAppender:
             return None
         if pos + len(chunk) != size:
             return None  # a torn batch: the store cuts it, under its lock
-        if journal.holds_unwritable(chunk):
-            return None  # another tool's line: the store's read names it
         return chunk
 
     def _take_in_early(self, writer) -> None:

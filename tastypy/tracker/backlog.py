@@ -14,7 +14,9 @@ from typing import Any, Final
 
 import orjson
 
+from tastypy.codec import may_be_unwritable, unwritable
 from tastypy.storage import DELETED
+from tastypy.storage.journal import holds_unwritable
 from tastypy.storage.tail import changes_of
 from tastypy.tracker._common import _ANY, _NOT_OURS
 
@@ -133,7 +135,11 @@ class BacklogMixin:
         for kb, text in backlog.items():
             found = by_text.get(id(text))
             if found is None:
-                found = by_text[id(text)] = _lines_by_key(text)
+                # Filed unchecked (see tail.peek): a line another tool wrote
+                # that could not be written back makes the files load, which
+                # refuses it.
+                unchecked = may_be_unwritable(text) and holds_unwritable(text)
+                found = by_text[id(text)] = {} if unchecked else _lines_by_key(text)
             lines.append(found.get(kb, b"?"))  # (?: not JSON, so reloaded)
         text = b"[" + b",".join(lines) + b"]"
         paused = gc.isenabled()
@@ -144,7 +150,7 @@ class BacklogMixin:
                 items = orjson.loads(text)
             except ValueError:
                 items = None
-            changes = []
+            changes: list | None = None if items is None else []
             if items is not None:
                 append = changes.append
                 for item in items:
@@ -157,8 +163,12 @@ class BacklogMixin:
                 gc.enable()
         if changes is None:
             # Not what was filed as records: load the files, which names a
-            # damaged line.
-            self._reload_merging(claims)
+            # damaged line (and refuses it again at every later read).
+            try:
+                self._reload_merging(claims)
+            except BaseException:
+                self._backlog = backlog
+                raise
         else:
             self._absorb(changes, claims)
 
@@ -200,8 +210,11 @@ class BacklogMixin:
         text = self._backlog.pop(kb, None)
         if text is None:
             return
+        line = _last_line(text, kb)
         try:
-            item = orjson.loads(_last_line(text, kb))
+            # Filed unchecked (see tail.peek): a line another tool wrote
+            # that could not be written back is refused here.
+            item = None if may_be_unwritable(line) and unwritable(line) else orjson.loads(line)
         except ValueError:
             item = None
         if type(item) is not list or item[0] != key or not 0 < len(item) < 3:
