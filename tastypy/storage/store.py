@@ -560,6 +560,12 @@ class Store(SharedLog):
         commit, so nothing is taken in early and no race is retried (on the
         shared store, a commit raced there means the lock does not exclude
         the other writer, and :class:`CommitRaced` is raised)."""
+        if not (durable or compact or self._holds or self.shared) and self.tail.usable:
+            if self.flush_error is not None:
+                self._raise_flush_error()
+            if not self.tail.transaction(writer):
+                self._transaction_retried(writer, durable, compact)
+            return
         if self.flush_error is not None:
             self._raise_flush_error()
         later = later and durable and not self.shared
@@ -568,9 +574,7 @@ class Store(SharedLog):
         if self._holds:
             with self.locked():
                 self._transaction_locked(writer, durable, compact)
-        elif later or durable or compact or self.shared or not self.tail.usable:
-            self._transaction_retried(writer, durable, compact)
-        elif not self.tail.transaction(writer):
+        else:
             self._transaction_retried(writer, durable, compact)
         if later:
             self._fsync_later()
