@@ -188,6 +188,12 @@ _BEFORE_NUMBER: Final = frozenset(b"[,: \t\r")
 _DEEP: Final = b"[" * (MAX_DEPTH + 1)
 
 
+def holds_unwritable(text: bytes) -> bool:
+    """Whether a line of ``text`` holds what tastypy could not write back
+    (see :func:`unwritable`; ``journal.refuse_unwritable`` names it)."""
+    return any(unwritable(text[start:end]) is not None for start, end in suspect_lines(text))
+
+
 def may_be_unwritable(text: bytes) -> bool:
     """A cheaper first filter than :func:`suspect_lines` for text that is
     seldom suspect (a few lines others wrote): whether it has enough

@@ -240,12 +240,6 @@ def refuse_unwritable(text: bytes, path: str, first_line: Callable[[], int] = la
             raise CorruptFileError(f"{path}, line {number} {why}. {_advice(path)}", path, number)
 
 
-def holds_unwritable(text: bytes) -> bool:
-    """Whether :func:`refuse_unwritable` would refuse ``text`` (for readers
-    that cannot name the line: they leave it to one that can)."""
-    return any(unwritable(text[start:end]) is not None for start, end in suspect_lines(text))
-
-
 def parse(text: bytes, path: str, first_line: Callable[[], int] = lambda: 1) -> list[Any]:
     """Decode the committed ``text`` into a flat list of JSON records.
 

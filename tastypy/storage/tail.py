@@ -44,7 +44,7 @@ except ImportError:  # Windows: no flock, no fast path
 import orjson
 
 from tastypy import _faults
-from tastypy.codec import key_from_json, may_be_unwritable
+from tastypy.codec import holds_unwritable, key_from_json, may_be_unwritable
 from tastypy.errors import TastypyError
 from tastypy.storage import files, journal, layout
 from tastypy.storage.fsdetect import is_known_local
@@ -418,7 +418,7 @@ class TailAppender:
             if st.st_nlink or st.st_size < pos:
                 return None
             rest = self._read_raw(pos, st.st_size)
-            if journal.holds_unwritable(rest):
+            if holds_unwritable(rest):
                 return None  # another tool's line: the load names it
             manifest = layout.read_manifest(store.path)
             if (
@@ -430,7 +430,7 @@ class TailAppender:
                 return None
             new_path = os.path.join(store.path, manifest["journal"])
             fd, more = self._switch_to(new_path)
-            if journal.holds_unwritable(more):
+            if holds_unwritable(more):
                 return None  # another tool's line: the load (of the journal open now) names it
         except (OSError, TastypyError, KeyError, TypeError):
             return None

@@ -14,9 +14,8 @@ from typing import Any, Final
 
 import orjson
 
-from tastypy.codec import may_be_unwritable, unwritable
+from tastypy.codec import holds_unwritable, may_be_unwritable, unwritable
 from tastypy.storage import DELETED
-from tastypy.storage.journal import holds_unwritable
 from tastypy.storage.tail import changes_of
 from tastypy.tracker._common import _ANY, _NOT_OURS
 
