@@ -139,7 +139,8 @@ which is their default).
 
 Times are medians over the repetitions, each in a fresh interpreter, timed
 from the inside (`time.perf_counter`, interpreter start-up and imports
-excluded). *Peak RSS* is the process's `ru_maxrss` (it includes the
+excluded), after an `os.sync()` so that what the run before wrote is not
+written back during this one. *Peak RSS* is the process's `ru_maxrss` (it includes the
 interpreter, about 20 MB).
 
 ## Contenders

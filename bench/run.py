@@ -80,6 +80,10 @@ class Driver:
     # -- running one measurement ------------------------------------------------
 
     def worker(self, spec: dict, timeout: float = 1800) -> dict:
+        # What the run before wrote (a peer's hundreds of MB, the scratch
+        # directory just deleted) goes to disk now, not during this run:
+        # the kernel's writeback would take a core from whoever comes next.
+        os.sync()
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
