@@ -175,6 +175,36 @@ def as_executor(executor: Any) -> cf.Executor:
     )
 
 
+def _check_run(fn: Any, chunksize: Any, max_pending: Any, result_field: Any) -> None:
+    """Refuse arguments of :meth:`ProgressTracker.run` it cannot run with."""
+    if type(chunksize) is not int or chunksize < 1:
+        raise InvalidArgumentError(f"chunksize must be an int >= 1, got {chunksize!r}.")
+    if max_pending is not None and (type(max_pending) is not int or max_pending < 1):
+        raise InvalidArgumentError(f"max_pending must be an int >= 1 or None, got {max_pending!r}.")
+    if result_field is not None and (type(result_field) is not str or result_field[:1] == "_"):
+        raise InvalidArgumentError(
+            f"result_field must be a str not starting with '_' (those fields are tastypy's), "
+            f"or None, got {result_field!r}."
+        )
+    if not callable(fn):
+        raise InvalidArgumentError(f"fn must be callable, got {type(fn).__name__}.")
+
+
+def _tasks_to_run(tracker: Any, keys: Iterable | None, allow_aborted: bool) -> tuple:
+    """``(order, todo)``: the keys of the run (added if absent) and those of
+    them still to do, the keys added written before any worker looks."""
+    if keys is None:
+        tracker.refresh()
+        order = list(tracker)
+    else:
+        order = list(keys)
+        tracker.add_many_if_absent(order)
+        tracker.refresh()
+    todo = list(tracker.todo_keys(allow_aborted, keys=order))
+    tracker.sync()
+    return order, todo
+
+
 def run_tasks(
     tracker: Any,
     fn: Callable[[Any], Any],
@@ -197,27 +227,9 @@ def run_tasks(
     and ``close()``), or is None for none; ``options`` are how a worker
     opens the tracker (its settings).
     """
-    if type(chunksize) is not int or chunksize < 1:
-        raise InvalidArgumentError(f"chunksize must be an int >= 1, got {chunksize!r}.")
-    if max_pending is not None and (type(max_pending) is not int or max_pending < 1):
-        raise InvalidArgumentError(f"max_pending must be an int >= 1 or None, got {max_pending!r}.")
-    if result_field is not None and (type(result_field) is not str or result_field[:1] == "_"):
-        raise InvalidArgumentError(
-            f"result_field must be a str not starting with '_' (those fields are tastypy's), "
-            f"or None, got {result_field!r}."
-        )
-    if not callable(fn):
-        raise InvalidArgumentError(f"fn must be callable, got {type(fn).__name__}.")
+    _check_run(fn, chunksize, max_pending, result_field)
     started = time.monotonic()
-    if keys is None:
-        tracker.refresh()
-        order = list(tracker)
-    else:
-        order = list(keys)
-        tracker.add_many_if_absent(order)
-        tracker.refresh()
-    todo = list(tracker.todo_keys(allow_aborted, keys=order))
-    tracker.sync()  # the keys added are on disk before any worker looks
+    order, todo = _tasks_to_run(tracker, keys, allow_aborted)
     counts = {"done": 0, "failed": 0, "skipped": 0}
     errors: dict = {}
     bar = progress() if progress is not None else None

@@ -86,6 +86,60 @@ def _contrib_lenient(rec: Any) -> int:
     )
 
 
+class _States:
+    """The counts of :meth:`CountersMixin.stats` by state, by number of
+    tries and by lease holder, gathered one record at a time."""
+
+    __slots__ = ("max_tries", "now", "gone", "done", "aborted", "failed", "running",
+                 "leased", "expired", "tries", "holders")  # fmt: skip
+
+    def __init__(self, max_tries: int, now: float):
+        self.max_tries = max_tries
+        self.now = now
+        self.gone = _gone_memo()
+        self.done = self.aborted = self.failed = self.running = 0
+        self.leased = self.expired = 0
+        self.tries: dict = {}
+        self.holders: dict = {}
+
+    def add(self, rec: dict) -> None:
+        tries = rec.get("_tries", 0)
+        self.tries[tries] = self.tries.get(tries, 0) + 1
+        if rec.get("_done"):
+            self.done += 1
+            return
+        live = False
+        if type(rec.get("_lease_until")) in (int, float):
+            live = records.lease_runs(rec, records.NOBODY, self.now, self.gone)
+            if live:
+                self.leased += 1
+                holder = rec.get("_holder")
+                if type(holder) is str:
+                    self.holders[holder] = self.holders.get(holder, 0) + 1
+            elif rec.get("_holder") is not None:
+                self.expired += 1
+        if rec.get("_aborted"):
+            self.aborted += 1
+        elif _out_of_tries(rec, self.max_tries) and not live:
+            self.failed += 1
+        elif "_started" in rec and "_ended" not in rec:
+            self.running += 1
+
+    def figures(self, total: int) -> dict:
+        return {
+            "total": total,
+            "done": self.done,
+            "todo": total - self.done - self.aborted - self.failed - self.running,
+            "failed": self.failed,
+            "aborted": self.aborted,
+            "in_progress": self.running,
+            "leased": self.leased,
+            "expired": self.expired,
+            "tries": dict(sorted(self.tries.items(), key=lambda kv: (str(type(kv[0])), kv[0]))),
+            "leased_by": dict(sorted(self.holders.items())),
+        }
+
+
 class _Ages:
     """The update-age figures of :meth:`CountersMixin.stats`, gathered one
     record at a time."""
@@ -307,51 +361,14 @@ class CountersMixin:
         lately. As this process knows them: :meth:`refresh` first to see
         what others wrote.
         """
-        max_tries = self._max_tries
-        done = aborted = failed = running = leased = expired = 0
         now = self._clock()
-        gone = _gone_memo()
+        states = _States(self._max_tries, now)
         ages = _Ages(now, self._redo(now))
-        tries_hist: dict = {}
-        holders: dict = {}
         for rec in list(self._data.values()):  # see _count_all
-            if not records.is_record(rec):
-                continue
-            tries = rec.get("_tries", 0)
-            tries_hist[tries] = tries_hist.get(tries, 0) + 1
-            ages.add(rec)
-            if rec.get("_done"):
-                done += 1
-                continue
-            live = False
-            if type(rec.get("_lease_until")) in (int, float):
-                live = records.lease_runs(rec, records.NOBODY, now, gone)
-                if live:
-                    leased += 1
-                    holder = rec.get("_holder")
-                    if type(holder) is str:
-                        holders[holder] = holders.get(holder, 0) + 1
-                elif rec.get("_holder") is not None:
-                    expired += 1
-            if rec.get("_aborted"):
-                aborted += 1
-            elif _out_of_tries(rec, max_tries) and not live:
-                failed += 1
-            elif "_started" in rec and "_ended" not in rec:
-                running += 1
-        total = len(self._data)
-        stats = {
-            "total": total,
-            "done": done,
-            "todo": total - done - aborted - failed - running,
-            "failed": failed,
-            "aborted": aborted,
-            "in_progress": running,
-            "leased": leased,
-            "expired": expired,
-            "tries": dict(sorted(tries_hist.items(), key=lambda kv: (str(type(kv[0])), kv[0]))),
-            "leased_by": dict(sorted(holders.items())),
-        }
+            if records.is_record(rec):
+                states.add(rec)
+                ages.add(rec)
+        stats = states.figures(len(self._data))
         stats.update(ages.figures())
         stats["rate"], stats["eta"] = pace(stats, now)
         return stats
