@@ -189,15 +189,18 @@ _DEEP: Final = b"[" * (MAX_DEPTH + 1)
 
 
 def holds_unwritable(text: bytes) -> bool:
-    """Whether a line of ``text`` holds what tastypy could not write back
-    (see :func:`unwritable`; ``journal.refuse_unwritable`` names it)."""
+    """Whether a line of ``text`` (a few lines: it is copied whole once)
+    holds what tastypy could not write back (see :func:`unwritable`;
+    ``journal.refuse_unwritable`` names the line)."""
+    if not _may_be_unwritable(text):
+        return False
     return any(unwritable(text[start:end]) is not None for start, end in suspect_lines(text))
 
 
-def may_be_unwritable(text: bytes) -> bool:
-    """A cheaper first filter than :func:`suspect_lines` for text that is
-    seldom suspect (a few lines others wrote): whether it has enough
-    opening brackets to nest deeper than orjson writes, or 19 digits."""
+def _may_be_unwritable(text: bytes) -> bool:
+    """A cheaper first filter than :func:`suspect_lines`, for text that is
+    seldom suspect: whether it has enough opening brackets to nest deeper
+    than orjson writes, or 19 digits in a row."""
     if len(text) > MAX_DEPTH and text.count(b"[") + text.count(b"{") > MAX_DEPTH:
         return True
     return len(text) >= len(_RUN) and _RUN in text.translate(_DIGITS)

@@ -147,26 +147,6 @@ def test_each_tracker_handle_keeps_its_own_settings(tmp_path):
         assert same.try_it("a")  # this handle allows five
 
 
-@pytest.mark.parametrize("end", ["close", "garbage collection"])
-def test_ending_the_first_handle_keeps_the_leases_the_second_holds(tmp_path, end):
-    path = tmp_path / "t"
-    first = Tracker(path, max_tries=5)
-    second = Tracker(path, max_tries=5)
-    assert second.try_it("kept")
-    assert first.try_it("ended")
-    if end == "close":
-        first.close()
-    else:
-        del first
-        gc.collect()
-    with Tracker(path, clone=False) as reader:
-        records = reader.to_dict()
-    assert records["kept"]["_holder"] == second.holder
-    assert "_holder" not in records["ended"]
-    second.mark_done("kept")
-    second.close()
-
-
 DESCRIPTORS = """
 import gc, os, resource, sys, time
 import tastypy

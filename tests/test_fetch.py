@@ -162,30 +162,6 @@ def test_a_holder_killed_mid_way_leaves_the_task_to_the_next(tmp_path):
     assert marks.read_text().split() == [str(first.pid), str(second.pid)]
 
 
-def test_threads_fetching_one_missing_key_compute_it_once(tmp_path):
-    calls = []
-    gate = threading.Barrier(6)
-
-    def slow():
-        calls.append(threading.get_ident())
-        time.sleep(0.3)
-        return len(calls)
-
-    got = []
-    with Tracker(tmp_path / "jobs.tracker") as tracker:
-
-        def worker():
-            gate.wait()
-            got.append(tracker.fetch("once", slow))
-
-        threads = [threading.Thread(target=worker) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert len(calls) == 1 and got == [1] * 6
-
-
 def test_fetch_on_a_parted_tracker(tmp_path):
     with Tracker(tmp_path / "big.tracker", shards=4) as tracker:
         results = [tracker.fetch(f"k{i}", pow, i, 2) for i in range(10)]
@@ -203,12 +179,12 @@ def test_fn_may_take_keyword_arguments_named_key_and_fn(tmp_path):
         assert tracker.fetch("t", label, key="other") == "k:g"  # stored
 
 
-@pytest.mark.parametrize("clone", [True, False])
-def test_threads_fetching_through_two_handles_compute_it_once(tmp_path, clone):
-    # Both handles are this process, one lease holder: the lease cannot keep
+@pytest.mark.parametrize("handles", ["one", "two, clone=True", "two, clone=False"])
+def test_threads_fetching_one_missing_key_compute_it_once(tmp_path, handles):
+    # Two handles are this process, one lease holder: the lease cannot keep
     # their threads apart, so fetch must, whichever handle each uses.
     calls = []
-    gate = threading.Barrier(4)
+    gate = threading.Barrier(6)
 
     def slow():
         calls.append(threading.get_ident())
@@ -216,17 +192,19 @@ def test_threads_fetching_through_two_handles_compute_it_once(tmp_path, clone):
         return len(calls)
 
     got = []
-    with Tracker(tmp_path / "jobs.tracker") as first:
-        second = Tracker(tmp_path / "jobs.tracker", clone=clone)
+    path = tmp_path / "jobs.tracker"
+    with Tracker(path) as first:
+        second = first if handles == "one" else Tracker(path, clone=handles.endswith("True"))
 
         def worker(tracker):
             gate.wait()
             got.append(tracker.fetch("once", slow))
 
-        threads = [threading.Thread(target=worker, args=(h,)) for h in (first, second) * 2]
+        threads = [threading.Thread(target=worker, args=(h,)) for h in (first, second) * 3]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        second.close()
-    assert len(calls) == 1 and got == [1] * 4
+        if second is not first:
+            second.close()
+    assert len(calls) == 1 and got == [1] * 6

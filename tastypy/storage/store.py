@@ -560,14 +560,12 @@ class Store(SharedLog):
         commit, so nothing is taken in early and no race is retried (on the
         shared store, a commit raced there means the lock does not exclude
         the other writer, and :class:`CommitRaced` is raised)."""
+        if self.flush_error is not None:
+            self._raise_flush_error()
         if not (durable or compact or self._holds or self.shared) and self.tail.usable:
-            if self.flush_error is not None:
-                self._raise_flush_error()
             if not self.tail.transaction(writer):
                 self._transaction_retried(writer, durable, compact)
             return
-        if self.flush_error is not None:
-            self._raise_flush_error()
         later = later and durable and not self.shared
         if later:
             durable = False

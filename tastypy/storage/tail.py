@@ -44,7 +44,7 @@ except ImportError:  # Windows: no flock, no fast path
 import orjson
 
 from tastypy import _faults
-from tastypy.codec import holds_unwritable, key_from_json, may_be_unwritable
+from tastypy.codec import holds_unwritable, key_from_json
 from tastypy.errors import TastypyError
 from tastypy.storage import files, journal, layout
 from tastypy.storage.fsdetect import is_known_local
@@ -145,7 +145,7 @@ def _refuse_unwritable(text: bytes, path: str, first_line: Callable[[], int] | N
     from a journal kept open are not checked as they are read: they are
     checked when they are parsed, here, or when a line filed is taken in
     (see tastypy.tracker.backlog)."""
-    if may_be_unwritable(text):
+    if holds_unwritable(text):
         journal.refuse_unwritable(text, path, first_line or _line_one)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import orjson
 
-from tastypy.codec import holds_unwritable, may_be_unwritable, unwritable
+from tastypy.codec import holds_unwritable
 from tastypy.storage import DELETED
 from tastypy.storage.tail import changes_of
 from tastypy.tracker._common import _ANY, _NOT_OURS
@@ -137,8 +137,7 @@ class BacklogMixin:
                 # Filed unchecked (see tail.peek): a line another tool wrote
                 # that could not be written back makes the files load, which
                 # refuses it.
-                unchecked = may_be_unwritable(text) and holds_unwritable(text)
-                found = by_text[id(text)] = {} if unchecked else _lines_by_key(text)
+                found = by_text[id(text)] = {} if holds_unwritable(text) else _lines_by_key(text)
             lines.append(found.get(kb, b"?"))  # (?: not JSON, so reloaded)
         text = b"[" + b",".join(lines) + b"]"
         paused = gc.isenabled()
@@ -213,7 +212,7 @@ class BacklogMixin:
         try:
             # Filed unchecked (see tail.peek): a line another tool wrote
             # that could not be written back is refused here.
-            item = None if may_be_unwritable(line) and unwritable(line) else orjson.loads(line)
+            item = None if holds_unwritable(line) else orjson.loads(line)
         except ValueError:
             item = None
         if type(item) is not list or item[0] != key or not 0 < len(item) < 3:

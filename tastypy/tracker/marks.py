@@ -13,7 +13,7 @@ from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidValueError
 from tastypy.pod import _CHANGED
 from tastypy.tracker import _common
-from tastypy.tracker._common import _DEFAULTS, _gone_memo, _time
+from tastypy.tracker._common import _DEFAULTS, _gone_memo
 from tastypy.tracker.counters import _contrib
 from tastypy.tracker.leases import _key_list
 
@@ -182,20 +182,13 @@ class MarksMixin:
             if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
                 rec = self._rec(key)
             lost = False
-            if "_lease_until" in rec:
-                if rec.get("_holder") == _common._me:
-                    # Ours (the usual case: _end_lease's first branch, inline).
-                    del rec["_lease_until"]
-                    rec.pop("_holder")
-                    self._granted.pop(key, None)
-                elif not self._end_lease(key, rec):
-                    # Taken over while this process ran late: say so, once.
-                    lost = self._granted.pop(key, None) is not None
+            if "_lease_until" in rec and not self._end_lease(key, rec):
+                # Taken over while this process ran late: say so, once.
+                lost = self._granted.pop(key, None) is not None
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1
-            # As _done_now, inline: now on the lease clock, to the millisecond.
-            rec["_done_at"] = int((_time() + self._clock_offset) * 1000) / 1000
+            rec["_done_at"] = self._done_now()
             dirty = self._dirty
             dirty[key] = _CHANGED
             if lost:
