@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import repeat
 from typing import Any, Final
@@ -24,12 +24,13 @@ from tastypy.tracker._common import _ANY, _NOT_OURS
 _BACKLOG_MAX: Final = 250_000
 
 
-#: In committed batches: the key of a record line whose key is a string
-#: (written without escapes: a text with a backslash is parsed instead),
-#: and the count of a commit line.
-#: (Each match takes its whole line, so the search goes on from the next:
-#: a pattern that stops at the key is tried again at every byte.)
-_KEY: Final = re.compile(rb'^\["([^"\n]*)"[,\]][^\n]*\n', re.M)
+#: In committed batches (searched with a newline put before the first
+#: line): the key of a record line whose key is a string (written without
+#: escapes: a text with a backslash is parsed instead), and the count of a
+#: commit line. The key's pattern starts with a fixed text, which the
+#: regular expression engine looks for with a fast scan, and stops after
+#: the key: 30 % less than a pattern that takes the whole line.
+_KEY: Final = re.compile(rb'\n\["([^"\n]*)"[,\]]')
 _COMMIT: Final = re.compile(rb'\{"sync":(\d+)\}\n')
 
 
@@ -102,7 +103,7 @@ class BacklogMixin:
         caller parses them)."""
         if b"\\" in chunk or chunk[-1:] != b"\n":
             return None
-        keys = _KEY.findall(chunk)
+        keys = _KEY.findall(b"\n" + chunk)
         commits = _COMMIT.findall(chunk)
         if len(keys) + len(commits) != chunk.count(b"\n"):
             return None  # a line that is neither
@@ -234,14 +235,6 @@ class BacklogMixin:
         if self._backlog or self._stale:
             return None  # others' records are not all in memory
         return super()._as_on_disk(bad)
-
-    def _drop_written(self, keys: Iterable) -> None:
-        """Records of ``keys`` were just written after everything in the
-        backlog: theirs there would only be undone."""
-        backlog = self._backlog
-        for key in keys:
-            if type(key) is str:
-                backlog.pop(key.encode(), None)
 
     def _load_stale(self) -> None:
         """A read after close, whose backlog was left aside: load afresh."""

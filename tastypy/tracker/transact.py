@@ -83,13 +83,11 @@ class _Writer:
         other threads stay for the next write)."""
         if self.grants:
             self.grants.clear()
+        # (Others' records of the keys written were taken out of the
+        # backlog before the write, by _collect.)
         tracker = self.tracker
         batch = self.batch
         handled = batch[4]
-        if tracker._backlog:
-            # Others' records there came before ours in the journal: ours win.
-            tracker._drop_written(batch[6])
-            tracker._drop_written(tracker._pending_keys[: batch[3]])
         dirty = tracker._dirty
         get = dirty.get
         for key, marker in handled:

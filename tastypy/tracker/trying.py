@@ -60,12 +60,13 @@ class TryingMixin:
             self._refuse_closed()
         span = self._lease if lease is None else _check_span(lease, "lease")
         if key not in self._d:
-            # Perhaps added by another process (the decision takes in its
-            # record of the key anyway).
-            if self._backlog:
-                self._take_key(key, (key,))
-            if key not in self._d and not add:
-                raise self._missing(key)
+            if not add:
+                # Perhaps added by another process (the decision takes in
+                # its record of the key anyway).
+                if self._backlog:
+                    self._take_key(key, (key,))
+                if key not in self._d:
+                    raise self._missing(key)
             t = type(key)
             if t is not str and t is not int:
                 check_key(key)
