@@ -10,8 +10,10 @@ Also the lease clock, measured against the filesystem's.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from threading import get_ident as _get_ident
 from typing import Any, Final
 
 from tastypy import _exit
@@ -30,6 +32,10 @@ _CLOCK_EVERY: Final = 30.0
 _CLOCK_WARN: Final = 5.0
 _CLOCK_SAMPLES: Final = 5
 
+
+#: Looks for ``null`` in a batch (a regular expression: twice as fast as
+#: ``b"null" in batch`` for a batch of a few records).
+_null: Final = re.compile(b"null").search
 
 #: A writer's batch before its decision: nothing written, nothing bad.
 _NO_BATCH: Final = (b"", 0, 0, 0, [], [], [])
@@ -194,8 +200,12 @@ class TransactMixin:
             writer.decide_fn = decide
             writer.args = args
             writer.claims = claims
-            # A SIGTERM handler (it syncs) waits until the lock is released.
-            main = _exit.enter()
+            # A SIGTERM handler (it syncs) waits until the lock is released
+            # (_exit.enter and _exit.leave, inline).
+            state = _exit.STATE
+            main = _get_ident() == _exit.MAIN_IDENT
+            if main:
+                state.busy += 1
             try:
                 if durable is None:
                     # Every sync_at transactions, a durable point: fsynced
@@ -209,7 +219,9 @@ class TransactMixin:
                     self._since_durable = 0
             finally:
                 if main:
-                    _exit.leave()
+                    state.busy -= 1
+                    if not state.busy and state.deferred is not None:
+                        _exit.run_deferred()
             batch = writer.batch
             result = writer.result
             writer.batch = _NO_BATCH
@@ -258,7 +270,7 @@ class TransactMixin:
                 lines.append(line)
                 written.append(key)
         joined = b"".join(lines)
-        if b"null" in joined:
+        if _null(joined):
             # NaN and infinity are dumped as null: refuse them (one search
             # for the whole batch; most batches hold no null at all).
             bad, lines, written = self._nonfinite(lines, written, bad)
