@@ -201,7 +201,7 @@ def test_unarmed_writer_finishes(tmp_path):
 # -- a tracker: every try is written before the task runs ---------------------------------
 
 TRACKER_WORKER = """
-import os, sys
+import os, sys, time
 import tastypy
 
 def work(tracker, on_try):
@@ -225,6 +225,10 @@ if __name__ == "__main__":
         os.write(log, b"%d\\n" % tries[0])
 
     work(tracker, on_try)
+    # A worker goes on with other work: the background fsync of its last
+    # durable points runs meanwhile (the loop alone ends within the
+    # interpreter's 5 ms thread switch interval, before that thread runs).
+    time.sleep(0.5)
     os._exit(0)
 """
 

@@ -618,6 +618,16 @@ class TailAppender:
         if early:
             writer.take_in((early, len(early), self.line_at(self.store.journal_pos)))
 
+    def copy_of_journal(self) -> int:
+        """A new descriptor of the journal kept open, if it is the store's
+        current one (-1 if not): for the background fsync, which closes it."""
+        if self._fd < 0 or self._fork != _forks or self._journal != self.store.journal_path:
+            return -1
+        try:
+            return os.dup(self._fd)
+        except OSError:
+            return -1
+
     def fsync(self) -> None:
         """Make what this appended without fsync durable (if its journal is
         still current: a compaction since has fsynced its own copy)."""

@@ -17,8 +17,9 @@ from threading import get_ident as _get_ident
 from typing import Any, Final
 
 from tastypy import _exit
-from tastypy.codec import LINE_OPTIONS, STR_LINE_OPTIONS, _has_nonfinite
+from tastypy.codec import LINE_OPTIONS, STR_LINE_OPTIONS, _has_nonfinite, key_from_json
 from tastypy.codec import dumps as _dumps
+from tastypy.codec import loads as _loads
 from tastypy.errors import InvalidValueError
 from tastypy.pod import _CHANGED, _MISSING
 from tastypy.storage.tail import file_time
@@ -38,7 +39,7 @@ _CLOCK_SAMPLES: Final = 5
 _null: Final = re.compile(b"null").search
 
 #: A writer's batch before its decision: nothing written, nothing bad.
-_NO_BATCH: Final = (b"", 0, 0, 0, [], [], [])
+_NO_BATCH: Final = (b"", 0, 0, 0, [], [])
 
 
 class _Writer:
@@ -86,14 +87,13 @@ class _Writer:
 
     def written(self) -> None:
         """Written: forget what the batch covered (changes made meanwhile by
-        other threads stay for the next write)."""
+        other threads stay for the next write). (Others' records of the keys
+        written were taken out of the backlog before the write, by
+        _collect.)"""
         if self.grants:
             self.grants.clear()
-        # (Others' records of the keys written were taken out of the
-        # backlog before the write, by _collect.)
         tracker = self.tracker
-        batch = self.batch
-        handled = batch[4]
+        _, _, n_bytes, n_keys, handled, _ = self.batch
         dirty = tracker._dirty
         get = dirty.get
         for key, marker in handled:
@@ -101,10 +101,9 @@ class _Writer:
                 del dirty[key]
         if tracker._added:
             tracker._prune_added(handled)
-        n_bytes = batch[2]
         if n_bytes:
             del tracker._pending[:n_bytes]
-            del tracker._pending_keys[: batch[3]]
+            del tracker._pending_keys[:n_keys]
 
     def live_count(self) -> int:
         return self.tracker._live_count()
@@ -237,12 +236,11 @@ class TransactMixin:
 
     def _collect(self) -> tuple:
         """The unsynced changes as one batch body: ``(body, count, n_bytes,
-        n_keys, handled, bad, written)``. ``handled``: the dirty marks the
-        batch covers; a value JSON cannot hold is left out and listed in
-        ``bad``; ``written``: the keys whose record is in the body (a record
-        read but whose line did not change is not written again). The
-        records added here and not yet written go first, each marked by its
-        record (which no hash equals, so it is written; and which
+        n_keys, handled, bad)``. ``handled``: the dirty marks the batch
+        covers; a value JSON cannot hold is left out and listed in ``bad``
+        (a record read but whose line did not change is not written again).
+        The records added here and not yet written go first, each marked by
+        its record (which no hash equals, so it is written; and which
         :meth:`_prune_added` recognises after the write)."""
         if self._backlog:
             self._take_ours()
@@ -250,7 +248,7 @@ class TransactMixin:
         marks = [*added.items(), *self._dirty.items()] if added else [*self._dirty.items()]
         get = self._d.get
         lines: list = []
-        written: list = []
+        append = lines.append
         bad = None
         for key, marker in marks:
             value = get(key, _MISSING)
@@ -267,14 +265,14 @@ class TransactMixin:
                     bad.append((key, exc))
                     continue
             if marker is _CHANGED or hash(line) != marker:
-                lines.append(line)
-                written.append(key)
+                append(line)
         joined = b"".join(lines)
         if _null(joined):
             # NaN and infinity are dumped as null: refuse them (one search
             # for the whole batch; most batches hold no null at all).
-            bad, lines, written = self._nonfinite(lines, written, bad)
-            joined = b"".join(lines)
+            bad, joined, count = self._nonfinite(lines, bad)
+        else:
+            count = len(lines)
         pending = self._pending
         if pending:
             n_bytes = len(pending)
@@ -285,28 +283,27 @@ class TransactMixin:
         else:
             n_bytes = n_keys = 0
             body = joined
-            count = len(lines)
         if bad is None:
-            return body, count, n_bytes, n_keys, marks, (), written
+            return body, count, n_bytes, n_keys, marks, ()
         failed = {key for key, _ in bad}
         marks = [(key, marker) for key, marker in marks if key not in failed]
-        return body, count, n_bytes, n_keys, marks, bad, written
+        return body, count, n_bytes, n_keys, marks, bad
 
-    def _nonfinite(self, lines: list, written: list, bad: list | None) -> tuple:
-        """The lines of a batch without those whose value holds NaN or
-        infinity, which are listed in ``bad``."""
+    def _nonfinite(self, lines: list, bad: list | None) -> tuple:
+        """``(bad, body, count)``: the ``lines`` of a batch without those whose
+        value holds NaN or infinity, which are listed in ``bad``."""
         get = self._d.get
-        keep_lines: list = []
-        keep_keys: list = []
-        for line, key in zip(lines, written):
-            if b"null" in line and _has_nonfinite(get(key)):
-                if bad is None:
-                    bad = []
-                bad.append((key, ValueError("it holds NaN or infinity")))
-            else:
-                keep_lines.append(line)
-                keep_keys.append(key)
-        return bad, keep_lines, keep_keys
+        keep: list = []
+        for line in lines:
+            if b"null" in line:
+                key = key_from_json(_loads(line)[0])  # (a line is [key,value])
+                if _has_nonfinite(get(key)):
+                    if bad is None:
+                        bad = []
+                    bad.append((key, ValueError("it holds NaN or infinity")))
+                    continue
+            keep.append(line)
+        return bad, b"".join(keep), len(keep)
 
     def _refuse_bad(self, bad: list) -> None:
         key, exc = bad[0]
