@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tastypy
-from tastypy.storage import store as store_module
+from tastypy.storage import compaction
 from tastypy.storage.store import Store
 
 OPS = st.lists(
@@ -38,8 +38,8 @@ def _run(directory: Path, ops: list, compact_at: int) -> list:
     """Apply ``ops`` with two handles; return what a fresh open reads after
     every sync."""
     seen = []
-    old = store_module._COMPACT_MIN_STALE
-    store_module._COMPACT_MIN_STALE = compact_at
+    old = compaction._COMPACT_MIN_STALE
+    compaction._COMPACT_MIN_STALE = compact_at
     pods = [tastypy.POD(directory, sync_at=10**9), tastypy.POD(directory, sync_at=10**9)]
     try:
         for n, (h, op, key) in enumerate(ops):
@@ -67,7 +67,7 @@ def _run(directory: Path, ops: list, compact_at: int) -> list:
     finally:
         for pod in pods:
             pod.close()
-        store_module._COMPACT_MIN_STALE = old
+        compaction._COMPACT_MIN_STALE = old
     return seen
 
 
@@ -102,7 +102,7 @@ def loads(monkeypatch) -> list:
 
 
 def test_a_pod_written_alone_compacts_without_reading_its_files_again(tmp_path, loads):
-    n = store_module._COMPACT_MIN_STALE // 2 + 10
+    n = compaction._COMPACT_MIN_STALE // 2 + 10
     path = tmp_path / "p"
     with tastypy.POD(path) as pod:
         assert len(loads) == 1  # the open
@@ -119,7 +119,7 @@ def test_a_pod_written_alone_compacts_without_reading_its_files_again(tmp_path, 
 
 
 def test_a_pod_that_took_in_others_records_loads_them_to_compact(tmp_path, loads):
-    n = store_module._COMPACT_MIN_STALE // 2 + 10
+    n = compaction._COMPACT_MIN_STALE // 2 + 10
     path = tmp_path / "p"
     with tastypy.POD(path) as pod, tastypy.POD(path, clone=False) as other:
         other["from the other"] = 1

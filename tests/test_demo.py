@@ -154,8 +154,8 @@ def test_a_bad_task_count_is_refused(tmp_path):
 #: live ones), so that the copies replace the files under each other often.
 EAGER_DEMO = """
 import sys
-import tastypy.storage.store
-tastypy.storage.store._COMPACT_MIN_STALE = 0
+import tastypy.storage.compaction
+tastypy.storage.compaction._COMPACT_MIN_STALE = 0
 from tastypy.demo import run_demo
 sys.exit(run_demo(sys.argv[1], tasks=int(sys.argv[2]), progress=False))
 """

@@ -233,9 +233,9 @@ def test_a_wrong_storage_argument_is_refused_naming_the_choices(tmp_path, monkey
 
 
 def test_commit_files_are_folded_into_a_snapshot_once_there_are_many(tmp_path, monkeypatch):
-    from tastypy.storage import store
+    from tastypy.storage import compaction
 
-    monkeypatch.setattr(store, "_COMPACT_MIN_COMMITS", 20)
+    monkeypatch.setattr(compaction, "_COMPACT_MIN_COMMITS", 20)
     path = tmp_path / "p"
     with tastypy.POD(path, **SHARED) as pod:
         for i in range(30):

@@ -14,7 +14,8 @@ import pytest
 from tastypy import POD
 from tastypy.errors import CorruptFileError
 from tastypy.storage import journal, layout
-from tastypy.storage.store import _COMPACT_MIN_STALE, Store
+from tastypy.storage.compaction import _COMPACT_MIN_STALE
+from tastypy.storage.store import Store
 
 
 def manifest(path: Path) -> dict:

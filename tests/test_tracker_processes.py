@@ -237,8 +237,8 @@ def test_workers_that_exit_normally_end_every_lease(tmp_path):
 ADDER = """
 import sys
 import tastypy
-import tastypy.storage.store
-tastypy.storage.store._COMPACT_MIN_STALE = 0
+import tastypy.storage.compaction
+tastypy.storage.compaction._COMPACT_MIN_STALE = 0
 path, first, step, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 tracker = tastypy.Tracker(path, max_tries=3, sync_at=50)
 print("ready", flush=True)
