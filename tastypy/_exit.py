@@ -48,24 +48,9 @@ _atexit_installed = False
 _previous: list[Any] = []
 _depth = 0  # how deep in _previous the handler being run is
 
-MAIN_IDENT = threading.main_thread().ident
-
-
-class _State:
-    """Syncs in progress in the main thread (``busy``), and the SIGTERM put
-    off meanwhile (``deferred``: ``(signum, frame)``). One object, so that a
-    tracker's transaction counts itself in with two attribute updates
-    instead of calls to :func:`enter` and :func:`leave` (2 % of a
-    ``try_it``)."""
-
-    __slots__ = ("busy", "deferred")
-
-    def __init__(self) -> None:
-        self.busy = 0
-        self.deferred: Any = None
-
-
-STATE = _State()
+_MAIN_IDENT = threading.main_thread().ident
+_busy = 0  # syncs in progress in the main thread
+_deferred: Any = None  # (signum, frame) of a SIGTERM put off by a sync
 
 
 #: Run before the exit syncs of a multiprocessing child (the heartbeat's
@@ -155,24 +140,21 @@ def sync_all() -> None:
 def enter() -> bool:
     """Note that a sync holds its locks; True if in the main thread (then call
     :func:`leave` once the locks are released)."""
-    if threading.get_ident() != MAIN_IDENT:
+    global _busy
+    if threading.get_ident() != _MAIN_IDENT:
         return False
-    STATE.busy += 1
+    _busy += 1
     return True
 
 
 def leave() -> None:
     """End of a sync in the main thread: run a SIGTERM handler put off meanwhile."""
-    STATE.busy -= 1
-    if STATE.busy == 0 and STATE.deferred is not None:
-        run_deferred()
-
-
-def run_deferred() -> None:
-    """Run the SIGTERM handler put off by the syncs just ended."""
-    signum, frame = STATE.deferred
-    STATE.deferred = None
-    _handle(signum, frame)
+    global _busy, _deferred
+    _busy -= 1
+    if _busy == 0 and _deferred is not None:
+        signum, frame = _deferred
+        _deferred = None
+        _handle(signum, frame)
 
 
 def _install_sigterm() -> None:
@@ -187,8 +169,9 @@ def _install_sigterm() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    if STATE.busy:
-        STATE.deferred = (signum, frame)
+    global _deferred
+    if _busy:
+        _deferred = (signum, frame)
         return
     _handle(signum, frame)
 

@@ -192,3 +192,24 @@ def test_a_tracker_compacting_never_runs_again_a_task_another_process_finished(t
     again = tastypy.Tracker(path)
     assert again.done("t1") and again.done("t2") and not again.done("t3")
     again.close()
+
+
+def test_a_tracker_compacts_at_every_eighth_periodic_point(tmp_path, monkeypatch):
+    # A tracker's periodic durable points (every sync_at transactions) run on
+    # the files kept open; one in eight opens them afresh and compacts when
+    # due. Here compaction is always due: it happens at transactions 80 and
+    # 160 (a try and a release are a transaction each), and only there.
+    monkeypatch.setattr(compaction, "_COMPACT_MIN_STALE", 0)
+    changed_at = []
+    with tastypy.Tracker(tmp_path / "t", sync_at=10, max_tries=10**6) as tracker:
+        generation = tracker._store.generation
+        for n in range(1, 101):
+            assert tracker.try_it("a")
+            tracker.release("a")
+            if tracker._store.generation != generation:
+                generation = tracker._store.generation
+                changed_at.append(2 * n)
+    assert changed_at == [80, 160]
+    assert tastypy.check(tmp_path / "t").ok
+    with tastypy.Tracker(tmp_path / "t") as tracker:
+        assert list(tracker) == ["a"] and tracker.try_it("a")

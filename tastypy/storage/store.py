@@ -567,23 +567,16 @@ class Store(SharedLog, Compaction):
         the other writer, and :class:`CommitRaced` is raised)."""
         if self.flush_error is not None:
             self._raise_flush_error()
-        if not (durable or compact or self._holds or self.shared) and self.tail.usable:
-            if not self.tail.transaction(writer):
-                self._transaction_retried(writer, durable, compact)
-            return
+        confirm = False
         later = later and durable and not self.shared
         if later:
-            durable = False
+            durable = False  # fsynced in the background, below
             self._later_points += 1
-            if (
-                self._later_points % _CONFIRM_EVERY
-                and not (compact or self._holds)
-                and self.tail.usable
-                and self.tail.transaction(writer)
-            ):
-                self._fsync_later()
-                return
-        if self._holds:
+            confirm = not self._later_points % _CONFIRM_EVERY
+        if not (durable or compact or confirm or self._holds or self.shared) and self.tail.usable:
+            if not self.tail.transaction(writer):
+                self._transaction_retried(writer, durable, compact)
+        elif self._holds:
             with self.locked():
                 self._transaction_locked(writer, durable, compact)
         else:

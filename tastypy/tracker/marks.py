@@ -13,7 +13,7 @@ from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidValueError
 from tastypy.pod import _CHANGED
 from tastypy.tracker import _common
-from tastypy.tracker._common import _DEFAULTS, _gone_memo, _time
+from tastypy.tracker._common import _DEFAULTS, _gone_memo
 from tastypy.tracker.counters import _contrib
 from tastypy.tracker.leases import _key_list
 
@@ -165,7 +165,7 @@ class MarksMixin:
         """The time to record in ``_done_at``: now, on the lease clock (this
         host's, corrected to the shared filesystem's), to the millisecond
         (cut, not rounded: ``round(t, 3)`` costs three times as much)."""
-        return int((_time() + self._clock_offset) * 1000) / 1000  # (_clock(), inline)
+        return int(self._clock() * 1000) / 1000
 
     def mark_done(self, key: Any) -> None:
         """Mark the task done now: ``_done_at`` (seconds since the epoch)

@@ -13,13 +13,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from threading import get_ident as _get_ident
 from typing import Any, Final
 
 from tastypy import _exit
-from tastypy.codec import LINE_OPTIONS, STR_LINE_OPTIONS, _has_nonfinite, key_from_json
+from tastypy.codec import LINE_OPTIONS, STR_LINE_OPTIONS, _has_nonfinite
 from tastypy.codec import dumps as _dumps
-from tastypy.codec import loads as _loads
 from tastypy.errors import InvalidValueError
 from tastypy.pod import _CHANGED, _MISSING
 from tastypy.storage.tail import file_time
@@ -199,12 +197,8 @@ class TransactMixin:
             writer.decide_fn = decide
             writer.args = args
             writer.claims = claims
-            # A SIGTERM handler (it syncs) waits until the lock is released
-            # (_exit.enter and _exit.leave, inline).
-            state = _exit.STATE
-            main = _get_ident() == _exit.MAIN_IDENT
-            if main:
-                state.busy += 1
+            # A SIGTERM handler (it syncs) waits until the lock is released.
+            main = _exit.enter()
             try:
                 if durable is None:
                     # Every sync_at transactions, a durable point: fsynced
@@ -218,9 +212,7 @@ class TransactMixin:
                     self._since_durable = 0
             finally:
                 if main:
-                    state.busy -= 1
-                    if not state.busy and state.deferred is not None:
-                        _exit.run_deferred()
+                    _exit.leave()
             batch = writer.batch
             result = writer.result
             writer.batch = _NO_BATCH
@@ -248,7 +240,7 @@ class TransactMixin:
         marks = [*added.items(), *self._dirty.items()] if added else [*self._dirty.items()]
         get = self._d.get
         lines: list = []
-        append = lines.append
+        keys: list = []  # the key of each line (for _nonfinite)
         bad = None
         for key, marker in marks:
             value = get(key, _MISSING)
@@ -265,12 +257,13 @@ class TransactMixin:
                     bad.append((key, exc))
                     continue
             if marker is _CHANGED or hash(line) != marker:
-                append(line)
+                lines.append(line)
+                keys.append(key)
         joined = b"".join(lines)
         if _null(joined):
             # NaN and infinity are dumped as null: refuse them (one search
             # for the whole batch; most batches hold no null at all).
-            bad, joined, count = self._nonfinite(lines, bad)
+            bad, joined, count = self._nonfinite(lines, keys, bad)
         else:
             count = len(lines)
         pending = self._pending
@@ -289,20 +282,19 @@ class TransactMixin:
         marks = [(key, marker) for key, marker in marks if key not in failed]
         return body, count, n_bytes, n_keys, marks, bad
 
-    def _nonfinite(self, lines: list, bad: list | None) -> tuple:
-        """``(bad, body, count)``: the ``lines`` of a batch without those whose
-        value holds NaN or infinity, which are listed in ``bad``."""
+    def _nonfinite(self, lines: list, keys: list, bad: list | None) -> tuple:
+        """``(bad, body, count)``: the ``lines`` of a batch (of ``keys``)
+        without those whose value holds NaN or infinity, which are listed in
+        ``bad``."""
         get = self._d.get
         keep: list = []
-        for line in lines:
-            if b"null" in line:
-                key = key_from_json(_loads(line)[0])  # (a line is [key,value])
-                if _has_nonfinite(get(key)):
-                    if bad is None:
-                        bad = []
-                    bad.append((key, ValueError("it holds NaN or infinity")))
-                    continue
-            keep.append(line)
+        for line, key in zip(lines, keys):
+            if b"null" in line and _has_nonfinite(get(key)):
+                if bad is None:
+                    bad = []
+                bad.append((key, ValueError("it holds NaN or infinity")))
+            else:
+                keep.append(line)
         return bad, b"".join(keep), len(keep)
 
     def _refuse_bad(self, bad: list) -> None:

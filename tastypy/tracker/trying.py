@@ -70,9 +70,9 @@ class TryingMixin:
             t = type(key)
             if t is not str and t is not int:
                 check_key(key)
-        # (Positional: a call with keywords costs more, at every try.)
-        args = (key, add, allow_aborted, started, span)
-        return self._transact(self._decide_try, (key,), None, False, False, args)
+        return self._transact(
+            self._decide_try, (key,), args=(key, add, allow_aborted, started, span)
+        )
 
     def _may_run(self, key: Any, rec: Any, allow_aborted: bool, now: float | None = None) -> bool:
         """The run rule (:func:`records.may_run`) for ``key``'s record as this
