@@ -24,7 +24,17 @@ calls ``os._exit`` itself must sync or close its PODs first.
 Signal handlers run in the main thread between two bytecodes. A SIGTERM that
 arrives while the main thread is inside a sync is put off until that sync has
 finished and released its locks (see :func:`enter`), so the handler's own
-sync never interleaves with a half-written batch.
+sync never interleaves with a half-written batch. So is a Ctrl-C, while
+Python's own handler is the one installed: a ``KeyboardInterrupt`` raised
+between taking a lock and the ``try`` that gives it back would leave the
+lock held, and the next sync of the same process (``close()`` in the
+``except KeyboardInterrupt`` of the user's script) would wait for it for
+ever; raised between the write and the note that it was written, it would
+write the batch again. It is raised once the sync is over, or at once where
+the sync waits for a lock (:func:`take_interrupt`): a Ctrl-C never waits
+for another process's hold. A POD's ``__del__`` (run whenever the garbage
+collector gets to it) puts a Ctrl-C off too, until the next sync: raised
+inside it, Python would print the exception and drop it.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ _depth = 0  # how deep in _previous the handler being run is
 _MAIN_IDENT = threading.main_thread().ident
 _busy = 0  # syncs in progress in the main thread
 _deferred: Any = None  # (signum, frame) of a SIGTERM put off by a sync
+_interrupted = False  # a Ctrl-C put off by a sync
 
 
 #: Run before the exit syncs of a multiprocessing child (the heartbeat's
@@ -66,7 +77,7 @@ def register(pod: Any) -> None:
             atexit.register(sync_all)
             _atexit_installed = True
     _hook_multiprocessing()
-    _install_sigterm()
+    _install_handlers()
 
 
 class _Token:
@@ -147,19 +158,45 @@ def enter() -> bool:
     return True
 
 
-def leave() -> None:
-    """End of a sync in the main thread: run a SIGTERM handler put off meanwhile."""
-    global _busy, _deferred
+def leave(quiet: bool = False) -> None:
+    """End of a sync in the main thread: run a SIGTERM handler put off
+    meanwhile, or raise the ``KeyboardInterrupt`` of a Ctrl-C. ``quiet``:
+    where no exception can go (``__del__``, whose exceptions Python prints
+    and drops), the Ctrl-C is kept for the next sync or lock wait instead."""
+    global _busy, _deferred, _interrupted
     _busy -= 1
-    if _busy == 0 and _deferred is not None:
-        signum, frame = _deferred
-        _deferred = None
-        _handle(signum, frame)
+    if _busy == 0:
+        if _deferred is not None:
+            signum, frame = _deferred
+            _deferred = None
+            _handle(signum, frame)
+        if _interrupted and not quiet:
+            _interrupted = False
+            raise KeyboardInterrupt
 
 
-def _install_sigterm() -> None:
+def interrupted() -> bool:
+    """Whether a Ctrl-C is put off (it is raised when the sync is over)."""
+    return _interrupted
+
+
+def take_interrupt() -> None:
+    """Where a sync waits for a lock and holds none it must give back
+    (nothing written, nothing half done): raise the ``KeyboardInterrupt`` of
+    a Ctrl-C put off meanwhile."""
+    global _interrupted
+    if _interrupted:
+        _interrupted = False
+        raise KeyboardInterrupt
+
+
+def _install_handlers() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # Python's own: ours raises the same, but not inside a sync. A
+        # user's handler (or SIG_IGN) is left as it is.
+        signal.signal(signal.SIGINT, _on_sigint)
     current = signal.getsignal(signal.SIGTERM)
     if current is _on_sigterm:
         return
@@ -174,6 +211,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         _deferred = (signum, frame)
         return
     _handle(signum, frame)
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    global _interrupted
+    if _busy:
+        _interrupted = True
+        return
+    signal.default_int_handler(signum, frame)
 
 
 def _handle(signum: int, frame: Any) -> None:

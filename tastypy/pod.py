@@ -456,14 +456,15 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
         if self._closed:
             self._refuse_closed()
         writer = _Writer(self)
-        with self._sync_lock:
-            # A SIGTERM handler (it syncs) waits until the lock is released.
-            main = _exit.enter()
-            try:
+        # A SIGTERM handler (it syncs) and a Ctrl-C wait until the locks are
+        # released (see tastypy._exit).
+        main = _exit.enter()
+        try:
+            with self._sync_lock:
                 self._store.transaction(writer, durable, compact)
-            finally:
-                if main:
-                    _exit.leave()
+        finally:
+            if main:
+                _exit.leave()
         if writer.bad:
             key, exc = writer.bad[0]
             raise InvalidValueError(
@@ -654,6 +655,20 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
             self.sync()
 
     def __del__(self) -> None:
+        # Run whenever the garbage collector gets to it: a Ctrl-C raised in
+        # here would be printed and dropped (see tastypy._exit).
+        try:
+            main = _exit.enter()
+        except Exception:  # at interpreter shutdown, its globals may be gone
+            main = False
+        try:
+            self._dropped()
+        finally:
+            if main:
+                _exit.leave(quiet=True)
+
+    def _dropped(self) -> None:
+        """What ``__del__`` does: sync what the user did not, unless closed."""
         closed = getattr(self, "_closed", True)
         try:
             last = closed or self._let_go()

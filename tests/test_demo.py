@@ -49,14 +49,19 @@ def done_so_far(path) -> dict:
 def stop_midway(path, proc: subprocess.Popen, signum: int, at_least: int = 300) -> tuple:
     """Send ``signum`` once ``at_least`` tasks are done; return what was done
     then, and what the demo printed to stdout and stderr."""
-    deadline = time.monotonic() + 120
-    while len(done_so_far(path)) < at_least:
-        assert proc.poll() is None, "the demo ended before it could be stopped"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    before = done_so_far(path)
-    proc.send_signal(signum)
-    out, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while len(done_so_far(path)) < at_least:
+            assert proc.poll() is None, "the demo ended before it could be stopped"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = done_so_far(path)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # it hangs: stop it, for the tests after this one
+            proc.kill()
+            proc.communicate()
     return before, out, err
 
 

@@ -7,7 +7,7 @@ import signal
 
 from conftest import run_python, spawn_python
 
-from tastypy import POD
+from tastypy import POD, Tracker
 
 # Writes keys that are not synced yet (sync_at is out of reach), then says so.
 PRELUDE = """
@@ -265,6 +265,102 @@ print("stopped:", stop, flush=True)
         {"sync": 50},
         {"sync": 25},
     ]
+
+
+def test_ctrl_c_in_the_middle_of_a_sync_is_raised_once_it_is_written(tmp_path):
+    # Raised halfway through the batch, the KeyboardInterrupt would leave it
+    # torn; it comes once the batch is written and the locks are released.
+    code = """
+import os, signal, sys, tastypy
+a = tastypy.POD(sys.argv[1], sync_at=10**6)
+a.update({i: "a" for i in range(50)})
+def hook(point):
+    if point == "mid-write":
+        os.kill(os.getpid(), signal.SIGINT)
+a._store.fault = hook
+try:
+    a.sync()
+except KeyboardInterrupt:
+    with tastypy.POD(sys.argv[1], clone=False, lock_timeout=5) as b:
+        print("interrupted, then read", len(b), flush=True)
+a.close()
+"""
+    result = run_python(code, tmp_path / "p", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "interrupted, then read 50" in result.stdout
+    assert read(tmp_path / "p") == {i: "a" for i in range(50)}
+    lines = (tmp_path / "p" / "journal-000000.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines if line.startswith("{")] == [{"sync": 50}]
+
+
+# Runs tasks (as the demo does) and takes Ctrl-C after Ctrl-C: each time it
+# closes the tracker (which syncs) and opens it again, then says so (and
+# first that it has opened it); the parent sends the next Ctrl-C only then.
+CTRL_C_LOOP = """
+import sys, tastypy
+path, rounds = sys.argv[1], int(sys.argv[2])
+tracker = tastypy.Tracker(path)
+tracker.add_many(f"task-{i}" for i in range(20_000))
+ran = 0
+interrupts = 0
+reopened = True
+while True:
+    try:
+        if reopened:
+            print("reopened", flush=True)
+            reopened = False
+        for task in tracker.attempts():
+            with task:
+                task["result"] = ran
+            ran += 1
+        break
+    except KeyboardInterrupt:
+        tracker.close()
+        tracker = tastypy.Tracker(path)
+        interrupts += 1
+        reopened = True
+        if interrupts == rounds:
+            break
+tracker.close()
+print("finished", flush=True)
+"""
+
+
+def test_ctrl_c_at_any_moment_never_leaves_a_lock_held(tmp_path):
+    # A Ctrl-C that lands between taking a lock and the try that gives it
+    # back would leave the lock held, and close() would wait for it for
+    # ever: the demo's Ctrl-C hung that way. Ctrl-C at random moments, many
+    # times over, must each time let close() sync and return.
+    import random
+    import select
+    import time
+
+    rounds = 60
+    path = tmp_path / "t"
+    proc = spawn_python(CTRL_C_LOOP, path, rounds)
+    rng = random.Random(7)
+    try:
+        assert proc.stdout.readline() == "reopened\n", proc.stderr.read()
+        for n in range(rounds):
+            time.sleep(0.002 + rng.random() * 0.004)
+            proc.send_signal(signal.SIGINT)
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready, f"no answer to Ctrl-C number {n + 1}: close() hangs"
+            line = proc.stdout.readline()
+            assert line in ("reopened\n", "finished\n"), (line, proc.stderr.read())
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    with Tracker(path) as tracker:
+        stats = tracker.stats()
+    # Each Ctrl-C gave its try back: nothing is left in progress.
+    assert stats["in_progress"] == 0
+    assert stats["done"] > 0
+    assert stats["done"] + stats["todo"] == 20_000
 
 
 def test_a_pod_opened_in_a_thread_is_synced_at_exit(pod_path):

@@ -17,6 +17,7 @@ from typing import Final
 
 import filelock
 
+from tastypy import _exit
 from tastypy.errors import LockTimeoutError, StorageError
 from tastypy.storage import files
 
@@ -24,6 +25,8 @@ __all__ = ["PosixLock"]
 
 _POLL_FIRST: Final = 0.00005
 _POLL_MAX: Final = 0.001
+#: How often a wait for the lock looks for a Ctrl-C, in seconds.
+_INTERRUPT_EVERY: Final = 0.05
 
 try:
     import fcntl as _fcntl
@@ -115,8 +118,22 @@ def _wait_in_kernel(fd: int, timeout: float | None) -> bool:
             os.close(own)
 
     threading.Thread(target=wait, name="tastypy-lock-wait", daemon=True).start()
-    if got.wait(timeout):
-        return True
+    deadline = time.monotonic() + timeout
+    try:
+        # In slices: a Ctrl-C put off by the sync ends the wait (see
+        # tastypy._exit.take_interrupt).
+        while not got.wait(min(_INTERRUPT_EVERY, max(deadline - time.monotonic(), 0))):
+            if time.monotonic() >= deadline:
+                break
+            _exit.take_interrupt()
+        else:
+            return True
+    except BaseException:
+        with guard:
+            state["abandoned"] = True
+            if got.is_set():
+                _fcntl.flock(fd, _fcntl.LOCK_UN)
+        raise
     with guard:
         if got.is_set():
             return True
@@ -174,6 +191,7 @@ class PosixLock:
             while not _try_lock(fd, blocking=False):
                 if time.monotonic() > deadline:
                     self._timed_out(fd, began, timeout)
+                _exit.take_interrupt()
                 time.sleep(pause)
                 pause = min(pause * 2, _POLL_MAX)
         except LockTimeoutError:

@@ -39,7 +39,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from tastypy import _identity
+from tastypy import _exit, _identity
 from tastypy.errors import LockTimeoutError, StorageError
 from tastypy.storage import files, fsdetect, layout
 
@@ -487,6 +487,7 @@ class SoftLock:
                     return
                 if last:
                     self._timed_out(timeout)
+                _exit.take_interrupt()  # a Ctrl-C put off by the sync
                 time.sleep(pause * random.uniform(0.5, 1.5))
                 # A waiter others stand back for looks often, to find the gap.
                 pause = min(pause * 2, _WANT_POLL_MAX if wanted else _SOFT_POLL_MAX)

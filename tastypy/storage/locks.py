@@ -29,6 +29,7 @@ import threading
 from contextlib import contextmanager
 from typing import Final, Iterator
 
+from tastypy import _exit
 from tastypy.errors import StorageError
 from tastypy.storage import files, fsdetect
 from tastypy.storage._posix import PosixLock
@@ -177,16 +178,29 @@ class DirectoryLock:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        with self._thread_lock:
-            if self._depth == 0:
-                self._acquire()
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
+        # A Ctrl-C (or a SIGTERM) between taking the lock and the try that
+        # gives it back, or between the two in the way out, would leave it
+        # held: both are put off until the lock is held or given back (see
+        # tastypy._exit); the block itself is not.
+        main = _exit.enter()
+        try:
+            with self._thread_lock:
                 if self._depth == 0:
-                    self._release()
+                    self._acquire()
+                self._depth += 1
+                try:
+                    if main:
+                        main = False
+                        _exit.leave()
+                    yield
+                finally:
+                    main = _exit.enter()
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self._release()
+        finally:
+            if main:
+                _exit.leave()
 
     def forked(self) -> bool:
         """In a forked child: a lock a thread of the parent held (only the

@@ -43,7 +43,7 @@ except ImportError:  # Windows: no flock, no fast path
 
 import orjson
 
-from tastypy import _faults
+from tastypy import _exit, _faults
 from tastypy.codec import holds_unwritable, key_from_json
 from tastypy.errors import TastypyError
 from tastypy.storage import files, journal, layout
@@ -321,6 +321,7 @@ class TailAppender:
                 pause = min(pause * 2, _PAUSE_MAX)
             if writer is not None:
                 self._take_in_early(writer)
+            _exit.take_interrupt()  # a Ctrl-C put off by the sync
             try:
                 _flock(lock_fd, _LOCK_EX_NB)
                 return True

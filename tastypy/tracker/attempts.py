@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from tastypy import _exit, records
 from tastypy import capture as _capture
-from tastypy import records
 from tastypy.codec import encode_value
 from tastypy.errors import InvalidValueError
 from tastypy.storage import taskfiles
@@ -91,9 +91,11 @@ class AttemptsMixin:
         data = self._data
         try:
             for key in order:
-                if key not in data or not self._try(key, False, allow_aborted, _now(), lease):
+                if key not in data:
                     continue
-                task = Task(self, key, True, reraise, capture, echo)
+                task = self._handed(key, False, allow_aborted, lease, reraise, capture, echo)
+                if task is None:
+                    continue
                 yield task
                 if bar is not None:
                     bar.update(task)
@@ -124,8 +126,41 @@ class AttemptsMixin:
         ``capture`` and ``echo`` are as for :meth:`attempts`.
         """
         self.add_if_absent(key)
-        active = self._try(key, True, allow_aborted, _now(), lease)
-        return Task(self, key, active, reraise, capture, echo)
+        task = self._handed(key, True, allow_aborted, lease, reraise, capture, echo)
+        return task or Task(self, key, False, reraise, capture, echo)
+
+    def _handed(
+        self,
+        key: Any,
+        add: bool,
+        allow_aborted: bool,
+        lease: float | None,
+        reraise: bool,
+        capture: bool,
+        echo: bool,
+    ) -> Task | None:
+        """Claim ``key`` as :meth:`try_it` does: its :class:`Task`, or None if
+        it is not to be tried. Until its block begins (or :meth:`Task.end`),
+        the task is listed as not started: a Ctrl-C that lands before then
+        (during the claim it is put off until the claim is written, see
+        :mod:`tastypy._exit`) leaves the try to be given back at close or
+        exit, as a Ctrl-C inside the block gives it back."""
+        main = _exit.enter()
+        try:
+            task = None
+            if self._try(key, add, allow_aborted, _now(), lease):  # type: ignore[attr-defined]
+                task = Task(self, key, True, reraise, capture, echo)
+                self._unstarted[id(task)] = task
+        finally:
+            if main:
+                _exit.leave()
+        return task
+
+    def _give_back_unstarted(self) -> None:
+        """At close and exit: the tries of the tasks handed out whose block
+        never began are given back (the tasks did not run)."""
+        for task in list(self._unstarted.values()):
+            task.end(KeyboardInterrupt())
 
     def _unstorable(self, key: Any) -> InvalidValueError | None:
         """Check the record of ``key`` as an attempt ends, with the codec that
@@ -352,6 +387,7 @@ class Task:
         self.tracker.set[self.key][field] = value
 
     def __enter__(self) -> Task:
+        self.tracker._unstarted.pop(id(self), None)
         try:
             self._begin_capture()
         except Exception as exc:
@@ -447,22 +483,31 @@ class Task:
         if not self._active or self.outcome is not None:
             return self.outcome
         tracker = self.tracker
-        with tracker.sync_lock:
-            if error is None or isinstance(error, Exception):
-                left_out = tracker._unstorable(self.key)
-                if left_out is not None and error is None:
-                    error = left_out
-            if error is None:
-                self.outcome = "done"
-            elif isinstance(error, Exception):
-                self.outcome = "failed"
-                self.error = error
-            else:
-                self.outcome = "interrupted"
-            try:
-                tracker._ended(self.key, error)
-            finally:
-                self._close_log(self.error if self.outcome == "failed" else error)
+        # A Ctrl-C waits until the outcome is recorded (see tastypy._exit):
+        # raised halfway, it would leave the attempt neither ended nor given
+        # back.
+        main = _exit.enter()
+        try:
+            tracker._unstarted.pop(id(self), None)
+            with tracker.sync_lock:
+                if error is None or isinstance(error, Exception):
+                    left_out = tracker._unstorable(self.key)
+                    if left_out is not None and error is None:
+                        error = left_out
+                if error is None:
+                    self.outcome = "done"
+                elif isinstance(error, Exception):
+                    self.outcome = "failed"
+                    self.error = error
+                else:
+                    self.outcome = "interrupted"
+                try:
+                    tracker._ended(self.key, error)
+                finally:
+                    self._close_log(self.error if self.outcome == "failed" else error)
+        finally:
+            if main:
+                _exit.leave()
         return self.outcome
 
 

@@ -304,9 +304,10 @@ class ProgressTracker(
         # The parent's leases name the parent, whose heartbeat renews them
         # and whose close ends them; the child's own are granted anew.
         self._granted = {}
+        self._unstarted = {}
         self._beat_failed = False
 
-    def __del__(self) -> None:
+    def _dropped(self) -> None:
         if sys is None or sys.is_finalizing():
             # The interpreter is being torn down (builtins such as open may
             # be gone, and this module's globals with them): the exit sync
@@ -316,7 +317,7 @@ class ProgressTracker(
         elif not getattr(self, "_closed", True):
             # Dropped without close(): nobody can end its leases any more.
             self._release_held()
-        super().__del__()
+        super()._dropped()
 
     # -- the mapping -------------------------------------------------------------
 

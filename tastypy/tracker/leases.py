@@ -94,6 +94,9 @@ class LeasesMixin:
         # name (a task one object took again carries the other's lease end).
         # The heartbeat renews these.
         self._granted: dict = {}
+        # The tasks attempts() and attempt() handed out whose block has not
+        # begun, by id: their tries are given back at close and exit.
+        self._unstarted: dict = {}
         # Whether the heartbeat's last renewal failed (logged once a streak).
         self._beat_failed = False
 
@@ -577,8 +580,11 @@ class LeasesMixin:
     def _release_held(self) -> None:
         """End the leases this object granted and still holds (at exit, close
         and garbage collection); their tries stay counted: the tasks were
-        handed out. Not those of another tracker object of this process."""
+        handed out. Not those of another tracker object of this process.
+        The tries of attempts whose block never began are given back first."""
         try:
+            if self._unstarted:
+                self._give_back_unstarted()  # type: ignore[attr-defined]
             if self._granted:
                 self._release(list(self._granted), True, self._granted)
         except Exception:

@@ -185,21 +185,22 @@ class TransactMixin:
             self._refuse_closed()
         if self._held and not write:
             return decide(*args)
-        # The sync lock from the first look at what others wrote to the
-        # write: a thread must not decide on what it knew before another
-        # thread took in another process's claim.
-        with self._sync_lock:
-            # One writer per tracker, reused: transactions of one tracker
-            # never nest (the sync lock is held throughout, and nothing in
-            # a decision starts another).
-            writer = self._writer
-            writer.tracker = self
-            writer.decide_fn = decide
-            writer.args = args
-            writer.claims = claims
-            # A SIGTERM handler (it syncs) waits until the lock is released.
-            main = _exit.enter()
-            try:
+        # A SIGTERM handler (it syncs) and a Ctrl-C wait until the locks
+        # are released and what was written is noted (see tastypy._exit).
+        main = _exit.enter()
+        try:
+            # The sync lock from the first look at what others wrote to the
+            # write: a thread must not decide on what it knew before another
+            # thread took in another process's claim.
+            with self._sync_lock:
+                # One writer per tracker, reused: transactions of one tracker
+                # never nest (the sync lock is held throughout, and nothing in
+                # a decision starts another).
+                writer = self._writer
+                writer.tracker = self
+                writer.decide_fn = decide
+                writer.args = args
+                writer.claims = claims
                 if durable is None:
                     # Every sync_at transactions, a durable point: fsynced
                     # in the background (see tastypy.storage.flusher).
@@ -210,13 +211,13 @@ class TransactMixin:
                 self._store.transaction(writer, durable, compact, later)
                 if durable:
                     self._since_durable = 0
-            finally:
-                if main:
-                    _exit.leave()
-            batch = writer.batch
-            result = writer.result
-            writer.batch = _NO_BATCH
-            writer.result = writer.decide_fn = writer.tracker = None
+                batch = writer.batch
+                result = writer.result
+                writer.batch = _NO_BATCH
+                writer.result = writer.decide_fn = writer.tracker = None
+        finally:
+            if main:
+                _exit.leave()
         store = self._store
         if batch[1] and (store.shared or not store.tail.usable):
             # Only where hosts may share the files: a local file's time is
