@@ -713,6 +713,24 @@ def test_ctrl_c_in_a_task_gives_the_try_back(open_tracker):
     assert tracker.stats()["todo"] == 2
 
 
+def test_a_task_whose_block_never_began_gets_its_try_back_at_close(open_tracker, path):
+    # The loop stopped (or a Ctrl-C landed) between the claim and the block:
+    # the task did not run. Another handle on the same state closing first
+    # leaves it alone: the task is this handle's.
+    tracker = open_tracker(max_tries=1)
+    for task in tracker.attempts(["a", "b"]):
+        break
+    assert task.key == "a" and tracker.tries("a") == 1
+    other = open_tracker()
+    other.close()
+    assert tracker.tries("a") == 1 and tracker.lease_info(["a"])["a"].holder is not None
+    tracker.close()
+    with Tracker(path) as reopened:
+        assert reopened.tries("a") == 0 and reopened.stats()["todo"] == 2
+        assert reopened.stats()["in_progress"] == 0
+        assert reopened.lease_info() == {}
+
+
 def test_attempt_of_one_key(open_tracker):
     tracker = open_tracker(max_tries=1)
     with tracker.attempt("job") as task:

@@ -121,9 +121,10 @@ class ProgressTracker(
     _KIND = "tracker"
 
     # Each handle's own (see PersistentOrderedDict.__slots__): its settings,
-    # and the leases it granted (ended when it closes, renewed by the
-    # heartbeat), not those of another handle on the same state.
-    __slots__ = ("_max_tries", "_lease", "_granted", "_beat_failed")
+    # the leases it granted (ended when it closes, renewed by the
+    # heartbeat), not those of another handle on the same state, and the
+    # tasks it handed out whose block has not begun (given back then).
+    __slots__ = ("_max_tries", "_lease", "_granted", "_unstarted", "_beat_failed")
 
     def __new__(cls, path: Any = None, *args: Any, shards: int | None = None, **kwargs: Any) -> Any:
         # A tracker split into parts (made with shards=, or found on disk) is
