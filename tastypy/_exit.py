@@ -175,11 +175,6 @@ def leave(quiet: bool = False) -> None:
             raise KeyboardInterrupt
 
 
-def interrupted() -> bool:
-    """Whether a Ctrl-C is put off (it is raised when the sync is over)."""
-    return _interrupted
-
-
 def take_interrupt() -> None:
     """Where a sync waits for a lock and holds none it must give back
     (nothing written, nothing half done): raise the ``KeyboardInterrupt`` of

@@ -718,8 +718,7 @@ def test_a_task_whose_block_never_began_gets_its_try_back_at_close(open_tracker,
     # the task did not run. Another handle on the same state closing first
     # leaves it alone: the task is this handle's.
     tracker = open_tracker(max_tries=1)
-    for task in tracker.attempts(["a", "b"]):
-        break
+    task = next(tracker.attempts(["a", "b"]))
     assert task.key == "a" and tracker.tries("a") == 1
     other = open_tracker()
     other.close()
