@@ -208,9 +208,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     _handle(signum, frame)
 
 
+#: The code of the ``__del__`` methods that sync (a POD's): a Ctrl-C that
+#: lands as one begins, before it can call :func:`enter` (the garbage
+#: collector runs in C, so a Ctrl-C that comes meanwhile is handled at the
+#: first line of the ``__del__`` it then calls), is put off as well.
+finalizers: set = set()
+
+
 def _on_sigint(signum: int, frame: Any) -> None:
     global _interrupted
-    if _busy:
+    if _busy or (
+        frame is not None
+        and (frame.f_code in finalizers or (frame.f_back and frame.f_back.f_code in finalizers))
+    ):
         _interrupted = True
         return
     signal.default_int_handler(signum, frame)

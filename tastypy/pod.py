@@ -693,6 +693,7 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
 
 
 POD = PersistentOrderedDict
+_exit.finalizers.add(PersistentOrderedDict.__del__.__code__)
 
 
 class _Writer:

@@ -293,6 +293,39 @@ a.close()
     assert [json.loads(line) for line in lines if line.startswith("{")] == [{"sync": 50}]
 
 
+def test_a_ctrl_c_as_a_pod_is_collected_is_raised_at_the_next_sync(tmp_path):
+    # The garbage collector runs in C: a Ctrl-C that comes meanwhile is
+    # handled at the first line of the __del__ it then calls, where Python
+    # would print the KeyboardInterrupt and drop it. The trace function
+    # sends it just as __del__ begins.
+    code = """
+import os, signal, sys, tastypy
+a = tastypy.POD(sys.argv[1] + "/a", sync_at=10**6)
+a["x"] = 1
+b = tastypy.POD(sys.argv[1] + "/b", sync_at=10**6)
+finalizer = tastypy.POD.__del__.__code__
+def tracer(frame, event, arg):
+    if event == "call" and frame.f_code is finalizer:
+        sys.settrace(None)
+        os.kill(os.getpid(), signal.SIGINT)
+sys.settrace(tracer)
+del a
+sys.settrace(None)
+print("collected", flush=True)
+b["y"] = 2
+try:
+    b.sync()
+except KeyboardInterrupt:
+    print("raised by the next sync", flush=True)
+"""
+    result = run_python(code, tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "collected\nraised by the next sync\n" == result.stdout, result.stderr
+    assert "Exception ignored" not in result.stderr
+    assert read(tmp_path / "a") == {"x": 1}
+    assert read(tmp_path / "b") == {"y": 2}
+
+
 # Runs tasks (as the demo does) and takes Ctrl-C after Ctrl-C: each time it
 # closes the tracker (which syncs) and opens it again, then says so (and
 # first that it has opened it); the parent sends the next Ctrl-C only then.
@@ -339,20 +372,20 @@ def test_ctrl_c_at_any_moment_never_leaves_a_lock_held(tmp_path):
     path = tmp_path / "t"
     proc = spawn_python(CTRL_C_LOOP, path, rounds)
     rng = random.Random(7)
-    try:
-        assert proc.stdout.readline() == "reopened\n", proc.stderr.read()
-        for n in range(rounds):
-            time.sleep(0.002 + rng.random() * 0.004)
-            proc.send_signal(signal.SIGINT)
-            ready, _, _ = select.select([proc.stdout], [], [], 60)
-            assert ready, f"no answer to Ctrl-C number {n + 1}: close() hangs"
-            line = proc.stdout.readline()
-            assert line in ("reopened\n", "finished\n"), (line, proc.stderr.read())
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with proc:  # its pipes closed, whatever happens
+        try:
+            assert proc.stdout.readline() == "reopened\n", proc.stderr.read()
+            for n in range(rounds):
+                time.sleep(0.002 + rng.random() * 0.004)
+                proc.send_signal(signal.SIGINT)
+                ready, _, _ = select.select([proc.stdout], [], [], 60)
+                assert ready, f"no answer to Ctrl-C number {n + 1}: close() hangs"
+                line = proc.stdout.readline()
+                assert line in ("reopened\n", "finished\n"), (line, proc.stderr.read())
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     with Tracker(path) as tracker:
