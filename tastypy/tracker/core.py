@@ -123,7 +123,8 @@ class ProgressTracker(
     # Each handle's own (see PersistentOrderedDict.__slots__): its settings,
     # the leases it granted (ended when it closes, renewed by the
     # heartbeat), not those of another handle on the same state, and the
-    # tasks it handed out whose block has not begun (given back then).
+    # tasks it handed out whose block has not begun (their tries given back
+    # when it closes).
     __slots__ = ("_max_tries", "_lease", "_granted", "_unstarted", "_beat_failed")
 
     def __new__(cls, path: Any = None, *args: Any, shards: int | None = None, **kwargs: Any) -> Any:
