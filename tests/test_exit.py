@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 from conftest import run_python, spawn_python
 
@@ -293,6 +294,51 @@ a.close()
     assert [json.loads(line) for line in lines if line.startswith("{")] == [{"sync": 50}]
 
 
+HOLD_FOR_EVER = """
+import sys, time, tastypy
+pod = tastypy.POD(sys.argv[1])
+with pod.locked():
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+WAIT_FOR_THE_LOCK = """
+import sys, time, tastypy
+timeout = None if sys.argv[2] == "None" else float(sys.argv[2])
+other = tastypy.POD(sys.argv[1] + "-other")  # tastypy's Ctrl-C handler is in place
+print("opening", flush=True)
+began = time.monotonic()
+try:
+    tastypy.POD(sys.argv[1], lock_timeout=timeout)
+except KeyboardInterrupt:
+    print("interrupted after", round(time.monotonic() - began, 1), flush=True)
+"""
+
+
+def test_ctrl_c_ends_a_wait_for_a_lock_another_process_holds(tmp_path):
+    # A Ctrl-C is put off while a sync runs, but not while it waits for
+    # another process: the wait ends at once, with lock_timeout=None too.
+    holder = spawn_python(HOLD_FOR_EVER, tmp_path / "p")
+    with holder:
+        try:
+            assert holder.stdout.readline() == "holding\n", holder.stderr.read()
+            for timeout in ("600", "None"):
+                waiter = spawn_python(WAIT_FOR_THE_LOCK, tmp_path / "p", timeout)
+                with waiter:
+                    try:
+                        assert waiter.stdout.readline() == "opening\n", waiter.stderr.read()
+                        time.sleep(1.0)
+                        waiter.send_signal(signal.SIGINT)
+                        out, err = waiter.communicate(timeout=30)
+                    finally:
+                        waiter.kill()  # (it hangs: the test fails, and ends)
+                assert waiter.returncode == 0, err
+                assert out.startswith("interrupted after"), (timeout, out, err)
+                assert float(out.split()[-1]) < 10, out
+        finally:
+            holder.kill()
+
+
 def test_a_ctrl_c_as_a_pod_is_collected_is_raised_at_the_next_sync(tmp_path):
     # The garbage collector runs in C: a Ctrl-C that comes meanwhile is
     # handled at the first line of the __del__ it then calls, where Python
@@ -366,7 +412,6 @@ def test_ctrl_c_at_any_moment_never_leaves_a_lock_held(tmp_path):
     # times over, must each time let close() sync and return.
     import random
     import select
-    import time
 
     rounds = 60
     path = tmp_path / "t"

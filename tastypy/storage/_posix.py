@@ -87,15 +87,14 @@ def _command_line(pid: int) -> str:
 
 
 def _wait_in_kernel(fd: int, timeout: float | None) -> bool:
-    """Block in ``flock`` until the lock is ours, or ``timeout`` seconds pass.
+    """Block in ``flock`` until the lock is ours, or ``timeout`` seconds pass
+    (None: for ever), or a Ctrl-C comes.
 
-    A blocked ``flock`` cannot be given a deadline, so a helper thread makes
-    the call; if the deadline passes first, the helper gives the lock back
-    as soon as it gets it.
+    A blocked ``flock`` can be given no deadline, and inside a sync a Ctrl-C
+    does not interrupt it (it is put off, see :mod:`tastypy._exit`), so a
+    helper thread makes the call; if the deadline passes or a Ctrl-C comes
+    first, the helper gives the lock back as soon as it gets it.
     """
-    if timeout is None:
-        _fcntl.flock(fd, _fcntl.LOCK_EX)
-        return True
     got = threading.Event()
     state = {"abandoned": False}
     guard = threading.Lock()
@@ -118,7 +117,7 @@ def _wait_in_kernel(fd: int, timeout: float | None) -> bool:
             os.close(own)
 
     threading.Thread(target=wait, name="tastypy-lock-wait", daemon=True).start()
-    deadline = time.monotonic() + timeout
+    deadline = float("inf") if timeout is None else time.monotonic() + timeout
     try:
         # In slices: a Ctrl-C put off by the sync ends the wait (see
         # tastypy._exit.take_interrupt).
