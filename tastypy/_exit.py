@@ -46,7 +46,8 @@ import signal
 import sys
 import threading
 import weakref
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 log = logging.getLogger("tastypy")
 
@@ -173,6 +174,19 @@ def leave(quiet: bool = False) -> None:
         if _interrupted and not quiet:
             _interrupted = False
             raise KeyboardInterrupt
+
+
+@contextmanager
+def put_off() -> Iterator[None]:
+    """``with put_off():`` the block is a sync: :func:`enter` and
+    :func:`leave` around it (off the hot path; the transaction calls them
+    itself)."""
+    main = enter()
+    try:
+        yield
+    finally:
+        if main:
+            leave()
 
 
 def take_interrupt() -> None:

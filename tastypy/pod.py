@@ -436,19 +436,14 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
     def _locked(self) -> Iterator[None]:
         """Hold this POD's sync lock and the directory lock.
 
-        A SIGTERM that arrives inside (its handler runs in the main thread,
-        between two lines of ours) is put off until both are released: the
-        handler syncs, and must neither interleave with a half-done write nor
-        wait for a lock this thread already holds.
+        A SIGTERM or a Ctrl-C that arrives inside, or while they are taken
+        (the handlers run in the main thread, between two lines of ours), is
+        put off until both are released: the SIGTERM handler syncs, and must
+        neither interleave with a half-done write nor wait for a lock this
+        thread already holds; a Ctrl-C must not leave a lock held.
         """
-        main = False
-        try:
-            with self._sync_lock, self._store.locked():
-                main = _exit.enter()
-                yield
-        finally:
-            if main:
-                _exit.leave()
+        with _exit.put_off(), self._sync_lock, self._store.locked():
+            yield
 
     def _sync(self, durable: bool = True, compact: bool = False) -> None:
         """Write every unsynced change in one transaction of the store (see

@@ -145,15 +145,11 @@ class AttemptsMixin:
         (during the claim it is put off until the claim is written, see
         :mod:`tastypy._exit`) leaves the try to be given back at close or
         exit, as a Ctrl-C inside the block gives it back."""
-        main = _exit.enter()
-        try:
-            task = None
-            if self._try(key, add, allow_aborted, _now(), lease):  # type: ignore[attr-defined]
-                task = Task(self, key, True, reraise, capture, echo)
-                self._unstarted[id(task)] = task
-        finally:
-            if main:
-                _exit.leave()
+        with _exit.put_off():
+            if not self._try(key, add, allow_aborted, _now(), lease):  # type: ignore[attr-defined]
+                return None
+            task = Task(self, key, True, reraise, capture, echo)
+            self._unstarted[id(task)] = task
         return task
 
     def _give_back_unstarted(self) -> None:
@@ -486,28 +482,23 @@ class Task:
         # A Ctrl-C waits until the outcome is recorded (see tastypy._exit):
         # raised halfway, it would leave the attempt neither ended nor given
         # back.
-        main = _exit.enter()
-        try:
+        with _exit.put_off(), tracker.sync_lock:
             tracker._unstarted.pop(id(self), None)
-            with tracker.sync_lock:
-                if error is None or isinstance(error, Exception):
-                    left_out = tracker._unstorable(self.key)
-                    if left_out is not None and error is None:
-                        error = left_out
-                if error is None:
-                    self.outcome = "done"
-                elif isinstance(error, Exception):
-                    self.outcome = "failed"
-                    self.error = error
-                else:
-                    self.outcome = "interrupted"
-                try:
-                    tracker._ended(self.key, error)
-                finally:
-                    self._close_log(self.error if self.outcome == "failed" else error)
-        finally:
-            if main:
-                _exit.leave()
+            if error is None or isinstance(error, Exception):
+                left_out = tracker._unstorable(self.key)
+                if left_out is not None and error is None:
+                    error = left_out
+            if error is None:
+                self.outcome = "done"
+            elif isinstance(error, Exception):
+                self.outcome = "failed"
+                self.error = error
+            else:
+                self.outcome = "interrupted"
+            try:
+                tracker._ended(self.key, error)
+            finally:
+                self._close_log(self.error if self.outcome == "failed" else error)
         return self.outcome
 
 
