@@ -60,6 +60,7 @@ _previous: list[Any] = []
 _depth = 0  # how deep in _previous the handler being run is
 
 _MAIN_IDENT = threading.main_thread().ident
+_get_ident = threading.get_ident
 _busy = 0  # syncs in progress in the main thread
 _deferred: Any = None  # (signum, frame) of a SIGTERM put off by a sync
 _interrupted = False  # a Ctrl-C put off by a sync
@@ -153,7 +154,7 @@ def enter() -> bool:
     """Note that a sync holds its locks; True if in the main thread (then call
     :func:`leave` once the locks are released)."""
     global _busy
-    if threading.get_ident() != _MAIN_IDENT:
+    if _get_ident() != _MAIN_IDENT:
         return False
     _busy += 1
     return True
