@@ -154,7 +154,8 @@ class Raw:
             for keys, value in passes:
                 done, tries = value["_done"], value["_tries"]
                 for k in keys:
-                    buf += dumps([k, {"_done": done, "_tries": tries, "_aborted": False}], option=_NL)
+                    rec = {"_done": done, "_tries": tries, "_aborted": False}
+                    buf += dumps([k, rec], option=_NL)
                     count += 1
                     if count == SYNC_EVERY:
                         _write_all(fd, buf)
