@@ -224,14 +224,15 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
                     dirty[key] = _CHANGED
         return value
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def _assign(self, key: Any, value: Any, data: dict | None = None) -> None:
+        """``pod[key] = value`` (``__setitem__`` is this method: one call per
+        assignment, not two); ``data``: the dict that ``_data`` is, for a
+        subclass that has it at hand."""
         t = type(key)
         if t is not str and t is not int:
             check_key(key)
-        self._assign(key, value, self._data)
-
-    def _assign(self, key: Any, value: Any, data: dict) -> None:
-        """``data[key] = value`` for a checked key, ``data`` being ``_data``."""
+        if data is None:
+            data = self._data
         if self._closed:
             self._refuse_closed()
         try:
@@ -242,14 +243,16 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
         if b"null" in line and _has_nonfinite(value):
             raise_for(key, value)
         old = data.get(key, _MISSING)
-        # ``old is value`` for a dict or list: the stored object itself, maybe
-        # changed in place since the last sync, so its bytes on disk are
-        # unknown: write it.
+        # Changed: a new key or another value first (the common cases, each
+        # one test), then what compares equal but is written differently
+        # (``1`` and ``True``, ``1`` and ``1.0``, nested alike). ``old is
+        # value`` for a dict or list: the stored object itself, maybe changed
+        # in place since the last sync, so its bytes on disk are unknown.
         changed = (
             old is _MISSING
+            or old != value
             or type(old) is not type(value)
             or (old is value and type(value) not in _IMMUTABLE)
-            or old != value
             or dumps((key, old), option=LINE_OPTIONS) != line
         )
         # The value goes in before its line: a sync running in another thread
@@ -265,6 +268,8 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
                 dirty.pop(key, None)
         if len(self._pending_keys) + len(self._dirty) >= self.sync_at and not self._held:
             self.sync()
+
+    __setitem__ = _assign
 
     def __delitem__(self, key: Any) -> None:
         if self._closed:
