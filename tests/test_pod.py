@@ -541,6 +541,26 @@ def test_unchanged_value_is_not_rewritten(pod_path):
     assert on_disk(pod_path)["n"] == 1.0
 
 
+def test_a_value_equal_but_written_differently_is_written(pod_path):
+    """Python calls ``1 == True`` and ``{"a": 1} == {"a": 1.0}``; JSON does
+    not: each such assignment reaches the file, with its type."""
+    with POD(pod_path) as pod:
+        pod.update({"b": 1, "f": 2, "nested": {"a": 1}, "same": {"k": 1}})
+        pod.sync()
+        pod["b"] = True
+        pod["f"] = 2.0
+        pod["nested"] = {"a": 1.0}
+        stored = pod["same"]
+        pod.sync()  # the read is forgotten: only the assignment says it changed
+        stored["k"] = 2  # the stored object itself, changed, then assigned
+        pod["same"] = stored
+    with POD(pod_path) as pod:
+        assert pod["b"] is True
+        assert type(pod["f"]) is float
+        assert type(pod["nested"]["a"]) is float
+        assert pod["same"] == {"k": 2}
+
+
 def test_reading_many_keys_does_not_inflate_writes(pod_path):
     with POD(pod_path, sync_at=100) as pod:
         for i in range(1000):
