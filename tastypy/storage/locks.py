@@ -178,29 +178,26 @@ class DirectoryLock:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        # A Ctrl-C (or a SIGTERM) between taking the lock and the try that
-        # gives it back, or between the two in the way out, would leave it
-        # held: both are put off until the lock is held or given back (see
-        # tastypy._exit); the block itself is not.
-        main = _exit.enter()
-        try:
-            with self._thread_lock:
-                if self._depth == 0:
-                    self._acquire()
-                self._depth += 1
-                try:
-                    if main:
-                        main = False
-                        _exit.leave()
-                    yield
-                finally:
-                    main = _exit.enter()
-                    self._depth -= 1
+        # A Ctrl-C (or a SIGTERM) while the lock is taken or given back
+        # would leave it held: both are put off until that is done (see
+        # tastypy._exit); the block itself is not. A Ctrl-C put off while
+        # taking it is raised as put_off ends, inside the try: the lock is
+        # given back.
+        with self._thread_lock:
+            taken = False
+            try:
+                with _exit.put_off():
                     if self._depth == 0:
-                        self._release()
-        finally:
-            if main:
-                _exit.leave()
+                        self._acquire()
+                    self._depth += 1
+                    taken = True
+                yield
+            finally:
+                if taken:
+                    with _exit.put_off():
+                        self._depth -= 1
+                        if self._depth == 0:
+                            self._release()
 
     def forked(self) -> bool:
         """In a forked child: a lock a thread of the parent held (only the

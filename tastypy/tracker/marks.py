@@ -13,7 +13,7 @@ from tastypy.codec import check_key
 from tastypy.errors import DuplicateKeyError, InvalidValueError
 from tastypy.pod import _CHANGED
 from tastypy.tracker import _common
-from tastypy.tracker._common import _DEFAULTS, _gone_memo, _time
+from tastypy.tracker._common import _DEFAULTS, _gone_memo
 from tastypy.tracker.counters import _contrib
 from tastypy.tracker.leases import _key_list
 
@@ -164,10 +164,8 @@ class MarksMixin:
     def _done_now(self) -> float:
         """The time to record in ``_done_at``: now, on the lease clock (this
         host's, corrected to the shared filesystem's), to the millisecond
-        (cut, not rounded: ``round(t, 3)`` costs three times as much).
-        The clock is :meth:`_clock`'s, read here without the call: this runs
-        at every done mark."""
-        return int((_time() + self._clock_offset) * 1000) / 1000
+        (cut, not rounded: ``round(t, 3)`` costs three times as much)."""
+        return int(self._clock() * 1000) / 1000
 
     def mark_done(self, key: Any) -> None:
         """Mark the task done now: ``_done_at`` (seconds since the epoch)
