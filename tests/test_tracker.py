@@ -166,6 +166,32 @@ def test_an_unstorable_value_in_a_record_is_refused_and_counters_stay(open_track
     assert tracker.num_done() == 1
 
 
+def test_a_record_changed_in_place_into_nan_is_refused_and_the_rest_written(open_tracker, path):
+    """A NaN put into a record in place is found when the batch is written
+    (str and tuple keys): the error names the key, every other change of
+    the batch reaches the file, the bad record's line does not."""
+    tracker = open_tracker()
+    for key in ("a", ("b", 2), "c"):
+        assert tracker.try_it(key)
+    # (A field set is checked at once; a change deeper down is found at the write.)
+    tracker["a"]["score"] = [0.5]
+    tracker[("b", 2)]["score"] = [1.0]
+    tracker.flush()
+    tracker["a"]["score"][0] = float("nan")
+    tracker[("b", 2)]["score"].append(float("-inf"))
+    tracker.mark_done("c")
+    with pytest.raises(InvalidValueError, match="could not sync key 'a'.*NaN or infinity"):
+        tracker.try_it("d")
+    on_disk = reopened(path)["data"]
+    assert on_disk["c"]["_done"] is True and on_disk["d"]["_tries"] == 1
+    assert on_disk["a"]["score"] == [0.5] and on_disk[("b", 2)]["score"] == [1.0]
+    tracker["a"]["score"] = 0.25
+    tracker[("b", 2)]["score"] = [2.0]
+    tracker.sync()
+    on_disk = reopened(path)["data"]
+    assert on_disk["a"]["score"] == 0.25 and on_disk[("b", 2)]["score"] == [2.0]
+
+
 def test_user_fields_persist_like_any_nested_change(open_tracker, path):
     tracker = open_tracker()
     assert tracker.try_it("a")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tastypy import _exit
-from tastypy.codec import LINE_OPTIONS, STR_LINE_OPTIONS, _has_nonfinite
+from tastypy.codec import LINE_OPTIONS, STR_LINE_OPTIONS, _has_nonfinite, key_from_json, loads
 from tastypy.codec import dumps as _dumps
 from tastypy.errors import InvalidValueError
 from tastypy.pod import _CHANGED, _MISSING
@@ -240,18 +240,18 @@ class TransactMixin:
         added = self._added
         marks = [*added.items(), *self._dirty.items()] if added else [*self._dirty.items()]
         get = self._d.get
+        dumps = _dumps
         lines: list = []
-        keys: list = []  # the key of each line (for _nonfinite)
         bad = None
         for key, marker in marks:
             value = get(key, _MISSING)
             if value is _MISSING:
                 continue  # a deletion's line is in _pending
             try:
-                line = _dumps((key, value), option=STR_LINE_OPTIONS)
+                line = dumps((key, value), option=STR_LINE_OPTIONS)
             except TypeError:
                 try:
-                    line = _dumps((key, value), option=LINE_OPTIONS)
+                    line = dumps((key, value), option=LINE_OPTIONS)
                 except (TypeError, ValueError) as exc:
                     if bad is None:
                         bad = []
@@ -259,12 +259,11 @@ class TransactMixin:
                     continue
             if marker is _CHANGED or hash(line) != marker:
                 lines.append(line)
-                keys.append(key)
         joined = b"".join(lines)
         if _null(joined):
             # NaN and infinity are dumped as null: refuse them (one search
             # for the whole batch; most batches hold no null at all).
-            bad, joined, count = self._nonfinite(lines, keys, bad)
+            bad, joined, count = self._nonfinite(lines, bad)
         else:
             count = len(lines)
         pending = self._pending
@@ -283,19 +282,21 @@ class TransactMixin:
         marks = [(key, marker) for key, marker in marks if key not in failed]
         return body, count, n_bytes, n_keys, marks, bad
 
-    def _nonfinite(self, lines: list, keys: list, bad: list | None) -> tuple:
-        """``(bad, body, count)``: the ``lines`` of a batch (of ``keys``)
-        without those whose value holds NaN or infinity, which are listed in
-        ``bad``."""
+    def _nonfinite(self, lines: list, bad: list | None) -> tuple:
+        """``(bad, body, count)``: the ``lines`` of a batch without those
+        whose value holds NaN or infinity, which are listed in ``bad``
+        (each line's key read back from it: a rare path)."""
         get = self._d.get
         keep: list = []
-        for line, key in zip(lines, keys):
-            if b"null" in line and _has_nonfinite(get(key)):
-                if bad is None:
-                    bad = []
-                bad.append((key, ValueError("it holds NaN or infinity")))
-            else:
-                keep.append(line)
+        for line in lines:
+            if b"null" in line:
+                key = key_from_json(loads(line)[0])
+                if _has_nonfinite(get(key)):
+                    if bad is None:
+                        bad = []
+                    bad.append((key, ValueError("it holds NaN or infinity")))
+                    continue
+            keep.append(line)
         return bad, b"".join(keep), len(keep)
 
     def _refuse_bad(self, bad: list) -> None:
