@@ -1,8 +1,7 @@
 """Fixtures and helpers shared by the test modules.
 
-``--runslow`` runs the tests marked ``@pytest.mark.slow`` (long soaks); they
-are skipped otherwise. :func:`run_python` runs a snippet in a real child
-process that imports tastypy from this checkout.
+:func:`run_python` runs a snippet in a real child process that imports
+tastypy from this checkout.
 """
 
 from __future__ import annotations
@@ -20,21 +19,6 @@ import tastypy
 
 #: The directory holding the ``tastypy`` package under test.
 ROOT = str(Path(tastypy.__file__).resolve().parent.parent)
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--runslow", action="store_true", default=False, help="also run the long soaks"
-    )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="a long soak: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 #: The fields a lease adds to a task record while a process holds it

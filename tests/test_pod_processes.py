@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from conftest import run_python, spawn_python
 
 from tastypy import POD, Tracker
@@ -48,7 +47,6 @@ def test_six_processes_writing_2000_keys_each_lose_nothing(tmp_path):
     run_writers(tmp_path, 2000)
 
 
-@pytest.mark.slow
 def test_six_processes_writing_20000_keys_each_lose_nothing(tmp_path):
     run_writers(tmp_path, 20000)
 
@@ -163,7 +161,6 @@ pod.close()
 """
 
 
-@pytest.mark.slow
 def test_processes_with_threads_writing_at_once_lose_nothing(tmp_path):
     path = tmp_path / "p"
     n = 5000
