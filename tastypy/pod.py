@@ -332,18 +332,6 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
             self[key] = default
         return self[key]
 
-    def iterkeys(self) -> Iterator:
-        """Same as ``iter(pod.keys())``; kept for code written for tastypy 0.0.3."""
-        return iter(self.keys())
-
-    def itervalues(self) -> Iterator:
-        """Same as ``iter(pod.values())``; kept for code written for tastypy 0.0.3."""
-        return iter(self.values())
-
-    def iteritems(self) -> Iterator:
-        """Same as ``iter(pod.items())``; kept for code written for tastypy 0.0.3."""
-        return iter(self.items())
-
     def update(self, *mappings: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Like ``dict.update``, taking several mappings (or iterables of
         pairs) as 0.0.3 did: the ones further right win, keyword arguments
@@ -363,13 +351,11 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
             for key in list(self._data):
                 del self[key]
 
-    def copy(self) -> dict:
-        """A plain ``dict`` with the same items (values are not copied)."""
-        return dict(self._data)
-
     def to_dict(self) -> dict:
         """A plain ``dict`` with the same items (values are not copied)."""
         return dict(self._data)
+
+    copy = to_dict
 
     # -- dirty tracking ------------------------------------------------------
 

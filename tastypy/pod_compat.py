@@ -1,4 +1,5 @@
-"""What a POD kept from tastypy 0.0.3 beyond the mapping: ``convert_to_tracker``.
+"""What a POD kept from tastypy 0.0.3 beyond the mapping: ``iterkeys``,
+``itervalues``, ``iteritems`` and ``convert_to_tracker``.
 
 0.0.3 had no kind of directory: a POD whose values were rewritten into task
 records could be opened as a tracker. Now the manifest says which it is
@@ -8,6 +9,7 @@ same compaction that writes the records.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from tastypy import clones
@@ -16,11 +18,24 @@ __all__ = ["PODCompatMixin"]
 
 
 class PODCompatMixin:
-    """``convert_to_tracker()`` of a POD (a tracker is one already)."""
+    """The 0.0.3 iterators and ``convert_to_tracker()`` of a POD (a tracker is
+    one already)."""
 
     _data: dict
     _store: Any
     _closed: bool
+
+    def iterkeys(self) -> Iterator:
+        """Same as ``iter(pod.keys())``; kept for code written for tastypy 0.0.3."""
+        return iter(self.keys())  # type: ignore[attr-defined]
+
+    def itervalues(self) -> Iterator:
+        """Same as ``iter(pod.values())``; kept for code written for tastypy 0.0.3."""
+        return iter(self.values())  # type: ignore[attr-defined]
+
+    def iteritems(self) -> Iterator:
+        """Same as ``iter(pod.items())``; kept for code written for tastypy 0.0.3."""
+        return iter(self.items())  # type: ignore[attr-defined]
 
     def convert_to_tracker(self, max_tries: int | None = 0) -> Any:
         """Turn this POD into a progress tracker, on disk, for every process.

@@ -182,15 +182,9 @@ class MarksMixin:
             if type(rec) is not dict or "_done" not in rec or self._closed or key in self._lent:
                 rec = self._rec(key)
             lost = False
-            if "_lease_until" in rec:
-                if rec.get("_holder") is _common._me:
-                    # Our own lease, as a task run after its try: it ends
-                    # (what _end_lease does, without the call: W7's hot path).
-                    del rec["_lease_until"], rec["_holder"]
-                    self._granted.pop(key, None)
-                elif not self._end_lease(key, rec):
-                    # Taken over while this process ran late: say so, once.
-                    lost = self._granted.pop(key, None) is not None
+            if "_lease_until" in rec and not self._end_lease(key, rec):
+                # Taken over while this process ran late: say so, once.
+                lost = self._granted.pop(key, None) is not None
             if not rec["_done"]:
                 rec["_done"] = True
                 self._n_done += 1

@@ -240,7 +240,6 @@ class TransactMixin:
         added = self._added
         marks = [*added.items(), *self._dirty.items()] if added else [*self._dirty.items()]
         get = self._d.get
-        dumps = _dumps
         lines: list = []
         bad = None
         for key, marker in marks:
@@ -248,10 +247,10 @@ class TransactMixin:
             if value is _MISSING:
                 continue  # a deletion's line is in _pending
             try:
-                line = dumps((key, value), option=STR_LINE_OPTIONS)
+                line = _dumps((key, value), option=STR_LINE_OPTIONS)
             except TypeError:
                 try:
-                    line = dumps((key, value), option=LINE_OPTIONS)
+                    line = _dumps((key, value), option=LINE_OPTIONS)
                 except (TypeError, ValueError) as exc:
                     if bad is None:
                         bad = []
