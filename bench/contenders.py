@@ -13,6 +13,7 @@ transaction (written to the OS, not fsynced), as a real job needs.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shelve
@@ -280,6 +281,60 @@ class RawDict(Raw):
         return now() - t0
 
 
+class _Minimal:
+    """The least a dict-like store written in Python does per
+    ``store[k] = v`` if it validates the value and keeps it: encode the line
+    (orjson raises on what JSON cannot hold), keep the value, add the line
+    to the buffer; every 1000 lines one write and an fsync. No key check,
+    no change detection, no lock, no reading of what others wrote."""
+
+    __slots__ = ("fd", "data", "buf", "count")
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        self.data: dict = {}
+        self.buf = bytearray()
+        self.count = 0
+
+    def __setitem__(self, key: str, value: dict) -> None:
+        self.buf += dumps((key, value), option=_NL)
+        self.data[key] = value
+        self.count += 1
+        if self.count == SYNC_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        _write_all(self.fd, self.buf)
+        os.fsync(self.fd)
+        self.buf.clear()
+        self.count = 0
+
+    def close(self) -> None:
+        if self.count:
+            self.flush()
+        os.close(self.fd)
+
+
+class PySetitem(Raw):
+    """The floor of W1 for any store whose ``store[k] = v`` is a method
+    written in Python: :class:`_Minimal`. Its distance to *raw + dict* is
+    what the call of a Python ``__setitem__`` costs (the raw rows write
+    from the loop itself)."""
+
+    name = "py-setitem"
+    label = "floor: `store[k] = v` in Python"
+
+    def w1(self, d: str, keys: list) -> float:
+        t0 = now()
+        store = _Minimal(self._path(d))
+        for k in keys:
+            store[k] = {"_done": False, "_tries": 0, "_aborted": False}
+        for k in keys:
+            store[k] = {"_done": True, "_tries": 1, "_aborted": False}
+        store.close()
+        return now() - t0
+
+
 # -- peers ---------------------------------------------------------------------
 
 
@@ -457,7 +512,17 @@ class Shelve:
 
 CONTENDERS: Final[dict[str, Any]] = {
     c.name: c
-    for c in (Tastypy, TastypyMutate, Raw, RawLines, RawDict, Diskcache, Sqlitedict, Shelve)
+    for c in (
+        Tastypy,
+        TastypyMutate,
+        Raw,
+        RawLines,
+        RawDict,
+        PySetitem,
+        Diskcache,
+        Sqlitedict,
+        Shelve,
+    )
 }
 PEERS: Final = ("diskcache", "sqlitedict", "shelve")
 
@@ -542,10 +607,55 @@ def raw_loop(d: str, keys: list, ready: Callable[[], None] = _nothing) -> tuple[
     return t0, now()
 
 
+def raw_locked_loop(
+    d: str, keys: list, ready: Callable[[], None] = _nothing
+) -> tuple[float, float]:
+    """The floor of a tracker written in Python that decides each try under
+    a lock, as tastypy does: per try, ``flock`` a lock file, look at the
+    journal's end (``lseek``) for what another process appended (nothing,
+    with one process), decide on the record in a dict, ``pwrite`` the
+    previous task's done line and the try line at the end, unlock. Nothing
+    more: no leases, no counts, nothing taken back if the write fails, no
+    threads, no signal put off while the lock is held."""
+    fd = os.open(os.path.join(d, "tasks.jsonl"), os.O_RDWR | os.O_CREAT, 0o666)
+    lock = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    flock, lseek, pwrite = fcntl.flock, os.lseek, os.pwrite
+    ex, un, seek_end = fcntl.LOCK_EX, fcntl.LOCK_UN, os.SEEK_END
+    data: dict = {}
+    ready()
+    t0 = now()
+    end = lseek(fd, 0, seek_end)
+    pending = b""
+    for k in keys:
+        flock(lock, ex)
+        try:
+            if lseek(fd, 0, seek_end) != end:
+                raise RuntimeError("another process appended: this loop is for one process")
+            rec = data.get(k)
+            if rec is None:
+                rec = data[k] = {"_done": False, "_tries": 0, "_aborted": False}
+            ok = not rec["_done"] and not rec["_aborted"] and rec["_tries"] < MAX_TRIES
+            if ok:
+                rec["_tries"] += 1
+                end += pwrite(fd, pending + dumps([k, rec], option=_NL), end)
+                pending = b""
+        finally:
+            flock(lock, un)
+        if ok:
+            rec["_done"] = True  # the task ran; mark_done
+            pending = dumps([k, rec], option=_NL)
+    if pending:
+        pwrite(fd, pending, end)
+    os.close(lock)
+    os.close(fd)
+    return t0, now()
+
+
 TASK_LOOPS: Final[dict[str, Callable[..., tuple[float, float]]]] = {
     "tastypy": tracker_loop,
     "diskcache": diskcache_loop,
     "raw": raw_loop,
+    "raw-locked": raw_locked_loop,
 }
 
 

@@ -21,6 +21,8 @@ LABELS: Final = {
     "raw": "raw limit",
     "raw-lines": "raw limit (per-line parse)",
     "raw-dict": "raw limit + dict in memory",
+    "py-setitem": "floor: `store[k] = v` in Python",
+    "raw-locked": "floor: a locked try in Python",
     "diskcache": "diskcache",
     "sqlitedict": "sqlitedict",
     "shelve": "shelve",
@@ -162,6 +164,20 @@ interpreter, about 20 MB).
   any library that hands you a dict must. In W3 the dict (N entries) is
   loaded before the clock starts. The gap between the two raw rows is the
   cost of touching a large dict at random, which no in-memory design avoids.
+* **floor: `store[k] = v` in Python** (W1, for information): the raw limit
+  + dict, but each write a call of a `__setitem__` written in Python that
+  does only this: encode the line (which validates the value), keep the
+  value in a dict, add the line to a buffer, write and fsync every 1000.
+  Its distance to the raw + dict row is what calling a Python method per
+  assignment costs: the floor of any store written in Python that hands
+  you a dict.
+* **floor: a locked try in Python** (W7, for information): the raw limit's
+  loop, but each try decided under a lock as tastypy decides it: `flock` a
+  lock file, `lseek` to the journal's end to see whether another process
+  appended, decide on the record in a dict, `pwrite` the previous done line
+  and the try line at the end, unlock. No leases, counts, undo, threads or
+  signals: the floor of a tracker written in Python that is safe across
+  processes.
 * **diskcache** `Cache(path, sqlite_synchronous=2, eviction_policy="none")`:
   `with cache.transact():` around each 1000 writes. FULL synchronous makes
   each commit durable like an fsync (the default NORMAL in WAL mode does not
@@ -370,6 +386,9 @@ def _tasks_table(r: Results, workload: str) -> str:
                 peer = r.value(workload, "diskcache", n, "per_second")
                 if peer:
                     bits.append(f"{fmt_ratio(e['per_second'] / peer)} diskcache")
+                floor = r.value(workload, "raw-locked", n, "per_second")
+                if floor:
+                    bits.append(f"{fmt_ratio(floor / e['per_second'])} the locked floor's time")
             bits.append(f"lost {e.get('lost', '?')}")
             row.append(" · ".join(bits))
         rows.append(row)
@@ -775,6 +794,8 @@ COLORS: Final = {
     "raw": "#2ca02c",
     "raw-lines": "#98df8a",
     "raw-dict": "#bcbd22",
+    "py-setitem": "#ff7f0e",
+    "raw-locked": "#e377c2",
     "diskcache": "#d62728",
     "sqlitedict": "#9467bd",
     "shelve": "#8c564b",

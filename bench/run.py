@@ -31,13 +31,22 @@ REPORT: Final = os.path.join("docs", "benchmarks.md")
 WORKLOADS: Final = ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "scale")
 #: Who runs each workload. Peers are skipped above --peer-cap.
 ENTRANTS: Final[dict[str, tuple[str, ...]]] = {
-    "w1": ("tastypy", "tastypy-mutate", "raw", "raw-dict", "diskcache", "sqlitedict", "shelve"),
+    "w1": (
+        "tastypy",
+        "tastypy-mutate",
+        "raw",
+        "raw-dict",
+        "py-setitem",
+        "diskcache",
+        "sqlitedict",
+        "shelve",
+    ),
     "w2": ("tastypy", "raw", "raw-lines", "diskcache", "sqlitedict", "shelve"),
     "w3": ("tastypy", "raw", "raw-dict", "diskcache", "sqlitedict", "shelve"),
     "w4": ("tastypy",),
     "w5": ("tastypy", "raw", "diskcache"),
     "w6": ("dict", "tastypy", "tracker"),
-    "w7": ("tastypy", "raw", "diskcache"),
+    "w7": ("tastypy", "raw", "raw-locked", "diskcache"),
     "scale": ("tastypy", "raw"),
     # W8's entrants are the jobs a job array's job does (bench/w8_parts.py).
     "w8": ("one", "claim", "done100", "stats"),

@@ -153,7 +153,7 @@ def run_tasks(spec: dict) -> dict:
         return skipped
     keys = c.make_keys(spec["tasks"])
     # Create the store before the workers race to.
-    if contender != "raw":
+    if contender not in ("raw", "raw-locked"):
         c.TASK_LOOPS[contender](d, [])
     if procs == 1:
         t0, t1 = c.TASK_LOOPS[contender](d, keys)
