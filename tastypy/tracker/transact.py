@@ -93,9 +93,8 @@ class _Writer:
         tracker = self.tracker
         _, _, n_bytes, n_keys, handled, _ = self.batch
         dirty = tracker._dirty
-        get = dirty.get
         for key, marker in handled:
-            if get(key, _MISSING) is marker:
+            if dirty.get(key, _MISSING) is marker:
                 del dirty[key]
         if tracker._added:
             tracker._prune_added(handled)
@@ -239,11 +238,11 @@ class TransactMixin:
             self._take_ours()
         added = self._added
         marks = [*added.items(), *self._dirty.items()] if added else [*self._dirty.items()]
-        get = self._d.get
+        data = self._d
         lines: list = []
         bad = None
         for key, marker in marks:
-            value = get(key, _MISSING)
+            value = data.get(key, _MISSING)
             if value is _MISSING:
                 continue  # a deletion's line is in _pending
             try:
