@@ -53,6 +53,15 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _write_twice(store: Any, keys: list) -> None:
+    """W1's writes through ``store[k] = v``: each key's new record, then
+    each one marked done."""
+    for k in keys:
+        store[k] = {"_done": False, "_tries": 0, "_aborted": False}
+    for k in keys:
+        store[k] = {"_done": True, "_tries": 1, "_aborted": False}
+
+
 # -- tastypy -----------------------------------------------------------------
 
 
@@ -73,10 +82,7 @@ class Tastypy:
         POD = self.POD
         t0 = now()
         pod = POD(self._path(d))
-        for k in keys:
-            pod[k] = {"_done": False, "_tries": 0, "_aborted": False}
-        for k in keys:
-            pod[k] = {"_done": True, "_tries": 1, "_aborted": False}
+        _write_twice(pod, keys)
         pod.close()
         return now() - t0
 
@@ -327,10 +333,7 @@ class PySetitem(Raw):
     def w1(self, d: str, keys: list) -> float:
         t0 = now()
         store = _Minimal(self._path(d))
-        for k in keys:
-            store[k] = {"_done": False, "_tries": 0, "_aborted": False}
-        for k in keys:
-            store[k] = {"_done": True, "_tries": 1, "_aborted": False}
+        _write_twice(store, keys)
         store.close()
         return now() - t0
 
