@@ -226,12 +226,12 @@ class PersistentOrderedDict(CloneMixin, LockingMixin, PODCompatMixin, MutableMap
 
     def _assign(self, key: Any, value: Any, data: dict | None = None) -> None:
         """``pod[key] = value`` (``__setitem__`` is this method: one call per
-        assignment, not two); ``data``: the dict that ``_data`` is, for a
-        subclass that has it at hand."""
-        t = type(key)
-        if t is not str and t is not int:
-            check_key(key)
+        assignment, not two). A subclass that checked the key already passes
+        ``data``, the dict that ``_data`` is."""
         if data is None:
+            t = type(key)
+            if t is not str and t is not int:
+                check_key(key)
             data = self._data
         if self._closed:
             self._refuse_closed()

@@ -382,6 +382,7 @@ class ProgressTracker(
             self._lease_index[key] = None
 
     def _assign(self, key: Any, value: Any, data: dict) -> None:
+        """A checked key's record (see :meth:`__setitem__`) into ``data``."""
         if type(value) is records.Record:
             value = dict(value)  # a record read from a tracker: not shared
         super()._assign(key, value, data)
